@@ -1,0 +1,36 @@
+# Everything runs from .venv, built from pyproject.toml on first use (only python3 is needed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint bench gateway clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[flask,starlette,fastapi,dev,bench]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+demo: $(STAMP)
+	@echo "The example apps are not there yet: serving the local gateway with the demo data."
+	$(BIN)/python -m vwo_heap_middleware.gateway --flags examples/gateway/flags.toml \
+		--segments examples/gateway/segments.json --port 8787
+
+gateway: $(STAMP)
+	$(BIN)/python -m vwo_heap_middleware.gateway --flags examples/gateway/flags.toml \
+		--segments examples/gateway/segments.json --port 8787
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""A local VWO FME Gateway Service for development, demos and tests.
+
+It serves account settings (from a raw settings JSON or a concise flags file), answers Heap
+segment membership (``/check-attribute``) and user details, records the events it receives,
+and can inject faults. See ``python -m vwo_heap_middleware.gateway --help``.
+"""
+
+from __future__ import annotations
+
+from .app import ENDPOINTS, Fault, Faults, GatewayApp
+from .errors import GatewayDataError
+from .flags_file import compile_flags, load_flags_file, load_settings_file, validate_settings
+from .segments import build_segments, load_segments_file
+from .server import LocalGateway, load_data
+
+__all__ = [
+    "ENDPOINTS",
+    "Fault",
+    "Faults",
+    "GatewayApp",
+    "GatewayDataError",
+    "LocalGateway",
+    "build_segments",
+    "compile_flags",
+    "load_data",
+    "load_flags_file",
+    "load_segments_file",
+    "load_settings_file",
+    "validate_settings",
+]

@@ -1,0 +1,58 @@
+"""``python -m vwo_heap_middleware.gateway (--settings F | --flags F) [--segments F] --port N``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from .errors import GatewayDataError
+from .server import LocalGateway
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vwo_heap_middleware.gateway",
+        description="A local VWO FME gateway: settings, events, attribute lists, user details.",
+    )
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--settings", metavar="FILE", help="raw VWO settings JSON")
+    data.add_argument("--flags", metavar="FILE", help="concise flags file (TOML)")
+    parser.add_argument("--segments", metavar="FILE", help="Heap segments: JSON or CSV")
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
+    parser.add_argument("--port", type=int, default=8787)
+    parser.add_argument(
+        "--enable-control",
+        action="store_true",
+        help="turn on the /_gateway/faults, /settings, /segments and /refuse control endpoints",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no access log")
+    args = parser.parse_args(argv)
+    try:
+        gateway = LocalGateway.from_files(
+            settings_file=args.settings,
+            flags_file=args.flags,
+            segments_file=args.segments,
+            host=args.host,
+            port=args.port,
+            enable_control=args.enable_control,
+            access_log=not args.quiet,
+        )
+        gateway.start()
+    except GatewayDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror})", file=sys.stderr)
+        return 2
+    print(
+        f"VWO local gateway on {gateway.url} (records: {gateway.url}/_gateway/records)",
+        flush=True,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        gateway.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

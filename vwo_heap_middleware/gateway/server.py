@@ -1,0 +1,160 @@
+"""Serve the local gateway over real HTTP: in-process for tests, or from the command line."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from .app import Faults, GatewayApp
+from .errors import GatewayDataError
+from .flags_file import load_flags_file, load_settings_file
+from .segments import Segments, load_segments_file
+
+logger = logging.getLogger("vwo_heap_middleware.gateway")
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.debug("%s %s", self.requestline, code)
+
+
+def load_data(
+    *,
+    settings_file: str | Path | None = None,
+    flags_file: str | Path | None = None,
+    segments_file: str | Path | None = None,
+) -> tuple[dict[str, Any], Segments]:
+    """Read exactly one of a settings or flags file, and an optional segments file."""
+    if (settings_file is None) == (flags_file is None):
+        raise GatewayDataError("give exactly one of a settings file or a flags file")
+    settings = (
+        load_settings_file(settings_file)
+        if settings_file is not None
+        else load_flags_file(flags_file)  # type: ignore[arg-type]
+    )
+    segments = load_segments_file(segments_file) if segments_file is not None else {}
+    return settings, segments
+
+
+class LocalGateway:
+    """A local stand-in for the VWO FME Gateway Service, served by a threaded HTTP server.
+
+    Use it as a context manager; it picks a free port unless given one::
+
+        with LocalGateway(settings, {"heap_premium_users": ["ada@example.com"]}) as gateway:
+            vwo.init({..., "gateway_service": {"url": gateway.url}})
+    """
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any],
+        segments: Segments | Mapping[str, Iterable[str]] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        enable_control: bool = False,
+        access_log: bool = False,
+    ) -> None:
+        self.app = GatewayApp(
+            settings, segments, enable_control=enable_control, on_refuse=self._refuse_for
+        )
+        self.host = host
+        self.port = port
+        self._handler = WSGIRequestHandler if access_log else _QuietHandler
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_files(
+        cls,
+        *,
+        settings_file: str | Path | None = None,
+        flags_file: str | Path | None = None,
+        segments_file: str | Path | None = None,
+        **kwargs: Any,
+    ) -> LocalGateway:
+        settings, segments = load_data(
+            settings_file=settings_file, flags_file=flags_file, segments_file=segments_file
+        )
+        return cls(settings, segments, **kwargs)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def faults(self) -> Faults:
+        return self.app.faults
+
+    def records(self) -> dict[str, Any]:
+        return self.app.recorder.snapshot()
+
+    def reset_records(self) -> None:
+        self.app.recorder.reset()
+
+    def set_settings(self, settings: Mapping[str, Any]) -> None:
+        self.app.set_settings(settings)
+
+    def set_segments(self, segments: Mapping[str, Iterable[str]]) -> None:
+        self.app.set_segments(segments)
+
+    def start(self) -> LocalGateway:
+        with self._lock:
+            if self._server is None:
+                server = make_server(
+                    self.host, self.port, self.app, threaded=True, request_handler=self._handler
+                )
+                self.port = server.server_port
+                self._server = server
+                self._thread = threading.Thread(
+                    target=server.serve_forever, name="vwo-local-gateway", daemon=True
+                )
+                self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the listening socket: new connections are refused until ``start()``."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    refuse_connections = stop
+    accept_connections = start
+
+    def _refuse_for(self, seconds: float) -> None:
+        def cycle() -> None:
+            self.stop()
+            threading.Timer(seconds, self.start).start()
+
+        # From inside a request: let the response go out before the listener closes.
+        threading.Timer(0.05, cycle).start()
+
+    def serve_forever(self) -> None:
+        self.start()
+        assert self._thread is not None
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        finally:
+            self.stop()
+
+    def __enter__(self) -> LocalGateway:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.faults.clear()  # releases requests still waiting out an injected latency
+        self.stop()
