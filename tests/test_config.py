@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from vwo_heap_middleware.config import ENVIRONMENT, Config, FlagDefault
+
+BASE = {
+    "VWO_ACCOUNT_ID": "123456",
+    "VWO_SDK_KEY": "key",
+    "VWO_GATEWAY_URL": "http://127.0.0.1:8787",
+}
+
+
+def test_from_env_reads_every_variable() -> None:
+    environ = {
+        **BASE,
+        "VWO_HEAP_CUSTOM_VARIABLE": "heap_user",
+        "VWO_HEAP_FLAGS": "premium_checkout, new_banner,,premium_checkout",
+        "HEAP_APP_ID": "1234",
+        "VWO_HEAP_IDENTITY_HEADER": "X-HEAP-USER-ID",
+        "VWO_HEAP_IDENTITY_SOURCES": "resolver,cookie",
+        "VWO_HEAP_TRUST_CLIENT_IDENTITY": "false",
+        "VWO_HEAP_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+        "VWO_HEAP_EVALUATION_TIMEOUT": "0.5",
+        "VWO_HEAP_MEMBERSHIP_TIMEOUT": "0.05",
+        "VWO_HEAP_MEMBERSHIP_TTL": "120",
+        "VWO_HEAP_NON_MEMBERSHIP_TTL": "30",
+        "VWO_HEAP_STALE_MEMBERSHIP_TTL": "600",
+        "VWO_HEAP_DECISION_TTL": "10",
+        "VWO_HEAP_CACHE_SIZE": "5000",
+        "VWO_HEAP_SETTINGS_REFRESH": "15",
+        "VWO_HEAP_SERVER_TIMING": "on",
+        "VWO_HEAP_DEBUG_HEADER": "1",
+        "VWO_HEAP_SDK_LOG_LEVEL": "DEBUG",
+    }
+    assert set(environ) == set(ENVIRONMENT), "every documented variable is exercised"
+    config = Config.from_env(environ)
+    assert config.account_id == "123456"
+    assert config.gateway_url == "http://127.0.0.1:8787"
+    assert config.custom_variable == "heap_user"
+    assert config.flags == ("premium_checkout", "new_banner")
+    assert config.heap_app_id == "1234"
+    assert config.identity_header == "X-HEAP-USER-ID"
+    assert config.identity_sources == ("resolver", "cookie")
+    assert config.trust_client_identity is False
+    assert [str(n) for n in config.proxy_networks] == ["10.0.0.0/8", "127.0.0.1/32"]
+    assert (config.evaluation_timeout, config.membership_timeout) == (0.5, 0.05)
+    assert (config.membership_ttl, config.non_membership_ttl, config.stale_membership_ttl) == (
+        120,
+        30,
+        600,
+    )
+    assert (config.decision_ttl, config.cache_size, config.settings_refresh_interval) == (
+        10,
+        5000,
+        15,
+    )
+    assert config.server_timing and config.debug_header
+    assert config.sdk_log_level == "DEBUG"
+
+
+def test_defaults() -> None:
+    config = Config.from_env(BASE)
+    assert config.custom_variable == "heap_identity"
+    assert config.identity_header == "X-Heap-Identity"
+    assert config.identity_sources == ("resolver", "header", "cookie")
+    assert config.evaluation_timeout == 0.2
+    assert config.membership_timeout == 0.1
+    assert config.flags == ()
+    assert config.default_for("anything") == FlagDefault()
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [name for name in ENVIRONMENT if f"`{name}`" not in readme]
+    assert not missing
+
+
+def test_keyword_overrides_win() -> None:
+    assert Config.from_env(BASE, custom_variable="other").custom_variable == "other"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"VWO_SDK_KEY": "k", "VWO_GATEWAY_URL": "http://x"}, "VWO_ACCOUNT_ID is not set"),
+        (
+            {**BASE, "VWO_ACCOUNT_ID": "abc"},
+            "VWO_ACCOUNT_ID: account_id must be your VWO account id",
+        ),
+        ({**BASE, "VWO_GATEWAY_URL": "ftp://x"}, "VWO_GATEWAY_URL: gateway_url must be an http"),
+        ({**BASE, "VWO_GATEWAY_URL": "http://x/prefix"}, "the VWO SDK ignores a path"),
+        (
+            {**BASE, "VWO_HEAP_EVALUATION_TIMEOUT": "soon"},
+            "VWO_HEAP_EVALUATION_TIMEOUT: must be a number of seconds",
+        ),
+        (
+            {**BASE, "VWO_HEAP_EVALUATION_TIMEOUT": "0"},
+            "VWO_HEAP_EVALUATION_TIMEOUT: evaluation_timeout must be",
+        ),
+        (
+            {**BASE, "VWO_HEAP_TRUSTED_PROXIES": "10.0.0.0/33"},
+            "VWO_HEAP_TRUSTED_PROXIES: trusted_proxies must hold",
+        ),
+        ({**BASE, "VWO_HEAP_TRUST_CLIENT_IDENTITY": "maybe"}, "must be true or false"),
+        ({**BASE, "VWO_HEAP_IDENTITY_SOURCES": "cookie,magic"}, "identity_sources must list"),
+        ({**BASE, "VWO_HEAP_CUSTOM_VARIABLE": "has space"}, "custom_variable must be"),
+        ({**BASE, "VWO_HEAP_FLAGS": "ok,not ok"}, "flags must be VWO feature flag keys"),
+        ({**BASE, "HEAP_APP_ID": "app"}, "heap_app_id must be your Heap app id"),
+        ({**BASE, "VWO_HEAP_IDENTITY_HEADER": "X Heap"}, "identity_header must be"),
+        ({**BASE, "VWO_HEAP_CACHE_SIZE": "0"}, "cache_size must be"),
+    ],
+)
+def test_bad_settings_name_what_to_fix(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        Config.from_env(environ)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"identity_resolver": "not callable"}, TypeError),
+        ({"flag_defaults": {"x": {"enabled": True}}}, TypeError),
+        ({"sdk_key": " "}, ValueError),
+    ],
+)
+def test_constructor_errors(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    params: dict[str, Any] = {"account_id": 1, "sdk_key": "k", "gateway_url": "http://x", **kwargs}
+    with pytest.raises(error):
+        Config(**params)
+
+
+def test_config_is_immutable_and_normalised() -> None:
+    lenient: dict[str, Any] = {"account_id": 123, "flags": "one"}
+    config = Config(
+        sdk_key="k",
+        gateway_url="https://gw.example.com:8443/",
+        flag_defaults={"one": FlagDefault(True, {"a": 1})},
+        **lenient,
+    )
+    assert config.account_id == "123"
+    assert config.gateway_url == "https://gw.example.com:8443"
+    assert config.flags == ("one",)
+    with pytest.raises(AttributeError):
+        config.sdk_key = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.flag_defaults["two"] = FlagDefault()  # type: ignore[index]

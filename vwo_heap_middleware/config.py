@@ -1,0 +1,283 @@
+"""``Config``: everything the middleware needs, validated once, shared by every adapter."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+IdentityResolver = Callable[[Any], Any]
+"""``resolver(request) -> str | None`` (or an awaitable of it under ASGI): the trusted identity."""
+
+ContextEnricher = Callable[[Any], Mapping[str, object]]
+"""``enricher(request) -> {name: value}``: extra VWO custom variables for the request."""
+
+IDENTITY_SOURCES = ("resolver", "header", "cookie")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+_HEADER = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class FlagDefault:
+    """What a flag is when no decision can be had (no user, not ready, timeout, error)."""
+
+    enabled: bool = False
+    variables: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings for the engine and the middleware; every field is checked on construction.
+
+    ``account_id``, ``sdk_key`` and ``gateway_url`` locate the VWO account and its gateway
+    service. ``custom_variable`` must equal the name in the VWO rule
+    ``custom_variable <name> inlist(<list>)``. ``flags`` are evaluated on every request.
+
+    Cookie and header identities are sent by the visitor and can name anyone: when a flag guards
+    something that matters, give ``identity_resolver`` (your login session) and set
+    ``trust_client_identity=False``.
+    """
+
+    account_id: str
+    sdk_key: str
+    gateway_url: str
+    custom_variable: str = "heap_identity"
+    flags: tuple[str, ...] = ()
+    heap_app_id: str | None = None
+    identity_header: str = "X-Heap-Identity"
+    identity_sources: tuple[str, ...] = IDENTITY_SOURCES
+    trust_client_identity: bool = True
+    identity_resolver: IdentityResolver | None = None
+    fallback_user_id: Callable[[Any], str | None] | None = None
+    context_enricher: ContextEnricher | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    flag_defaults: Mapping[str, FlagDefault] = field(default_factory=dict)
+    evaluation_timeout: float = 0.2
+    membership_timeout: float = 0.1
+    membership_ttl: float = 300.0
+    non_membership_ttl: float = 60.0
+    stale_membership_ttl: float = 3600.0
+    decision_ttl: float = 60.0
+    cache_size: int = 100_000
+    settings_refresh_interval: float = 60.0
+    impression_queue_size: int = 10_000
+    server_timing: bool = False
+    debug_header: bool = False
+    sdk_log_level: str | None = None
+    proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        fix = object.__setattr__
+        account_id = str(self.account_id).strip() if self.account_id is not None else ""
+        if not account_id.isdigit():
+            raise ValueError(
+                f"account_id must be your VWO account id (digits), got {self.account_id!r}"
+            )
+        fix(self, "account_id", account_id)
+        if not isinstance(self.sdk_key, str) or not self.sdk_key.strip():
+            raise ValueError("sdk_key must be the SDK key of your VWO project (a non-empty string)")
+        fix(self, "gateway_url", _gateway_url(self.gateway_url))
+        if not isinstance(self.custom_variable, str) or not _NAME.match(self.custom_variable):
+            raise ValueError(
+                "custom_variable must be the custom variable name of your VWO rule "
+                f"(letters, digits, _ . -), got {self.custom_variable!r}"
+            )
+        flags = (self.flags,) if isinstance(self.flags, str) else tuple(self.flags)
+        for key in flags:
+            if not isinstance(key, str) or not _NAME.match(key):
+                raise ValueError(f"flags must be VWO feature flag keys, got {key!r}")
+        fix(self, "flags", tuple(dict.fromkeys(flags)))
+        if self.heap_app_id is not None and not (
+            isinstance(self.heap_app_id, str) and self.heap_app_id.isdigit()
+        ):
+            raise ValueError(
+                f"heap_app_id must be your Heap app id (digits), got {self.heap_app_id!r}"
+            )
+        if not isinstance(self.identity_header, str) or not _HEADER.match(self.identity_header):
+            raise ValueError(
+                f"identity_header must be an HTTP header name, got {self.identity_header!r}"
+            )
+        sources = tuple(self.identity_sources)
+        if not sources or set(sources) - set(IDENTITY_SOURCES) or len(set(sources)) != len(sources):
+            raise ValueError(
+                f"identity_sources must list some of {', '.join(IDENTITY_SOURCES)} once each, "
+                f"got {self.identity_sources!r}"
+            )
+        fix(self, "identity_sources", sources)
+        for name in ("identity_resolver", "fallback_user_id", "context_enricher"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise TypeError(f"{name} must be a callable taking the request")
+        fix(self, "trusted_proxies", tuple(self.trusted_proxies))
+        fix(self, "proxy_networks", tuple(_network(p) for p in self.trusted_proxies))
+        defaults = {}
+        for key, default in dict(self.flag_defaults).items():
+            if not isinstance(default, FlagDefault):
+                raise TypeError(f"flag_defaults[{key!r}] must be a FlagDefault")
+            defaults[key] = FlagDefault(default.enabled, MappingProxyType(dict(default.variables)))
+        fix(self, "flag_defaults", MappingProxyType(defaults))
+        for name in ("evaluation_timeout", "membership_timeout"):
+            _number(self, name, low=0.001, high=60.0)
+        for name in (
+            "membership_ttl",
+            "non_membership_ttl",
+            "stale_membership_ttl",
+            "decision_ttl",
+        ):
+            _number(self, name, low=0.0, high=7 * 86400.0)
+        _number(self, "settings_refresh_interval", low=1.0, high=86400.0)
+        for name in ("cache_size", "impression_queue_size"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 1 <= value <= 10_000_000
+            ):
+                raise ValueError(f"{name} must be a whole number from 1 to 10000000, got {value!r}")
+
+    @property
+    def header_identity_allowed(self) -> bool:
+        return self.trust_client_identity and "header" in self.identity_sources
+
+    def default_for(self, key: str) -> FlagDefault:
+        return self.flag_defaults.get(key, _OFF)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, Any] | None = None, **overrides: Any) -> Config:
+        """Build a Config from ``VWO_*``/``HEAP_*`` variables (``os.environ`` by default).
+
+        Keyword arguments win over the environment; values may be strings (environment) or
+        native values (a Flask ``app.config``). Errors name the variable to fix.
+        """
+        source = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for variable, (name, parse) in ENVIRONMENT.items():
+            if variable in source and name not in overrides:
+                raw = source[variable]
+                try:
+                    values[name] = parse(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{variable}: {exc}, got {raw!r}") from None
+        for required in ("VWO_ACCOUNT_ID", "VWO_SDK_KEY", "VWO_GATEWAY_URL"):
+            if ENVIRONMENT[required][0] not in values and ENVIRONMENT[required][0] not in overrides:
+                raise ValueError(f"{required} is not set: it is required")
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as exc:
+            reverse = {name: variable for variable, (name, _) in ENVIRONMENT.items()}
+            for name in (f.name for f in fields(cls)):
+                if str(exc).startswith(name) and name in reverse and name not in overrides:
+                    raise type(exc)(f"{reverse[name]}: {exc}") from None
+            raise
+
+
+_OFF = FlagDefault()
+
+
+def _gateway_url(url: object) -> str:
+    if not isinstance(url, str):
+        raise ValueError("gateway_url must be the URL of your VWO gateway service")
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"gateway_url must be an http:// or https:// URL, got {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(
+            "gateway_url must be scheme://host[:port] only: the VWO SDK ignores a path, "
+            f"got {url!r}"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"gateway_url has an invalid port, got {url!r}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            f"trusted_proxies must hold IP addresses or networks like 10.0.0.0/8, got {value!r}"
+        ) from None
+
+
+def _number(config: Config, name: str, *, low: float, high: float) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(
+            f"{name} must be a number of seconds from {low:g} to {high:g}, got {value!r}"
+        )
+    object.__setattr__(config, name, float(value))
+
+
+def _text(value: Any) -> str:
+    return str(value).strip()
+
+
+def _list(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number of seconds") from None
+
+
+def _whole(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a whole number") from None
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise ValueError("must be true or false")
+
+
+def _optional(value: Any) -> str | None:
+    text = str(value).strip()
+    return text or None
+
+
+ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "VWO_ACCOUNT_ID": ("account_id", _text),
+    "VWO_SDK_KEY": ("sdk_key", _text),
+    "VWO_GATEWAY_URL": ("gateway_url", _text),
+    "VWO_HEAP_CUSTOM_VARIABLE": ("custom_variable", _text),
+    "VWO_HEAP_FLAGS": ("flags", _list),
+    "HEAP_APP_ID": ("heap_app_id", _optional),
+    "VWO_HEAP_IDENTITY_HEADER": ("identity_header", _text),
+    "VWO_HEAP_IDENTITY_SOURCES": ("identity_sources", _list),
+    "VWO_HEAP_TRUST_CLIENT_IDENTITY": ("trust_client_identity", _flag),
+    "VWO_HEAP_TRUSTED_PROXIES": ("trusted_proxies", _list),
+    "VWO_HEAP_EVALUATION_TIMEOUT": ("evaluation_timeout", _seconds),
+    "VWO_HEAP_MEMBERSHIP_TIMEOUT": ("membership_timeout", _seconds),
+    "VWO_HEAP_MEMBERSHIP_TTL": ("membership_ttl", _seconds),
+    "VWO_HEAP_NON_MEMBERSHIP_TTL": ("non_membership_ttl", _seconds),
+    "VWO_HEAP_STALE_MEMBERSHIP_TTL": ("stale_membership_ttl", _seconds),
+    "VWO_HEAP_DECISION_TTL": ("decision_ttl", _seconds),
+    "VWO_HEAP_CACHE_SIZE": ("cache_size", _whole),
+    "VWO_HEAP_SETTINGS_REFRESH": ("settings_refresh_interval", _seconds),
+    "VWO_HEAP_SERVER_TIMING": ("server_timing", _flag),
+    "VWO_HEAP_DEBUG_HEADER": ("debug_header", _flag),
+    "VWO_HEAP_SDK_LOG_LEVEL": ("sdk_log_level", _optional),
+}
+"""Environment variable -> (Config field, parser). The README documents each."""

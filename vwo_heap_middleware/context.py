@@ -1,0 +1,172 @@
+"""From a request's facts to the visitor and the VWO user context the Python SDK reads.
+
+The Python SDK reads snake_case keys (``id``, ``custom_variables``, ``user_agent``,
+``ip_address``); the camelCase keys of VWO's Node sample are silently ignored by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .identity import (
+    ANONYMOUS,
+    HeapIdentity,
+    clean_identity,
+    identity_from_cookies,
+    identity_from_header,
+    identity_from_resolver,
+)
+
+logger = logging.getLogger("vwo_heap_middleware")
+
+CALLBACK_FAILED = "%s raised; the request goes on without it"
+BAD_CUSTOM_VARIABLE = "context_enricher returned %r for %r: values must be str, int, float or bool"
+MAX_USER_AGENT = 512
+_VARIABLE_TYPES = (str, int, float, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the middleware reads from a request, whatever the framework."""
+
+    cookie: str | None = None
+    identity_header: str | bytes | None = None
+    user_agent: str | None = None
+    peer: str | None = None
+    forwarded_for: str | None = None
+    forwarded: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """The visitor of one request: Heap's view of them and their VWO user context."""
+
+    heap: HeapIdentity
+    user_id: str | None
+    context: Mapping[str, Any] | None
+
+    @property
+    def identity(self) -> str | None:
+        return self.heap.identity
+
+
+def short_hash(value: str) -> str:
+    """A stable 12-hex-digit stand-in for an identity in logs (identities are often emails)."""
+    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
+def identify(config: Config, facts: RequestFacts, resolved: object = None) -> HeapIdentity:
+    """The visitor's Heap identity, by ``config.identity_sources`` precedence.
+
+    The first source that names an identified visitor wins. Otherwise an anonymous Heap cookie
+    still gives Heap's ``userId``. With ``trust_client_identity=False`` only the resolver counts.
+    """
+    cookie_identity = ANONYMOUS
+    for source in config.identity_sources:
+        if source == "resolver":
+            found = identity_from_resolver(resolved)
+        elif not config.trust_client_identity:
+            continue
+        elif source == "header":
+            found = identity_from_header(facts.identity_header)
+        else:
+            found = cookie_identity = identity_from_cookies(facts.cookie, config.heap_app_id)
+        if found.is_identified:
+            return found
+    return cookie_identity
+
+
+def call_hook(hook: Any, request: object, name: str) -> Any:
+    """Call an app-supplied hook; its failure must not fail the request."""
+    try:
+        return hook(request)
+    except Exception:
+        logger.exception(CALLBACK_FAILED, name)
+        return None
+
+
+def build_visitor(
+    config: Config, facts: RequestFacts, request: object, resolved: object = None
+) -> Visitor:
+    """Identify the visitor and build their VWO user context (None when there is no user id)."""
+    heap = identify(config, facts, resolved)
+    user_id = heap.identity or heap.user_id
+    if user_id is None and config.fallback_user_id is not None:
+        user_id = clean_identity(call_hook(config.fallback_user_id, request, "fallback_user_id"))
+    if user_id is None:
+        return Visitor(heap, None, None)
+    custom_variables: dict[str, object] = {}
+    if config.context_enricher is not None:
+        extra = call_hook(config.context_enricher, request, "context_enricher")
+        if isinstance(extra, Mapping):
+            for name, value in extra.items():
+                if isinstance(name, str) and isinstance(value, _VARIABLE_TYPES):
+                    custom_variables[name] = value
+                else:
+                    logger.warning(BAD_CUSTOM_VARIABLE, type(value).__name__, name)
+    if heap.identity is not None:
+        custom_variables[config.custom_variable] = heap.identity
+    context: dict[str, Any] = {"id": user_id, "custom_variables": custom_variables}
+    if facts.user_agent:
+        context["user_agent"] = facts.user_agent[:MAX_USER_AGENT]
+    ip_address = client_ip(config, facts)
+    if ip_address:
+        context["ip_address"] = ip_address
+    return Visitor(heap, user_id, context)
+
+
+def client_ip(config: Config, facts: RequestFacts) -> str | None:
+    """The socket peer, or, when the peer is a trusted proxy, the client it forwarded for.
+
+    The forwarding chain is walked from the right, past trusted proxies; the first address that
+    is not one is the client. ``Forwarded`` is read when present, else ``X-Forwarded-For``.
+    """
+    peer = _address(facts.peer)
+    if peer is None or not config.proxy_networks or not _trusted(config, peer):
+        return str(peer) if peer is not None else None
+    hops = _forwarded_for(facts.forwarded) if facts.forwarded else None
+    if hops is None:
+        hops = [h.strip() for h in facts.forwarded_for.split(",")] if facts.forwarded_for else []
+    client = peer
+    for hop in reversed(hops[-32:]):
+        address = _address(hop)
+        if address is None:
+            break
+        client = address
+        if not _trusted(config, address):
+            break
+    return str(client)
+
+
+def _trusted(config: Config, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address in network for network in config.proxy_networks)
+
+
+def _address(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not value:
+        return None
+    text = value.strip().strip('"')
+    if text.startswith("["):  # [v6]:port
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # v4:port
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _forwarded_for(header: str) -> list[str]:
+    hops = []
+    for element in header.split(","):
+        for pair in element.split(";"):
+            key, _, value = pair.strip().partition("=")
+            if key.lower() == "for":
+                hops.append(value)
+    return hops

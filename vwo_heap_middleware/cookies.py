@@ -1,0 +1,25 @@
+"""Split a Cookie header the way browsers send it, without ``http.cookies``.
+
+``SimpleCookie.load()`` drops every cookie when an earlier one holds a space, a stray quote or
+JSON, which real Cookie headers do. Here each ``name=value`` pair stands alone: a broken pair is
+skipped, the rest still count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+MAX_COOKIE_HEADER = 64 * 1024
+
+
+def iter_cookies(header: str) -> Iterator[tuple[str, str]]:
+    """Yield ``(name, value)`` in header order; values are raw (not unquoted or decoded)."""
+    if len(header) > MAX_COOKIE_HEADER:
+        header = header[:MAX_COOKIE_HEADER]
+    for pair in header.split(";"):
+        name, sep, value = pair.partition("=")
+        if not sep:
+            continue
+        name = name.strip()
+        if name:
+            yield name, value.strip()

@@ -1,0 +1,128 @@
+"""The visitor's Heap identity, read from Heap's browser cookies or a request header.
+
+Heap's browser SDK stores the visitor in a URL-encoded JSON cookie: ``_hp5_meta.<app id>``
+(heap.js v5) or ``_hp2_id.<app id>`` (classic heap.js). ``identity`` is set once the page
+called ``heap.identify(...)``; ``userId`` is Heap's own visitor id. Both cookies are written by
+JavaScript in the browser, so anyone can put any identity in them (see ``Config``).
+
+Nothing here raises on what a client sends: unreadable input means "no identity".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from .cookies import iter_cookies
+
+MAX_IDENTITY_LENGTH = 255
+MAX_COOKIE_VALUE = 4096
+V5_PREFIX = "_hp5_meta."
+V4_PREFIX = "_hp2_id."
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NO_IDENTITY = frozenset({"null", "undefined"})
+_USER_ID = re.compile(r"^[0-9]{1,20}$")
+
+
+@dataclass(frozen=True, slots=True)
+class HeapIdentity:
+    """Who Heap says the visitor is. ``identity`` is None for anonymous visitors."""
+
+    identity: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    source: str = "none"
+
+    @property
+    def is_identified(self) -> bool:
+        return self.identity is not None
+
+
+ANONYMOUS = HeapIdentity()
+
+
+def clean_identity(value: object) -> str | None:
+    """An identity as Heap allows it, or None: 1-255 characters, no control characters.
+
+    ``null`` and ``undefined`` (any case), which Heap warns against, mean no identity. Case and
+    unicode are kept as they are; an identity is compared exactly.
+    """
+    if not isinstance(value, str):
+        return None
+    if not value.strip() or len(value) > MAX_IDENTITY_LENGTH or _CONTROL.search(value):
+        return None
+    if value.lower() in _NO_IDENTITY:
+        return None
+    return value
+
+
+def parse_heap_cookie(raw_value: str, source: str) -> HeapIdentity | None:
+    """Decode one Heap cookie value; None when it is not a readable Heap cookie."""
+    if len(raw_value) > MAX_COOKIE_VALUE:
+        return None
+    try:
+        document = json.loads(unquote(raw_value, errors="strict"), parse_int=str, parse_float=str)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    user_id = document.get("userId")
+    session_id = document.get("sessionId")
+    return HeapIdentity(
+        identity=clean_identity(document.get("identity")),
+        user_id=user_id if isinstance(user_id, str) and _USER_ID.match(user_id) else None,
+        session_id=session_id if isinstance(session_id, str) and len(session_id) <= 64 else None,
+        source=source,
+    )
+
+
+def identity_from_cookies(cookie_header: str | None, app_id: str | None = None) -> HeapIdentity:
+    """The Heap visitor in a Cookie header.
+
+    With ``app_id`` only that Heap app's cookies count. A v5 cookie wins over a v4 one (a site
+    that moved to heap.js v5 leaves a stale v4 cookie behind). Among cookies of one version
+    (several Heap apps, or one name twice) an identified visitor wins over an anonymous one,
+    then the cookie that comes first in the header.
+    """
+    if not cookie_header or "_hp" not in cookie_header:
+        return ANONYMOUS
+    best: HeapIdentity | None = None
+    best_rank = -1
+    for name, value in iter_cookies(cookie_header):
+        if name.startswith(V5_PREFIX):
+            version, app = 2, name[len(V5_PREFIX) :]
+        elif name.startswith(V4_PREFIX):
+            version, app = 0, name[len(V4_PREFIX) :]
+        else:
+            continue
+        if app_id is not None and app != app_id:
+            continue
+        if version + 1 <= best_rank:  # cannot beat what we have: skip the decoding
+            continue
+        found = parse_heap_cookie(value, "cookie:v5" if version else "cookie:v4")
+        if found is None:
+            continue
+        rank = version + (1 if found.is_identified else 0)
+        if rank > best_rank:
+            best, best_rank = found, rank
+    return best or ANONYMOUS
+
+
+def identity_from_header(value: str | bytes | None) -> HeapIdentity:
+    """An identity sent in a request header by an app or mobile client (UTF-8)."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return ANONYMOUS
+    identity = clean_identity(value)
+    return HeapIdentity(identity=identity, source="header") if identity else ANONYMOUS
+
+
+def identity_from_resolver(value: Any) -> HeapIdentity:
+    """What the app's trusted resolver returned: an identity string, or None for anonymous."""
+    identity = clean_identity(value)
+    return HeapIdentity(identity=identity, source="resolver") if identity else ANONYMOUS
