@@ -1,5 +1,25 @@
-"""Roll out features to Heap segments through VWO Feature Management, in Flask and Starlette."""
+"""Roll out features to Heap segments through VWO Feature Management, in Flask and Starlette.
+
+Importing this package imports no web framework: the adapters live in ``.asgi``, ``.wsgi``,
+``.flask`` and ``.starlette``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .config import Config, FlagDefault
+from .context import RequestFacts, Visitor, build_visitor
+from .decision import FlagDecision, Reason
+from .engine import FlagEngine
+from .identity import HeapIdentity
+
+__all__ = [
+    "Config",
+    "FlagDecision",
+    "FlagDefault",
+    "FlagEngine",
+    "HeapIdentity",
+    "Reason",
+    "RequestFacts",
+    "Visitor",
+    "build_visitor",
+]

@@ -1,0 +1,394 @@
+"""FlagEngine against the real VWO SDK and the local gateway over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import DATA, DEMO_FLAGS, ROOT, EngineFactory, visitor, wait_until
+from vwo_heap_middleware.config import Config, FlagDefault
+from vwo_heap_middleware.decision import FlagDecision, Reason
+from vwo_heap_middleware.engine import FlagEngine
+from vwo_heap_middleware.gateway import LocalGateway, load_flags_file
+
+FLAGS = ("premium_checkout", "new_banner")
+PREMIUM = {"tier_label": "Premium", "discount_pct": 15}
+BANNER = {"text": "Welcome back!", "color": "#0a7d4f"}
+
+
+@pytest.fixture
+def raw_gateway() -> Iterator[LocalGateway]:
+    with LocalGateway.from_files(
+        settings_file=DATA / "raw_settings.json", segments_file=DATA / "segments.csv"
+    ) as gateway:
+        yield gateway
+
+
+def test_member_gets_the_flag_and_its_variables(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    decisions = engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)
+    assert decisions["premium_checkout"] == FlagDecision(
+        "premium_checkout", True, PREMIUM, Reason.TARGETED
+    )
+    assert decisions["new_banner"].to_dict() == {
+        "enabled": True,
+        "variables": BANNER,
+        "reason": "targeted",
+    }
+    lookups = demo_gateway.records()["membership_lookups"]
+    assert lookups == [
+        {
+            "list_id": "heap_premium_users",
+            "attribute": "ada@example.com",
+            "member": True,
+            "known_list": True,
+        }
+    ]
+
+
+def test_non_member_and_anonymous_visitors_do_not(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    other = engine.decide(visitor(engine.config, "ADA@example.com"), FLAGS)
+    assert other["premium_checkout"] == FlagDecision(
+        "premium_checkout", False, {}, Reason.NOT_TARGETED
+    )
+    assert other["new_banner"].enabled
+    nobody = engine.decide(visitor(engine.config), FLAGS)
+    assert {k: d.reason for k, d in nobody.items()} == {k: Reason.NO_USER for k in FLAGS}
+    assert not any(d.enabled for d in nobody.values())
+
+
+def test_heap_user_id_alone_gets_everyone_rollouts(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    cookie = "_hp5_meta.1=" + json.dumps({"userId": "0042"}).replace('"', "%22")
+    decisions = engine.decide(visitor(engine.config, cookie=cookie), FLAGS)
+    assert decisions["new_banner"].reason is Reason.TARGETED
+    assert decisions["premium_checkout"].reason is Reason.NOT_TARGETED
+    assert demo_gateway.records()["membership_lookups"] == [], "no identity, no lookup"
+
+
+def test_unknown_flag_and_configured_defaults(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, flag_defaults={"nope": FlagDefault(True, {"x": 1})})
+    decision = engine.decide(visitor(engine.config, "ada@example.com"), ["nope"])["nope"]
+    assert decision == FlagDecision("nope", True, {"x": 1}, Reason.UNKNOWN_FLAG)
+    assert decision.variable("x") == 1 and decision.variable("y", "d") == "d"
+
+
+def test_ab_variation_is_stable_per_user(make_engine: EngineFactory) -> None:
+    with LocalGateway.from_files(flags_file=DATA / "flags_all_rules.toml") as gateway:
+        engine = make_engine(gateway, decision_ttl=0)
+        users = [f"user-{n}" for n in range(40)]
+        first = [
+            engine.decide(visitor(engine.config, u), ["ab"])["ab"].variables["color"] for u in users
+        ]
+        again = [
+            engine.decide(visitor(engine.config, u), ["ab"])["ab"].variables["color"] for u in users
+        ]
+    assert first == again
+    assert set(first) == {"grey", "green"}
+
+
+def test_gateway_down_at_start_then_back(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    demo_gateway.refuse_connections()
+    engine = make_engine(demo_gateway, ready=False)
+    started = time.monotonic()
+    decisions = engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)
+    assert time.monotonic() - started < 0.5
+    assert {d.reason for d in decisions.values()} == {Reason.NOT_READY}
+    assert not engine.ready
+    demo_gateway.accept_connections()
+    wait_until(lambda: engine.ready, timeout=5.0, what="settings after the gateway returns")
+    decisions = engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)
+    assert decisions["premium_checkout"].reason is Reason.TARGETED
+
+
+def test_slow_gateway_request_returns_within_the_budget(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, evaluation_timeout=0.2, membership_timeout=5.0)
+    demo_gateway.faults.set("check_attribute", latency=3.0)
+    started = time.monotonic()
+    decisions = engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)
+    assert time.monotonic() - started < 1.0
+    assert decisions["premium_checkout"] == FlagDecision(
+        "premium_checkout", False, {}, Reason.TIMEOUT
+    )
+    assert decisions["new_banner"].reason is Reason.TARGETED, "flags without segments still decide"
+
+
+def test_failing_gateway_opens_the_circuit_and_nobody_waits(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, evaluation_timeout=1.0)
+    demo_gateway.faults.set("check_attribute", status=500)
+    for n in range(5):
+        decision = engine.decide(
+            visitor(engine.config, f"user{n}@example.com"), ["premium_checkout"]
+        )
+        assert decision["premium_checkout"].reason is Reason.GATEWAY_ERROR
+    assert engine.breaker.is_open
+    demo_gateway.faults.set("check_attribute", latency=5.0)
+    calls = engine.stats()["membership_calls"]
+    started = time.monotonic()
+    decision = engine.decide(visitor(engine.config, "new@example.com"), ["premium_checkout"])
+    assert time.monotonic() - started < 0.5, "an open circuit answers without waiting"
+    assert decision["premium_checkout"].reason is Reason.GATEWAY_ERROR
+    assert engine.stats()["membership_calls"] == calls
+
+
+def test_open_circuit_serves_stale_answers(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, membership_ttl=0, decision_ttl=0)
+    assert engine.decide(visitor(engine.config, "ada@example.com"), ["premium_checkout"])[
+        "premium_checkout"
+    ].enabled
+    demo_gateway.faults.set("check_attribute", status=503)
+    for n in range(5):
+        engine.decide(visitor(engine.config, f"x{n}@example.com"), ["premium_checkout"])
+    assert engine.breaker.is_open
+    decision = engine.decide(visitor(engine.config, "ada@example.com"), ["premium_checkout"])
+    assert decision["premium_checkout"].reason is Reason.TARGETED, (
+        "a stale member answer still counts"
+    )
+
+
+def test_one_identity_many_requests_one_lookup(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, evaluation_timeout=2.0, membership_timeout=1.0)
+    demo_gateway.faults.set("check_attribute", latency=0.2)  # keeps the first lookup in flight
+    barrier = threading.Barrier(16)
+    results: list[FlagDecision] = []
+
+    def request() -> None:
+        barrier.wait()
+        results.append(
+            engine.decide(visitor(engine.config, "grace@example.com"), FLAGS)["premium_checkout"]
+        )
+
+    threads = [threading.Thread(target=request) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for _ in range(20):
+        engine.decide(visitor(engine.config, "grace@example.com"), FLAGS)
+    assert len(demo_gateway.records()["membership_lookups"]) == 1
+    assert [d.reason for d in results] == [Reason.TARGETED] * 16
+
+
+def test_sixteen_threads_mixed_users_no_wrong_decision(
+    raw_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(raw_gateway, decision_ttl=0, evaluation_timeout=5.0)
+    members = {"Zoë@example.com", "ZOË@example.com"}
+    people = [
+        ("Zoë@example.com", "198.51.100.4"),
+        ("zoë@example.com", "192.0.2.1"),
+        ("ZOË@example.com", "192.0.2.8"),
+        ("someone@example.com", "198.51.100.9"),
+    ]
+    wrong: list[tuple[str, str, dict[str, Any]]] = []
+    barrier = threading.Barrier(16)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        for i in range(60):
+            identity, ip = people[(n + i) % len(people)]
+            got = engine.decide(
+                visitor(engine.config, identity, peer=ip, user_agent="UA"),
+                ["vip_segment", "berlin_only"],
+            )
+            expected = {
+                "vip_segment": identity in members,
+                "berlin_only": ip.startswith("198.51.100."),
+            }
+            actual = {key: got[key].enabled for key in expected}
+            if actual != expected or (
+                got["berlin_only"].enabled and got["berlin_only"].variables != {"city": "Berlin"}
+            ):
+                wrong.append((identity, ip, actual))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so an unsafe SDK call shows here
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
+    assert raw_gateway.records()["requests"].get("user_details", 0) <= 4, "user details are cached"
+
+
+def test_settings_change_gives_new_decisions(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, settings_refresh_interval=1.0)
+    bob = visitor(engine.config, "bob@example.com")
+    assert not engine.decide(bob, ["premium_checkout"])["premium_checkout"].enabled
+    settings = load_flags_file(DEMO_FLAGS)
+    settings["campaigns"][0]["variations"][0]["segments"] = {}  # premium for everyone
+    revision = engine.readiness()["revision"]
+    demo_gateway.set_settings(settings)
+    wait_until(
+        lambda: engine.readiness()["revision"] != revision, timeout=5.0, what="the new revision"
+    )
+    assert engine.decide(bob, ["premium_checkout"])["premium_checkout"].enabled
+
+
+def test_decisions_are_cached_per_user(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    for _ in range(5):
+        engine.decide(visitor(engine.config, "ada@example.com", user_agent="UA"), FLAGS)
+    engine.flush_events()
+    assert demo_gateway.records()["events"].get("vwo_variationShown") == 2
+    assert engine.stats()["cached_decisions"] == 2
+
+
+def test_impressions_reach_the_gateway(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    engine.decide(
+        visitor(engine.config, "ada@example.com", user_agent="Mozilla/5.0", peer="192.0.2.1"), FLAGS
+    )
+    assert engine.flush_events()
+    shown = [e for e in demo_gateway.records()["event_log"] if e["name"] == "vwo_variationShown"]
+    assert len(shown) == 2
+    assert all(e["body"]["d"]["visitor_ua"] == "Mozilla/5.0" for e in shown)
+
+
+def test_async_decisions_do_not_block_the_loop(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, evaluation_timeout=2.0, membership_timeout=1.0)
+    demo_gateway.faults.set("check_attribute", latency=0.3)
+
+    async def main() -> tuple[list[dict[str, FlagDecision]], int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        people = ["ada@example.com", "grace@example.com", "bob@example.com"]
+        results = await asyncio.gather(
+            *(engine.decide_async(visitor(engine.config, p), FLAGS) for p in people)
+        )
+        task.cancel()
+        return list(results), ticks
+
+    results, ticks = asyncio.run(main())
+    assert [r["premium_checkout"].enabled for r in results] == [True, True, False]
+    assert ticks >= 10, "the event loop kept running while lookups waited"
+
+
+def test_one_engine_per_process(demo_gateway: LocalGateway, make_engine: EngineFactory) -> None:
+    engine = make_engine(demo_gateway)
+    other = FlagEngine(engine.config)
+    with pytest.raises(RuntimeError, match="another FlagEngine is running"):
+        other.start()
+    engine.close()
+    assert (
+        engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)["new_banner"].reason
+        is Reason.NOT_READY
+    )
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.start()
+
+
+def test_engine_needs_a_config() -> None:
+    with pytest.raises(TypeError, match="Config"):
+        FlagEngine({"account_id": 1})  # type: ignore[arg-type]
+
+
+SCRIPT = r"""
+import json, os, sys, time
+from vwo_heap_middleware.config import Config
+from vwo_heap_middleware.context import RequestFacts, build_visitor
+from vwo_heap_middleware.engine import FlagEngine
+
+config = Config(account_id="123456", sdk_key="local-demo-sdk-key", gateway_url=sys.argv[1])
+engine = FlagEngine(config)
+engine.start()
+while not engine.ready:
+    time.sleep(0.01)
+def decide(identity):
+    v = build_visitor(config, RequestFacts(identity_header=identity), None)
+    return engine.decide(v, ["premium_checkout"], timeout=5)["premium_checkout"].reason.value
+print(json.dumps({"parent": decide("ada@example.com")}), flush=True)
+if sys.argv[2] == "fork":
+    pid = os.fork()
+    if pid == 0:
+        print(json.dumps({"child": decide("grace@example.com"), "other": decide("bob@example.com")}), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+engine.close()
+print(json.dumps({"closed": time.monotonic()}), flush=True)
+"""
+
+
+def run_script(gateway: LocalGateway, mode: str) -> tuple[list[dict[str, Any]], float]:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, gateway.url, mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    ended = time.monotonic()
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()], ended
+
+
+def test_close_lets_the_process_exit_promptly(demo_gateway: LocalGateway) -> None:
+    lines, ended = run_script(demo_gateway, "plain")
+    assert lines[0] == {"parent": "targeted"}
+    assert ended - lines[-1]["closed"] < 2.0
+
+
+def test_forked_child_evaluates(demo_gateway: LocalGateway) -> None:
+    lines, _ = run_script(demo_gateway, "fork")
+    assert {"child": "targeted", "other": "not_targeted"} in lines
+    lookups = [r["attribute"] for r in demo_gateway.records()["membership_lookups"]]
+    assert "grace@example.com" in lookups, "the child asked the gateway itself"
+
+
+def test_decide_before_start_starts_the_engine(demo_gateway: LocalGateway) -> None:
+    config = Config(account_id="123456", sdk_key="local-demo-sdk-key", gateway_url=demo_gateway.url)
+    engine = FlagEngine(config)
+    try:
+        assert (
+            engine.decide(visitor(config, "ada@example.com"), FLAGS)["new_banner"].reason
+            is Reason.NOT_READY
+        )
+        wait_until(lambda: engine.ready, what="lazy start")
+    finally:
+        engine.close()

@@ -1,0 +1,136 @@
+"""Each SDK patch against the installed vwo-fme-python-sdk: still needed, and working.
+
+When a test named ``test_stock_sdk_still_*`` fails, the SDK fixed that defect: drop the patch.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from tests.conftest import EngineFactory, visitor
+from tests.sdk_probe import probe
+from vwo_heap_middleware import sdk_patches
+from vwo_heap_middleware.gateway import LocalGateway
+
+
+def test_stock_sdk_still_never_matches_inlist(demo_gateway: LocalGateway) -> None:
+    member = {"id": "ada@example.com", "custom_variables": {"heap_identity": "ada@example.com"}}
+    result = probe(demo_gateway.url, "123456", "local-demo-sdk-key", [("premium_checkout", member)])
+    assert result["answers"] == [{"enabled": False, "variables": {}}]
+    assert demo_gateway.records()["membership_lookups"] == [], (
+        "the stock SDK never asks the gateway"
+    )
+
+
+def test_inlist_patch_is_applied_because_the_probe_finds_the_defect() -> None:
+    applied = sdk_patches.install()
+    assert applied["inlist"] is True
+    assert set(applied) == {patch.name for patch in sdk_patches.PATCHES}
+
+
+def test_patched_sdk_matches_inlist(demo_gateway: LocalGateway, make_engine: EngineFactory) -> None:
+    engine = make_engine(demo_gateway)
+    assert engine.decide(visitor(engine.config, "ada@example.com"), ["premium_checkout"])[
+        "premium_checkout"
+    ].enabled
+
+
+def test_stock_sdk_still_validates_settings_on_every_call(
+    demo_gateway: LocalGateway, make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wingify.services import settings_manager
+
+    engine = make_engine(demo_gateway, decision_ttl=0)
+    validations: list[int] = []
+    stock_validator = settings_manager.jsonschema.Draft7Validator
+
+    def counting_validator(*args: Any, **kwargs: Any) -> Any:
+        validations.append(1)
+        return stock_validator(*args, **kwargs)
+
+    monkeypatch.setattr(settings_manager.jsonschema, "Draft7Validator", counting_validator)
+    for n in range(20):
+        engine.decide(visitor(engine.config, f"user{n}@example.com"), ["new_banner"])
+    assert validations == [], (
+        "validate_once: the settings object was validated when loaded, not per call"
+    )
+    fresh = dict(engine._sdk.original_settings)
+    assert settings_manager.SettingsManager.is_settings_valid(fresh)
+    assert validations == [1], "a new settings object is validated (once)"
+
+
+def test_events_go_through_one_sender_thread(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    engine = make_engine(demo_gateway)
+    for n in range(30):
+        engine.decide(visitor(engine.config, f"user{n}@example.com"), ["new_banner"])
+    assert engine.flush_events()
+    names = [t.name for t in threading.enumerate() if t.ident not in before]
+    assert not [n for n in names if n.startswith("ThreadPoolExecutor-")], "no thread pool per event"
+    assert names.count("vwo-heap-events") == 1
+    assert demo_gateway.records()["events"]["vwo_variationShown"] == 30
+
+
+def test_no_sdk_polling_timer_keeps_the_process_alive(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    make_engine(demo_gateway)
+    stray = [
+        t
+        for t in threading.enumerate()
+        if isinstance(t, threading.Timer)
+        or (
+            not t.daemon
+            and t is not threading.main_thread()
+            and not t.name.startswith("vwo-heap-lookup")
+        )
+    ]
+    assert stray == []
+
+
+def test_gateway_lookup_outside_the_engine_never_touches_the_network() -> None:
+    from wingify.enums.url_enum import UrlEnum
+
+    assert (
+        sdk_patches.gateway_lookup(
+            {"listId": "l", "attribute": "a"}, UrlEnum.ATTRIBUTE_CHECK.value, None
+        )
+        is False
+    )
+
+
+def test_gateway_lookup_reads_the_current_call() -> None:
+    from wingify.enums.url_enum import UrlEnum
+
+    call = sdk_patches.SdkCall({("l", "a"): True})
+    token = sdk_patches.current_call.set(call)
+    try:
+        assert (
+            sdk_patches.gateway_lookup(
+                {"listId": "l", "attribute": "a"}, UrlEnum.ATTRIBUTE_CHECK.value, None
+            )
+            is True
+        )
+        assert not call.missing
+        assert (
+            sdk_patches.gateway_lookup(
+                {"listId": "l", "attribute": "b"}, UrlEnum.ATTRIBUTE_CHECK.value, None
+            )
+            is False
+        )
+        assert call.missing
+    finally:
+        sdk_patches.current_call.reset(token)
+
+
+def test_sdk_logs_stay_out_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
+    sdk_patches.LogTransport(None).log("ERROR", "user ada@example.com")
+    assert "ada" not in caplog.text
+    with caplog.at_level("DEBUG", logger="vwo_heap_middleware.sdk"):
+        sdk_patches.LogTransport("DEBUG").log("ERROR", "shown when asked")
+    assert "shown when asked" in caplog.text

@@ -1,0 +1,97 @@
+"""What each flag's VWO rules need from a request, read once per settings revision."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .sdk_patches import INLIST
+
+# Segment operators the SDK answers from gateway user details (location, parsed user agent).
+USER_DETAILS_OPERATORS = frozenset(
+    {
+        "country",
+        "region",
+        "city",
+        "os",
+        "device_type",
+        "device",
+        "browser_string",
+        "browser_version",
+        "os_version",
+    }
+)
+# Operators read straight from the request: the user agent string and the IP address.
+REQUEST_OPERATORS = frozenset({"ua", "ip_address"})
+
+
+@dataclass(frozen=True, slots=True)
+class FlagNeeds:
+    lists: tuple[tuple[str, str], ...]  # (custom variable, attribute list id) for inlist rules
+    user_details: bool  # location or parsed user-agent rules
+    request_facts: bool  # the decision can change with the user agent or IP
+
+
+@dataclass(frozen=True)
+class FlagIndex:
+    revision: str
+    flags: Mapping[str, FlagNeeds]
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> FlagIndex:
+        campaigns = {
+            str(c.get("id")): c for c in settings.get("campaigns") or [] if isinstance(c, dict)
+        }
+        shared: list[Any] = [
+            h.get("segments") for h in settings.get("holdouts") or [] if isinstance(h, dict)
+        ]
+        flags = {}
+        for feature in settings.get("features") or []:
+            if not isinstance(feature, dict) or not isinstance(feature.get("key"), str):
+                continue
+            segments = list(shared)
+            for rule in feature.get("rules") or []:
+                campaign = (
+                    campaigns.get(str(rule.get("campaignId"))) if isinstance(rule, dict) else None
+                )
+                if campaign is None:
+                    continue
+                segments.append(campaign.get("segments"))
+                segments += [
+                    v.get("segments")
+                    for v in campaign.get("variations") or []
+                    if isinstance(v, dict)
+                ]
+            operators, lists = _scan(segments)
+            details = bool(operators & USER_DETAILS_OPERATORS)
+            flags[feature["key"]] = FlagNeeds(
+                lists=tuple(sorted(lists)),
+                user_details=details,
+                request_facts=details or bool(operators & REQUEST_OPERATORS),
+            )
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        return cls(revision=digest, flags=flags)
+
+
+def _scan(roots: list[Any]) -> tuple[set[str], set[tuple[str, str]]]:
+    operators: set[str] = set()
+    lists: set[tuple[str, str]] = set()
+    stack = [r for r in roots if r]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                operators.add(key)
+                if key == "custom_variable" and isinstance(value, dict):
+                    for name, operand in value.items():
+                        match = INLIST.search(operand) if isinstance(operand, str) else None
+                        if match:
+                            lists.add((name, match.group(1)))
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+    return operators, lists

@@ -1,0 +1,184 @@
+"""Gateway lookups the engine owns: cached, shared between concurrent requests, fail-fast.
+
+A ``CachedLookup`` answers ``key -> value`` (a segment membership, a visitor's user details):
+
+- fresh answers come from a TTL cache (cachetools), with a TTL per answer (members and
+  non-members can differ);
+- concurrent requests for one key share one gateway call (single flight);
+- a ``CircuitBreaker`` stops calling a failing gateway for a while; meanwhile answers come from
+  a longer-lived stale cache, or not at all, without waiting.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from cachetools import TLRUCache, TTLCache
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class CircuitBreaker:
+    """Closed until ``threshold`` failures in a row; then open for ``cooldown`` seconds
+    (doubling up to ``max_cooldown`` while trials fail); then one trial call decides."""
+
+    def __init__(
+        self, threshold: int = 5, cooldown: float = 2.0, max_cooldown: float = 30.0
+    ) -> None:
+        self.threshold = threshold
+        self.base_cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._cooldown = cooldown
+        self._open_until = 0.0
+        self._trial = False
+        self.opened = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._failures >= self.threshold
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._failures < self.threshold:
+                return True
+            if self._trial or time.monotonic() < self._open_until:
+                return False
+            self._trial = True  # half-open: one call tries the gateway
+            return True
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._trial = False
+            self._cooldown = self.base_cooldown
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._trial:
+                self._cooldown = min(self._cooldown * 2, self.max_cooldown)
+            if self._failures >= self.threshold:
+                if not self._trial and self._failures == self.threshold:
+                    self.opened += 1
+                self._open_until = time.monotonic() + self._cooldown
+            self._trial = False
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[V]):
+    """``status``: ``fresh`` or ``stale`` (value set), ``failed`` or ``timeout`` (no value)."""
+
+    value: V | None
+    status: str
+
+    @property
+    def known(self) -> bool:
+        return self.status in ("fresh", "stale")
+
+
+class CachedLookup(Generic[K, V]):
+    def __init__(
+        self,
+        fetch: Callable[[K], V],
+        *,
+        executor: Callable[[], concurrent.futures.Executor],
+        breaker: CircuitBreaker,
+        ttl: Callable[[V], float],
+        stale_ttl: float,
+        maxsize: int,
+    ) -> None:
+        self._fetch = fetch
+        self._executor = executor
+        self.breaker = breaker
+        self._ttl = ttl
+        self._stale_ttl = stale_ttl
+        self._maxsize = maxsize
+        self.calls = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (after a fork: a lock or cache may have been mid-change)."""
+        self._lock = threading.Lock()
+        self._fresh: TLRUCache[K, V] = TLRUCache(
+            self._maxsize, ttu=lambda key, value, now: now + self._ttl(value), timer=time.monotonic
+        )
+        self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=time.monotonic)
+        self._in_flight: dict[K, concurrent.futures.Future[V]] = {}
+
+    def begin(
+        self, keys: Iterable[K]
+    ) -> tuple[dict[K, Answer[V]], dict[K, concurrent.futures.Future[V]]]:
+        """Answer what the cache knows; start (or join) gateway calls for the rest."""
+        answers: dict[K, Answer[V]] = {}
+        pending: dict[K, concurrent.futures.Future[V]] = {}
+        for key in keys:
+            with self._lock:
+                try:
+                    answers[key] = Answer(self._fresh[key], "fresh")
+                    continue
+                except KeyError:
+                    future = self._in_flight.get(key)
+            if future is None:
+                if not self.breaker.allow():
+                    answers[key] = self._fallback(key, "failed")
+                    continue
+                future = self._start(key)
+            pending[key] = future
+        return answers, pending
+
+    def finish(
+        self, answers: dict[K, Answer[V]], pending: dict[K, concurrent.futures.Future[V]]
+    ) -> dict[K, Answer[V]]:
+        for key, future in pending.items():
+            if not future.done():
+                answers[key] = self._fallback(key, "timeout")
+            elif future.cancelled() or future.exception() is not None:
+                answers[key] = self._fallback(key, "failed")
+            else:
+                answers[key] = Answer(future.result(), "fresh")
+        return answers
+
+    def _start(self, key: K) -> concurrent.futures.Future[V]:
+        with self._lock:
+            future = self._in_flight.get(key)
+            if future is not None:
+                return future
+            try:
+                future = self._executor().submit(self._call, key)
+            except RuntimeError:  # executor shut down (engine closing)
+                future = concurrent.futures.Future()
+                future.set_exception(RuntimeError("engine closed"))
+                return future
+            self._in_flight[key] = future
+            return future
+
+    def _call(self, key: K) -> V:
+        self.calls += 1
+        try:
+            value = self._fetch(key)
+        except BaseException:
+            self.breaker.failure()
+            with self._lock:
+                self._in_flight.pop(key, None)
+            raise
+        self.breaker.success()
+        with self._lock:
+            self._fresh[key] = value
+            self._stale[key] = value
+            self._in_flight.pop(key, None)
+        return value
+
+    def _fallback(self, key: K, status: str) -> Answer[V]:
+        with self._lock:
+            try:
+                return Answer(self._stale[key], "stale")
+            except KeyError:
+                return Answer(None, status)
