@@ -21,9 +21,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 demo: $(STAMP)
-	@echo "The example apps are not there yet: serving the local gateway with the demo data."
-	$(BIN)/python -m vwo_heap_middleware.gateway --flags examples/gateway/flags.toml \
-		--segments examples/gateway/segments.json --port 8787
+	$(BIN)/python -m examples.fastapi_app
 
 gateway: $(STAMP)
 	$(BIN)/python -m vwo_heap_middleware.gateway --flags examples/gateway/flags.toml \

@@ -16,8 +16,11 @@ def test_public_api_is_pinned() -> None:
         "HeapIdentity",
         "Reason",
         "RequestFacts",
+        "RequestFlags",
         "Visitor",
         "build_visitor",
+        "get_flags",
+        "requires_flag",
     ]
     for name in vwo_heap_middleware.__all__:
         assert getattr(vwo_heap_middleware, name) is not None

@@ -10,7 +10,9 @@ from .config import Config, FlagDefault
 from .context import RequestFacts, Visitor, build_visitor
 from .decision import FlagDecision, Reason
 from .engine import FlagEngine
+from .guards import requires_flag
 from .identity import HeapIdentity
+from .request_flags import RequestFlags, get_flags
 
 __all__ = [
     "Config",
@@ -20,6 +22,9 @@ __all__ = [
     "HeapIdentity",
     "Reason",
     "RequestFacts",
+    "RequestFlags",
     "Visitor",
     "build_visitor",
+    "get_flags",
+    "requires_flag",
 ]

@@ -7,6 +7,7 @@ The Python SDK reads snake_case keys (``id``, ``custom_variables``, ``user_agent
 from __future__ import annotations
 
 import hashlib
+import inspect
 import ipaddress
 import logging
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from .identity import (
 logger = logging.getLogger("vwo_heap_middleware")
 
 CALLBACK_FAILED = "%s raised; the request goes on without it"
+ASYNC_RESOLVER = "identity_resolver returned an awaitable under WSGI: give a plain function"
 BAD_CUSTOM_VARIABLE = "context_enricher returned %r for %r: values must be str, int, float or bool"
 MAX_USER_AGENT = 512
 _VARIABLE_TYPES = (str, int, float, bool)
@@ -89,6 +91,19 @@ def call_hook(hook: Any, request: object, name: str) -> Any:
     except Exception:
         logger.exception(CALLBACK_FAILED, name)
         return None
+
+
+def resolve_identity(config: Config, request: object) -> object:
+    """Call the trusted resolver from synchronous code (WSGI, Flask)."""
+    if config.identity_resolver is None:
+        return None
+    resolved = call_hook(config.identity_resolver, request, "identity_resolver")
+    if inspect.isawaitable(resolved):
+        logger.error(ASYNC_RESOLVER)
+        if inspect.iscoroutine(resolved):
+            resolved.close()
+        return None
+    return resolved
 
 
 def build_visitor(

@@ -119,6 +119,7 @@ class FlagEngine:
         self._pid: int | None = None
         self._closed = False
         self._stop = threading.Event()
+        self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.last_error: str | None = None
@@ -187,6 +188,11 @@ class FlagEngine:
             NetworkManager.get_instance().attach_client()  # a fresh requests.Session
             self._pid = None
             self.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until settings are loaded, at most ``timeout`` seconds; returns ``ready``."""
+        self._ready.wait(timeout)
+        return self.ready
 
     @property
     def ready(self) -> bool:
@@ -259,6 +265,7 @@ class FlagEngine:
             else:
                 self._sdk.update_settings(settings)
             self._index = index
+        self._ready.set()
         with self._decisions_lock:
             self._decisions.clear()
         logger.info(SETTINGS_LOADED, index.revision, len(index.flags))

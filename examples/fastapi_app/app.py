@@ -1,0 +1,44 @@
+"""The Heap Shop on FastAPI.
+
+Run: ``uvicorn examples.fastapi_app.app:app`` or ``python -m examples.fastapi_app``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.templating import Jinja2Templates
+
+from examples.demo_setup import TEMPLATES, flags_payload, load_config
+from vwo_heap_middleware import FlagEngine, requires_flag
+from vwo_heap_middleware.asgi import HeapFlagsMiddleware
+from vwo_heap_middleware.starlette import flags_context
+
+config = load_config()
+engine = FlagEngine(config)
+app = FastAPI(title="Heap Shop")
+app.add_middleware(HeapFlagsMiddleware, engine=engine)
+templates = Jinja2Templates(directory=TEMPLATES, context_processors=[flags_context])
+
+
+@app.get("/", response_class=HTMLResponse)
+async def index(request: Request) -> Any:
+    return templates.TemplateResponse(request, "index.html")
+
+
+@app.get("/premium", response_class=HTMLResponse)
+@requires_flag("premium_checkout")
+async def premium(request: Request) -> Any:
+    return templates.TemplateResponse(request, "premium.html")
+
+
+@app.get("/api/flags")
+async def api_flags(request: Request) -> dict[str, Any]:
+    return flags_payload(request.state.flags, config.flags)
+
+
+@app.get("/healthz")
+async def healthz() -> JSONResponse:
+    return JSONResponse(engine.readiness(), status_code=200 if engine.ready else 503)

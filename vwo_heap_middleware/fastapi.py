@@ -1,0 +1,35 @@
+"""FastAPI dependency: ``Depends(require_flag("key"))`` on a path operation or a router.
+
+The path operation runs only when the flag is on; the dependency's value is the decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from .decision import FlagDecision
+from .guards import safe_redirect
+from .request_flags import RequestFlags
+
+
+def require_flag(
+    key: str, *, status: int = 404, redirect_to: str | None = None
+) -> Callable[[Request], Awaitable[FlagDecision]]:
+    """A dependency that refuses the request unless flag ``key`` is on (fails closed)."""
+    location = safe_redirect(redirect_to) if redirect_to is not None else None
+
+    async def flag_dependency(request: Request) -> FlagDecision:
+        flags: RequestFlags | None = getattr(request.state, "flags", None)
+        if flags is not None:
+            await flags.load_async([key])
+            decision = flags[key]
+            if decision.enabled:
+                return decision
+        if location is not None:
+            raise HTTPException(status_code=302, headers={"Location": location})
+        raise HTTPException(status_code=status)
+
+    return flag_dependency
