@@ -36,6 +36,7 @@ logger = logging.getLogger("vwo_heap_middleware")
 
 SETTINGS_LOADED = "VWO settings loaded: revision %s, %d flags"
 SETTINGS_FAILED = "cannot load VWO settings from the gateway (%s); next try in %.1f s"
+ENGINE_FAILED = "flag evaluation failed; serving defaults"
 SDK_FAILED = "the VWO SDK failed on flag %r for user %s"
 ONE_ENGINE = (
     "another FlagEngine is running in this process; the VWO SDK is a process-wide singleton: "
@@ -185,7 +186,8 @@ class FlagEngine:
             self._sender.reset_after_fork()
             from wingify.packages.network_layer.manager.network_manager import NetworkManager
 
-            NetworkManager.get_instance().attach_client()  # a fresh requests.Session
+            if NetworkManager._instance is not None:
+                NetworkManager._instance.attach_client()  # a fresh requests.Session
             self._pid = None
             self.start()
 
@@ -287,7 +289,20 @@ class FlagEngine:
     def decide(
         self, visitor: Visitor, keys: Iterable[str], *, timeout: float | None = None
     ) -> dict[str, FlagDecision]:
-        """Decide ``keys`` for ``visitor``, waiting at most ``timeout`` (default: the budget)."""
+        """Decide ``keys`` for ``visitor``, waiting at most ``timeout`` (default: the budget).
+
+        Never raises: an unexpected failure gives each flag its default, reason ``error``.
+        """
+        keys = list(keys)
+        try:
+            return self._decide(visitor, keys, timeout)
+        except Exception:
+            logger.exception(ENGINE_FAILED)
+            return self._defaults(keys, Reason.ERROR)
+
+    def _decide(
+        self, visitor: Visitor, keys: list[str], timeout: float | None
+    ) -> dict[str, FlagDecision]:
         deadline = time.monotonic() + (
             timeout if timeout is not None else self.config.evaluation_timeout
         )
@@ -305,6 +320,16 @@ class FlagEngine:
         self, visitor: Visitor, keys: Iterable[str], *, timeout: float | None = None
     ) -> dict[str, FlagDecision]:
         """``decide`` for async code: gateway lookups run concurrently, off the event loop."""
+        keys = list(keys)
+        try:
+            return await self._decide_async(visitor, keys, timeout)
+        except Exception:
+            logger.exception(ENGINE_FAILED)
+            return self._defaults(keys, Reason.ERROR)
+
+    async def _decide_async(
+        self, visitor: Visitor, keys: list[str], timeout: float | None
+    ) -> dict[str, FlagDecision]:
         deadline = time.monotonic() + (
             timeout if timeout is not None else self.config.evaluation_timeout
         )
@@ -361,9 +386,13 @@ class FlagEngine:
                 if needs.user_details and any(facts):
                     plan.details = facts
             return plan
-        for key in keys:
-            plan.results[key] = FlagDecision.default(key, reason, self.config.default_for(key))
+        plan.results = self._defaults(keys, reason)
         return plan
+
+    def _defaults(self, keys: Iterable[str], reason: Reason) -> dict[str, FlagDecision]:
+        return {
+            key: FlagDecision.default(key, reason, self.config.default_for(key)) for key in keys
+        }
 
     def _evaluate(
         self,

@@ -1,0 +1,160 @@
+"""Both example apps on real servers (uvicorn; gunicorn with --preload and two forked workers),
+configured only through the environment, against a local gateway with data they have never seen."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import urllib3
+
+from examples.demo_setup import heap_cookie
+from tests.conftest import DATA, ROOT, wait_until
+from tests.test_gateway import free_port
+from vwo_heap_middleware.gateway import LocalGateway
+
+http = urllib3.PoolManager(retries=False, timeout=5.0)
+MEMBER = "mira@example.net"
+BANNER = {
+    "enabled": True,
+    "variables": {"text": "Hello from the test gateway", "color": "#123456"},
+    "reason": "targeted",
+}
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[LocalGateway]:
+    with LocalGateway.from_files(flags_file=DATA / "other_flags.toml") as gateway:
+        gateway.set_segments({"gold_list": [MEMBER]})
+        yield gateway
+
+
+SERVERS = {
+    "fastapi-uvicorn": [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "examples.fastapi_app.app:app",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+    ],
+    "flask-gunicorn": [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "examples.flask_app.app:app",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--preload",
+        "--log-level",
+        "warning",
+    ],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def server(request: pytest.FixtureRequest, gateway: LocalGateway) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "VWO_ACCOUNT_ID": "555",
+        "VWO_SDK_KEY": "examples-test-key",
+        "VWO_GATEWAY_URL": gateway.url,
+        "VWO_HEAP_FLAGS": "premium_checkout,new_banner",
+    }
+    command = [part.format(port=port) for part in SERVERS[request.param]]
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    ) as process:
+        base = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return http.request("GET", f"{base}/healthz").status == 200
+            except urllib3.exceptions.HTTPError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                return False
+
+        try:
+            wait_until(healthy, timeout=30.0, what=f"{request.param} to serve")
+            yield base
+        finally:
+            process.terminate()
+            process.wait(15)
+
+
+def get(url: str, identity: str | None = None) -> urllib3.BaseHTTPResponse:
+    headers = {"Cookie": heap_cookie(identity)} if identity else {}
+    return http.request("GET", url, headers=headers)
+
+
+def test_api_flags_for_a_member(server: str) -> None:
+    for _ in range(4):  # every worker
+        body: Any = get(f"{server}/api/flags", MEMBER).json()
+        assert body == {
+            "user_id": MEMBER,
+            "identity": MEMBER,
+            "flags": {
+                "premium_checkout": {
+                    "enabled": True,
+                    "variables": {"tier_label": "Gold", "discount_pct": 30},
+                    "reason": "targeted",
+                },
+                "new_banner": BANNER,
+            },
+        }
+
+
+def test_api_flags_for_others(server: str) -> None:
+    other = get(f"{server}/api/flags", "Mira@example.net").json()
+    assert other["flags"] == {
+        "premium_checkout": {"enabled": False, "variables": {}, "reason": "not_targeted"},
+        "new_banner": BANNER,
+    }
+    anonymous = get(f"{server}/api/flags").json()
+    assert anonymous == {
+        "user_id": None,
+        "identity": None,
+        "flags": {
+            key: {"enabled": False, "variables": {}, "reason": "no_user"}
+            for key in ("premium_checkout", "new_banner")
+        },
+    }
+
+
+def test_home_page(server: str) -> None:
+    member = get(f"{server}/", MEMBER)
+    assert member.status == 200
+    page = member.data.decode()
+    assert "Gold checkout" in page and "30% off" in page and "Hello from the test gateway" in page
+    assert "Cookie" in member.headers["Vary"]
+    assert "Standard checkout" in get(f"{server}/", "someone@example.net").data.decode()
+
+
+def test_premium_page(server: str) -> None:
+    assert get(f"{server}/premium", MEMBER).status == 200
+    assert get(f"{server}/premium", "someone@example.net").status == 404
+    assert get(f"{server}/premium").status == 404
+
+
+def test_raw_bytes_that_are_not_utf8_are_anonymous(server: str) -> None:
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"GET /api/flags HTTP/1.1\r\nHost: x\r\nX-Heap-Identity: caf\xe9\r\n"
+            b'Cookie: _hp5_meta.1=%FF%FE; x={"a\r\nConnection: close\r\n\r\n'
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert b'"identity":null' in answer.replace(b" ", b"")

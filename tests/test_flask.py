@@ -1,0 +1,144 @@
+"""The Flask extension, requires_flag and templates (Flask's test client)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask, g, jsonify, render_template_string
+
+from tests.conftest import EngineFactory, wait_until
+from tests.test_asgi import MEMBER, shop_gateway  # noqa: F401  (fixture)
+from vwo_heap_middleware import FlagEngine, get_flags, requires_flag
+from vwo_heap_middleware.flask import EXTENSION, HeapFlags
+from vwo_heap_middleware.gateway import LocalGateway
+
+
+def flask_app(engine: FlagEngine | None = None, **config: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(config)
+    HeapFlags(app, engine=engine)
+
+    @app.get("/state")
+    def state() -> Any:
+        assert id(get_flags()) == id(g.flags)
+        return jsonify(identity=g.flags.identity, flags=g.flags.to_dict())
+
+    @app.get("/page")
+    def page() -> str:
+        return render_template_string(
+            "{{ flags.variable('new_banner', 'text', 'x') }}|"
+            "{% if flags.enabled('premium_checkout') %}premium{% else %}standard{% endif %}"
+        )
+
+    @app.get("/premium")
+    @requires_flag("premium_checkout")
+    def premium() -> str:
+        return "premium"
+
+    @app.get("/premium-async")
+    @requires_flag("premium_checkout")
+    async def premium_async() -> str:
+        return "premium async"
+
+    @app.get("/gone")
+    @requires_flag("premium_checkout", status=410)
+    def gone() -> str:
+        return "premium"
+
+    @app.get("/redirected")
+    @requires_flag("premium_checkout", redirect_to="/pricing")
+    def redirected() -> str:
+        return "premium"
+
+    @app.get("/handled")
+    @requires_flag("premium_checkout", handler=lambda request: (f"upsell {request.path}", 402))
+    def handled() -> str:
+        return "premium"
+
+    @app.get("/plain")
+    def plain() -> str:
+        return "plain"
+
+    return app
+
+
+@pytest.fixture
+def engine(shop_gateway: LocalGateway, make_engine: EngineFactory) -> FlagEngine:  # noqa: F811
+    return make_engine(shop_gateway, flags=("premium_checkout", "new_banner"))
+
+
+def test_g_flags_and_extension(engine: FlagEngine) -> None:
+    app = flask_app(engine)
+    assert app.extensions[EXTENSION].engine is engine
+    body = app.test_client().get("/state", headers=MEMBER).get_json()
+    assert body["identity"] == "vip@example.com"
+    assert body["flags"]["premium_checkout"]["variables"] == {"tier_label": "<b>Gold</b>"}
+
+
+def test_template_global_is_escaped(engine: FlagEngine) -> None:
+    text = flask_app(engine).test_client().get("/page", headers=MEMBER).get_data(as_text=True)
+    assert text == "&lt;script&gt;alert(1)&lt;/script&gt;|premium"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "text"),
+    [
+        ("/premium", MEMBER, 200, "premium"),
+        ("/premium", {}, 404, None),
+        ("/premium-async", MEMBER, 200, "premium async"),
+        ("/premium-async", {}, 404, None),
+        ("/gone", {}, 410, None),
+        ("/handled", {}, 402, "upsell /handled"),
+    ],
+)
+def test_requires_flag_on_flask(
+    engine: FlagEngine, path: str, headers: dict[str, str], status: int, text: str | None
+) -> None:
+    response = flask_app(engine).test_client().get(path, headers=headers)
+    assert response.status_code == status
+    if text is not None:
+        assert response.get_data(as_text=True) == text
+
+
+def test_redirect_is_relative(engine: FlagEngine) -> None:
+    response = flask_app(engine).test_client().get("/redirected")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/pricing"
+
+
+def test_vary_when_flags_were_read(engine: FlagEngine) -> None:
+    client = flask_app(engine).test_client()
+    assert client.get("/state", headers=MEMBER).headers["Vary"] == "Cookie, X-Heap-Identity"
+    assert "Vary" not in client.get("/plain").headers
+
+
+def test_bad_cookies_are_anonymous(engine: FlagEngine) -> None:
+    client = flask_app(engine).test_client()
+    client.set_cookie("_hp5_meta.1", "%FF" + "{" * 4000)
+    response = client.get("/state")
+    assert response.status_code == 200
+    assert response.get_json()["identity"] is None
+
+
+def test_engine_from_app_config(shop_gateway: LocalGateway) -> None:  # noqa: F811
+    app = flask_app(
+        VWO_ACCOUNT_ID="777",
+        VWO_SDK_KEY="shop-key",
+        VWO_GATEWAY_URL=shop_gateway.url,
+        VWO_HEAP_FLAGS=["premium_checkout"],
+        VWO_HEAP_IDENTITY_HEADER="X-User",
+    )
+    engine = app.extensions[EXTENSION].engine
+    try:
+        wait_until(lambda: engine.ready, what="engine from app.config")
+        body = app.test_client().get("/state", headers={"X-User": "vip@example.com"}).get_json()
+        assert list(body["flags"]) == ["premium_checkout"]
+        assert body["flags"]["premium_checkout"]["enabled"]
+    finally:
+        engine.close()
+
+
+def test_missing_config_says_what_to_set() -> None:
+    with pytest.raises(ValueError, match="VWO_ACCOUNT_ID is not set"):
+        flask_app()
