@@ -138,7 +138,8 @@ def test_resolver_without_identity_falls_through_to_the_next_source() -> None:
         ),
         ("10.0.0.2", "garbage", None, ("10.0.0.0/8",), "10.0.0.2"),
         ("10.0.0.2", "198.51.100.1:5555", None, ("10.0.0.0/8",), "198.51.100.1"),
-        ("not-an-ip", None, None, (), None),
+        ("not-an-ip", None, None, ("10.0.0.0/8",), None),
+        ("unix-socket", None, None, (), "unix-socket"),
         (None, None, None, (), None),
     ],
 )

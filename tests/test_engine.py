@@ -199,7 +199,9 @@ def test_one_identity_many_requests_one_lookup(
 def test_sixteen_threads_mixed_users_no_wrong_decision(
     raw_gateway: LocalGateway, make_engine: EngineFactory
 ) -> None:
-    engine = make_engine(raw_gateway, decision_ttl=0, evaluation_timeout=5.0)
+    engine = make_engine(
+        raw_gateway, decision_ttl=0, evaluation_timeout=5.0, membership_timeout=5.0
+    )
     members = {"Zoë@example.com", "ZOË@example.com"}
     people = [
         ("Zoë@example.com", "198.51.100.4"),

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from tests.conftest import DATA, DEMO_FLAGS, DEMO_SEGMENTS, ROOT
+from tests.conftest import DATA, DEMO_FLAGS, DEMO_SEGMENTS, ROOT, wait_until
 from tests.sdk_probe import probe
 from vwo_heap_middleware.gateway import (
     GatewayDataError,
@@ -351,3 +351,40 @@ def test_cli_reports_bad_files(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: flags file {bad}:")
+
+
+def test_cli_survives_a_refusal_window() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return get(f"{url}/_gateway/health").status == 200
+        except urllib3.exceptions.HTTPError:
+            return False
+
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vwo_heap_middleware.gateway",
+            "--flags",
+            str(DEMO_FLAGS),
+            "--port",
+            str(port),
+            "--quiet",
+            "--enable-control",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            process.stdout.readline()
+            assert http.request("POST", f"{url}/_gateway/refuse?seconds=1").status == 200
+            wait_until(lambda: not up(), timeout=5, what="the refusal window")
+            wait_until(up, timeout=10, what="the gateway to come back")
+            assert process.poll() is None
+        finally:
+            process.terminate()

@@ -142,8 +142,10 @@ def client_ip(config: Config, facts: RequestFacts) -> str | None:
     The forwarding chain is walked from the right, past trusted proxies; the first address that
     is not one is the client. ``Forwarded`` is read when present, else ``X-Forwarded-For``.
     """
+    if not config.proxy_networks:  # the server's own peer address, as it gave it
+        return facts.peer or None
     peer = _address(facts.peer)
-    if peer is None or not config.proxy_networks or not _trusted(config, peer):
+    if peer is None or not _trusted(config, peer):
         return str(peer) if peer is not None else None
     hops = _forwarded_for(facts.forwarded) if facts.forwarded else None
     if hops is None:

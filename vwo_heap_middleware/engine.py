@@ -322,27 +322,22 @@ class FlagEngine:
         """``decide`` for async code: gateway lookups run concurrently, off the event loop."""
         keys = list(keys)
         try:
-            return await self._decide_async(visitor, keys, timeout)
+            deadline = time.monotonic() + (
+                timeout if timeout is not None else self.config.evaluation_timeout
+            )
+            plan = self._plan(visitor, keys)
+            if plan.todo:
+                lookups = self._begin_lookups(plan)
+                if lookups.pending:
+                    waiters = [asyncio.wrap_future(f) for f in lookups.pending]
+                    await asyncio.wait(waiters, timeout=max(deadline - time.monotonic(), 0.0))
+                    for waiter in waiters:
+                        waiter.cancel()  # only the asyncio view: the shared lookup goes on
+                self._evaluate(plan, visitor, *lookups.finish())
+            return plan.results
         except Exception:
             logger.exception(ENGINE_FAILED)
             return self._defaults(keys, Reason.ERROR)
-
-    async def _decide_async(
-        self, visitor: Visitor, keys: list[str], timeout: float | None
-    ) -> dict[str, FlagDecision]:
-        deadline = time.monotonic() + (
-            timeout if timeout is not None else self.config.evaluation_timeout
-        )
-        plan = self._plan(visitor, keys)
-        if plan.todo:
-            lookups = self._begin_lookups(plan)
-            if lookups.pending:
-                waiters = [asyncio.wrap_future(f) for f in lookups.pending]
-                await asyncio.wait(waiters, timeout=max(deadline - time.monotonic(), 0.0))
-                for waiter in waiters:
-                    waiter.cancel()  # only the asyncio view: the shared lookup goes on
-            self._evaluate(plan, visitor, *lookups.finish())
-        return plan.results
 
     def _begin_lookups(self, plan: _Plan) -> _Lookups:
         return _Lookups(
@@ -366,20 +361,21 @@ class FlagEngine:
             custom = context["custom_variables"]
             facts = (context.get("user_agent"), context.get("ip_address"))
             base = (index.revision, visitor.user_id, tuple(sorted(custom.items())))
-            for key in keys:
-                needs = index.flags.get(key)
-                if needs is None:
-                    plan.results[key] = FlagDecision.default(
-                        key, Reason.UNKNOWN_FLAG, self.config.default_for(key)
-                    )
-                    continue
-                cache_key = (key, *base, facts if needs.request_facts else None)
-                with self._decisions_lock:
-                    cached = self._decisions.get(cache_key)
-                if cached is not None:
-                    plan.results[key] = cached
-                    continue
-                plan.todo[key] = (needs, cache_key)
+            decisions = self._decisions
+            with self._decisions_lock:
+                for key in keys:
+                    needs = index.flags.get(key)
+                    if needs is None:
+                        plan.results[key] = FlagDecision.default(
+                            key, Reason.UNKNOWN_FLAG, self.config.default_for(key)
+                        )
+                        continue
+                    cache_key = (key, *base, facts if needs.request_facts else None)
+                    try:
+                        plan.results[key] = decisions[cache_key]
+                    except KeyError:
+                        plan.todo[key] = (needs, cache_key)
+            for needs, _ in plan.todo.values():
                 for name, list_id in needs.lists:
                     if name in custom:
                         plan.memberships.add((list_id, str(custom[name])))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -139,11 +140,11 @@ class LocalGateway:
         threading.Timer(0.05, cycle).start()
 
     def serve_forever(self) -> None:
+        """Serve until interrupted; a refusal window (``/_gateway/refuse``) does not end it."""
         self.start()
-        assert self._thread is not None
         try:
-            while self._thread.is_alive():
-                self._thread.join(0.5)
+            while True:
+                time.sleep(0.5)
         finally:
             self.stop()
 

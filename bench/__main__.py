@@ -1,0 +1,342 @@
+"""``make bench``: requests/s and latency per case, on real servers with a real load generator.
+
+Cases, for Starlette on uvicorn and Flask on gunicorn (one worker each, pinned to core 0; the
+load generator and the local gateway on core 1):
+
+  A  bare       the same page without flags
+  B  seed       a hand-written middleware calling the stock SDK's get_flag per flag per request
+  C  returning  this middleware, returning visitors (100 identities, warm caches)
+  D  new        this middleware, a new identity on every request
+  E1 down       D while the gateway refuses connections
+  E2 slow       D while the gateway answers membership lookups after 2 s
+
+Rounds alternate between the cases; each figure is the median of its rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import urllib3
+
+from .load import Result, ensure_wrk, pinned, run_python, run_wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+CASES = {
+    "A": ("bare", "returning", None),
+    "B": ("seed", "returning", None),
+    "C": ("middleware", "returning", None),
+    "D": ("middleware", "new", None),
+    "E1": ("middleware", "new", "down"),
+    "E2": ("middleware", "new", "slow"),
+}
+SERVERS = {
+    "starlette": [
+        "-m",
+        "uvicorn",
+        "bench.apps:starlette",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ],
+    "flask": [
+        "-m",
+        "gunicorn",
+        "bench.apps:flask",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--log-level",
+        "warning",
+    ],
+}
+SERVER_CORE, LOAD_CORE = 0, 1
+http = urllib3.PoolManager(retries=False, timeout=5.0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if http.request("GET", url).status == 200:
+                return
+        except urllib3.exceptions.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+def start(
+    command: list[str], core: int | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        pinned([sys.executable, *command], core),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per case and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--frameworks", default="starlette,flask")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--python-load", action="store_true", help="use the Python load generator")
+    parser.add_argument("--no-micro", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    frameworks = args.frameworks.split(",")
+    cases = args.cases.split(",")
+    wrk = None if args.python_load else ensure_wrk()
+    print(f"load generator: {'wrk' if wrk else 'python (wrk not available)'}", flush=True)
+
+    gateway_port = free_port()
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    gateway = start(
+        [
+            "-m",
+            "vwo_heap_middleware.gateway",
+            "--flags",
+            str(HERE / "flags.toml"),
+            "--segments",
+            str(HERE / "segments.json"),
+            "--port",
+            str(gateway_port),
+            "--enable-control",
+            "--quiet",
+        ],
+        LOAD_CORE,
+    )
+    servers: list[subprocess.Popen[bytes]] = []
+    rounds: dict[str, dict[str, list[Result]]] = {f: {c: [] for c in cases} for f in frameworks}
+    try:
+        wait_for(f"{gateway_url}/_gateway/health")
+        urls: dict[tuple[str, str], str] = {}
+        for framework in frameworks:
+            for case in cases:
+                port = free_port()
+                env = {
+                    **os.environ,
+                    "BENCH_FRAMEWORK": framework,
+                    "BENCH_CASE": CASES[case][0],
+                    "VWO_ACCOUNT_ID": "123456",
+                    "VWO_SDK_KEY": "bench-sdk-key",
+                    "VWO_GATEWAY_URL": gateway_url,
+                    "VWO_HEAP_FLAGS": "premium_checkout,new_banner",
+                }
+                command = [part.format(port=port) for part in SERVERS[framework]]
+                servers.append(start(command, SERVER_CORE, env))
+                urls[framework, case] = f"http://127.0.0.1:{port}"
+        for url in urls.values():
+            wait_for(f"{url}/healthz")
+        for number in range(args.rounds):
+            for framework in frameworks:
+                for case in cases:
+                    _, traffic, fault = CASES[case]
+                    url = urls[framework, case]
+                    set_fault(gateway_url, fault, args.seconds)
+                    try:
+                        result = (
+                            run_wrk(
+                                wrk, url + "/", args.seconds, args.connections, traffic, LOAD_CORE
+                            )
+                            if wrk
+                            else run_python(url + "/", args.seconds, args.connections, traffic)
+                        )
+                    finally:
+                        clear_fault(gateway_url, fault)
+                    rounds[framework][case].append(result)
+                    print(
+                        f"round {number + 1} {framework:9} {case:3} {result.rps:9.0f} req/s  "
+                        f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                        f"errors {result.errors}",
+                        flush=True,
+                    )
+        micro = {} if args.no_micro else run_micro(gateway_url)
+    finally:
+        for process in [*servers, gateway]:
+            process.terminate()
+        for process in [*servers, gateway]:
+            process.wait(15)
+    report = summarise(rounds, micro, args, "wrk" if wrk else "python")
+    write(report, args.out)
+    return 0
+
+
+def set_fault(gateway_url: str, fault: str | None, seconds: float) -> None:
+    if fault == "down":
+        http.request("POST", f"{gateway_url}/_gateway/refuse?seconds={seconds + 1.5:g}")
+        time.sleep(0.2)  # the gateway closes its listener 50 ms after answering
+    elif fault == "slow":
+        for endpoint in ("check_attribute", "user_details"):
+            http.request(
+                "POST",
+                f"{gateway_url}/_gateway/faults",
+                json={"endpoint": endpoint, "latency": 2.0},
+            )
+
+
+def clear_fault(gateway_url: str, fault: str | None) -> None:
+    if fault == "down":
+        wait_for(f"{gateway_url}/_gateway/health", 30.0)
+    elif fault == "slow":
+        http.request("DELETE", f"{gateway_url}/_gateway/faults")
+
+
+def run_micro(gateway_url: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.micro", gateway_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def summarise(
+    rounds: dict[str, dict[str, list[Result]]], micro: dict[str, float], args: Any, tool: str
+) -> dict[str, Any]:
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    ratios: dict[str, dict[str, float]] = {}
+    for framework, by_case in rounds.items():
+        figures[framework] = {
+            case: {
+                "rps": statistics.median(r.rps for r in results),
+                "p50_ms": statistics.median(r.p50_ms for r in results),
+                "p99_ms": statistics.median(r.p99_ms for r in results),
+                "errors": sum(r.errors for r in results),
+            }
+            for case, results in by_case.items()
+            if results
+        }
+        f = figures[framework]
+
+        ratios[framework] = {
+            f"{a}/{b}": _ratio(f, a, b) for a, b in (("C", "A"), ("D", "A"), ("C", "B"))
+        }
+        for e in ("E1", "E2"):
+            if e in f and "D" in f:
+                ratios[framework][f"{e} p99 - D p99 (ms)"] = round(
+                    f[e]["p99_ms"] - f["D"]["p99_ms"], 1
+                )
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "method": {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "load_generator": tool,
+            "cases": {c: CASES[c] for c in args.cases.split(",")},
+        },
+        "figures": figures,
+        "ratios": ratios,
+        "micro_us": micro,
+        "rounds": {
+            f: {c: [asdict(r) for r in rs] for c, rs in by.items()} for f, by in rounds.items()
+        },
+    }
+
+
+def _ratio(figures: dict[str, dict[str, float]], a: str, b: str) -> float:
+    if a in figures and b in figures and figures[b]["rps"]:
+        return round(figures[a]["rps"] / figures[b]["rps"], 3)
+    return float("nan")
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = report["date"].replace(":", "").replace("-", "")
+    path = out / f"bench-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    chart = chart_png(report, out / f"bench-{stamp}.png")
+    print(f"results: {path}" + (f", chart: {chart}" if chart else ""))
+    for framework, figures in report["figures"].items():
+        for case, figure in figures.items():
+            print(
+                f"{framework:9} {case:3} {figure['rps']:9.0f} req/s  "
+                f"p50 {figure['p50_ms']:7.2f} ms  p99 {figure['p99_ms']:7.2f} ms"
+            )
+    if report["micro_us"]:
+        print("micro (us): " + ", ".join(f"{k} {v}" for k, v in report["micro_us"].items()))
+    print(
+        " | ".join(
+            f"{framework}: "
+            + " ".join(f"{k}={v}" for k, v in ratios.items() if "/" in k and "ms" not in k)
+            for framework, ratios in report["ratios"].items()
+        )
+    )
+
+
+def chart_png(report: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    frameworks = list(report["figures"])
+    cases = sorted({c for f in frameworks for c in report["figures"][f]})
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(len(frameworks), 1)
+    for index, framework in enumerate(frameworks):
+        figures = report["figures"][framework]
+        xs = [n + index * width for n in range(len(cases))]
+        axes[0].bar(xs, [figures.get(c, {}).get("rps", 0) for c in cases], width, label=framework)
+        axes[1].bar(
+            xs, [figures.get(c, {}).get("p99_ms", 0) for c in cases], width, label=framework
+        )
+    for axis, title in zip(
+        axes, ("requests/s (higher is better)", "p99 latency, ms (lower is better)"), strict=True
+    ):
+        axis.set_xticks([n + width * (len(frameworks) - 1) / 2 for n in range(len(cases))], cases)
+        axis.set_title(title)
+        axis.legend()
+    axes[1].set_yscale("log")
+    figure.suptitle(
+        "vwo-heap-middleware: A bare, B seed recipe, C returning, D new visitor, E1 down, E2 slow"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Micro-figures, in microseconds: identity parsing + context, a warm and a cold decision.
+
+Run as ``python -m bench.micro GATEWAY_URL``; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+
+from vwo_heap_middleware import Config, FlagEngine, RequestFacts, build_visitor
+
+from .load import USER_AGENT
+
+COOKIE = (
+    '_ga=GA1.1.1234567890.1732800000; theme=dark; cart={"items":2}; '
+    "_hp5_meta.1234=%7B%22userId%22%3A%224835702585115963%22%2C%22sessionId%22%3A%223859385729357291%22"
+    "%2C%22sessionProperties%22%3A%7B%7D%2C%22identity%22%3A%22ret-1%40example.com%22%7D; "
+    "_hp5_let.1234=1732800123456; session=abcdef0123456789"
+)
+
+
+def per_call(function: Callable[[int], object], calls: int) -> float:
+    started = time.perf_counter()
+    for n in range(calls):
+        function(n)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def main() -> None:
+    gateway_url = sys.argv[1]
+    config = Config(
+        account_id="123456",
+        sdk_key="bench-sdk-key",
+        gateway_url=gateway_url,
+        flags=("premium_checkout", "new_banner"),
+    )
+    facts = RequestFacts(cookie=COOKIE, user_agent=USER_AGENT, peer="203.0.113.7")
+    parse_us = per_call(lambda n: build_visitor(config, facts, None), 20_000)
+
+    engine = FlagEngine(config)
+    engine.start()
+    engine.wait_ready(10)
+    visitor = build_visitor(config, facts, None)
+    engine.decide(visitor, ["premium_checkout"])
+    warm_us = per_call(lambda n: engine.decide(visitor, ["premium_checkout"]), 20_000)
+
+    def cold(n: int) -> None:
+        fresh = build_visitor(
+            config,
+            RequestFacts(
+                identity_header=f"cold-{n}@example.com", user_agent=USER_AGENT, peer="203.0.113.7"
+            ),
+            None,
+        )
+        engine.decide(fresh, ["premium_checkout"], timeout=2.0)
+
+    cold_us = per_call(cold, 300)
+    engine.close()
+    print(
+        json.dumps(
+            {
+                "identity_and_context_us": round(parse_us, 2),
+                "warm_decision_us": round(warm_us, 2),
+                "cold_decision_us": round(cold_us, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
