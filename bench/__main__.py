@@ -156,8 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                 command = [part.format(port=port) for part in SERVERS[framework]]
                 servers.append(start(command, SERVER_CORE, env))
                 urls[framework, case] = f"http://127.0.0.1:{port}"
-        for url in urls.values():
+        for (_, case), url in urls.items():
             wait_for(f"{url}/healthz")
+            warm = CASES[case][1]  # one second of the case's own traffic, not measured
+            if wrk:
+                run_wrk(wrk, url + "/", 1, args.connections, warm, LOAD_CORE)
+            else:
+                run_python(url + "/", 1, args.connections, warm)
         for number in range(args.rounds):
             for framework in frameworks:
                 for case in cases:
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     finally:
                         clear_fault(gateway_url, fault)
+                    settle(gateway_url)
                     rounds[framework][case].append(result)
                     print(
                         f"round {number + 1} {framework:9} {case:3} {result.rps:9.0f} req/s  "
@@ -186,7 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         for process in [*servers, gateway]:
             process.terminate()
         for process in [*servers, gateway]:
-            process.wait(15)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
     report = summarise(rounds, micro, args, "wrk" if wrk else "python")
     write(report, args.out)
     return 0
@@ -210,6 +220,26 @@ def clear_fault(gateway_url: str, fault: str | None) -> None:
         wait_for(f"{gateway_url}/_gateway/health", 30.0)
     elif fault == "slow":
         http.request("DELETE", f"{gateway_url}/_gateway/faults")
+
+
+def settle(gateway_url: str, quiet: float = 1.0, limit: float = 60.0) -> None:
+    """Wait until no server is still sending queued events, so the next case runs alone."""
+    deadline = time.monotonic() + limit
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            count = sum(
+                http.request("GET", f"{gateway_url}/_gateway/records?summary")
+                .json()["requests"]
+                .values()
+            )
+        except (urllib3.exceptions.HTTPError, ValueError):
+            count = -1
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.2)
 
 
 def run_micro(gateway_url: str) -> dict[str, float]:

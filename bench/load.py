@@ -119,7 +119,7 @@ def parse_wrk(output: str) -> Result:
     errors = sum(
         int(n)
         for n in re.findall(
-            r"(?:Non-2xx or 3xx responses|timeout|read|write|connect) (\d+)", output
+            r"(?:Non-2xx or 3xx responses:|timeout|read|write|connect) (\d+)", output
         )
     )
     if not rps:

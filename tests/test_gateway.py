@@ -142,6 +142,8 @@ def test_events_are_recorded(demo_gateway: LocalGateway) -> None:
     records = get(f"{demo_gateway.url}/_gateway/records").json()
     assert records["events"] == {"vwo_variationShown": 1, "custom_goal": 2}
     assert records["event_log"][0]["body"] == body
+    summary = get(f"{demo_gateway.url}/_gateway/records", summary="").json()
+    assert summary == {"requests": {"events": 1, "batch_events": 1}, "events": records["events"]}
 
 
 def test_user_details_are_deterministic(demo_gateway: LocalGateway) -> None:

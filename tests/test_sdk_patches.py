@@ -6,6 +6,7 @@ When a test named ``test_stock_sdk_still_*`` fails, the SDK fixed that defect: d
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -134,3 +135,20 @@ def test_sdk_logs_stay_out_unless_asked(caplog: pytest.LogCaptureFixture) -> Non
     with caplog.at_level("DEBUG", logger="vwo_heap_middleware.sdk"):
         sdk_patches.LogTransport("DEBUG").log("ERROR", "shown when asked")
     assert "shown when asked" in caplog.text
+
+
+def test_events_use_the_event_client_and_fail_fast(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    from wingify.packages.network_layer.manager.network_manager import NetworkManager
+
+    engine = make_engine(demo_gateway)
+    assert isinstance(NetworkManager.get_instance().client, sdk_patches.EventClient)
+    assert engine.flush_events()
+    demo_gateway.reset_records()
+    demo_gateway.faults.set("events", status=503)
+    engine.decide(visitor(engine.config, "fail@example.com"), ["new_banner"])
+    started = time.monotonic()
+    assert engine.flush_events(timeout=5.0)
+    assert time.monotonic() - started < 3.0, "the stock client sleeps 2 + 4 + 8 s between tries"
+    assert demo_gateway.records()["requests"]["events"] == 3, "one try and two quick retries"

@@ -184,10 +184,7 @@ class FlagEngine:
             self._memberships.reset()
             self._user_details.reset()
             self._sender.reset_after_fork()
-            from wingify.packages.network_layer.manager.network_manager import NetworkManager
-
-            if NetworkManager._instance is not None:
-                NetworkManager._instance.attach_client()  # a fresh requests.Session
+            sdk_patches.use_event_client()  # fresh connections for the SDK's events
             self._pid = None
             self.start()
 

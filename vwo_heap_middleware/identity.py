@@ -25,6 +25,8 @@ V4_PREFIX = "_hp2_id."
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NO_IDENTITY = frozenset({"null", "undefined"})
 _USER_ID = re.compile(r"^[0-9]{1,20}$")
+# Numbers stay strings: a numeric identity keeps its digits, and no huge-int parsing.
+_JSON = json.JSONDecoder(parse_int=str, parse_float=str)
 
 
 @dataclass(frozen=True, slots=True)

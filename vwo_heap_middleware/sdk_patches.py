@@ -19,10 +19,15 @@ SDK: that it works, and (for defects) that the stock SDK still needs it.
 5. ``prefetched_settings`` (a builder the SDK accepts as ``vwoBuilder``): the engine fetches the
    settings itself, so ``init`` never blocks on the network, and the SDK's non-daemon polling
    timer, which keeps the process alive forever, is never started.
+6. ``event_client``: the SDK sends events with ``requests`` and retries 3 times with 2, 4 and
+   8 s sleeps, holding the sender for 14 s per event while the gateway is down; ``requests``
+   also costs several times the CPU of a pooled ``urllib3`` call. Events go through
+   ``EventClient`` instead: same URL, headers and JSON body, two quick retries.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -30,6 +35,8 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+import urllib3
 
 logger = logging.getLogger("vwo_heap_middleware")
 sdk_logger = logging.getLogger("vwo_heap_middleware.sdk")
@@ -51,6 +58,7 @@ PATCHES = (
     Patch("validate_once", "all", "schema validation of the settings on every get_flag call"),
     Patch("event_sender", "all", "a new thread pool per impression"),
     Patch("prefetched_settings", "all", "blocking init and a non-daemon polling timer"),
+    Patch("event_client", "all", "14 s of retry sleeps per failed event, and requests' CPU cost"),
 )
 
 
@@ -157,6 +165,7 @@ def install() -> Mapping[str, bool]:
             _patch_event_sender()
             _installed.update(gateway_lookups=True, validate_once=True, event_sender=True)
             _installed["prefetched_settings"] = True
+            _installed["event_client"] = True
         return dict(_installed)
 
 
@@ -251,6 +260,70 @@ class LogTransport:
             sdk_logger.log(getattr(logging, str(level).upper(), logging.INFO), "%s", message)
 
 
+class EventClient:
+    """Stands in for the SDK's ``NetworkClient`` (its ``get``/``post`` on a ``RequestModel``)."""
+
+    def __init__(self) -> None:
+        retry = urllib3.Retry(
+            total=2,
+            backoff_factor=0.2,
+            allowed_methods=None,
+            status_forcelist=(500, 502, 503, 504),
+            raise_on_status=False,
+        )
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=4, retries=retry)
+
+    def get(self, request_model: Any) -> Any:
+        return self._send("GET", request_model)
+
+    def post(self, request_model: Any) -> Any:
+        return self._send("POST", request_model)
+
+    def _send(self, method: str, request_model: Any) -> Any:
+        from wingify.packages.network_layer.models.response_model import ResponseModel
+
+        answer = ResponseModel()
+        options = request_model.get_options()
+        headers = dict(options.get("headers") or {})
+        body = None
+        if options.get("json") is not None:
+            body = json.dumps(options["json"]).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._pool.request(
+                method,
+                options["url"],
+                body=body,
+                headers=headers,
+                timeout=urllib3.Timeout(total=options.get("timeout") or 3.0),
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            answer.set_error(type(exc).__name__)
+            return answer
+        answer.set_status_code(response.status)
+        answer.set_headers(dict(response.headers))
+        text = response.data.decode("utf-8", "replace")
+        try:
+            answer.set_data(
+                json.loads(text)
+                if response.headers.get("Content-Type", "").startswith("application/json")
+                else text
+            )
+        except ValueError:
+            answer.set_data(text)
+        if not 200 <= response.status < 300:
+            answer.set_error(f"HTTP {response.status}")
+        return answer
+
+
+def use_event_client() -> None:
+    """Give the SDK's network manager (after ``init``, or in a forked child) an ``EventClient``."""
+    from wingify.packages.network_layer.manager.network_manager import NetworkManager
+
+    if NetworkManager._instance is not None:
+        NetworkManager._instance.client = EventClient()
+
+
 def init_client(options: dict[str, Any], settings: dict[str, Any]) -> Any:
     """``vwo.init`` with settings the engine already fetched, and no polling timer."""
     import vwo
@@ -267,4 +340,6 @@ def init_client(options: dict[str, Any], settings: dict[str, Any]) -> Any:
 
     options = {**options, "is_via_vwo": True}  # what vwo.init sets: VWO's branding and hosts
     options["vwoBuilder"] = PrefetchedSettingsBuilder(options)
-    return vwo.init(options)
+    client = vwo.init(options)
+    use_event_client()
+    return client

@@ -113,11 +113,13 @@ class Recorder:
                 }
             )
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, summary: bool = False) -> dict[str, Any]:
         with self._lock:
+            counts = {"requests": dict(self.requests), "events": dict(self.events)}
+            if summary:
+                return counts
             return {
-                "requests": dict(self.requests),
-                "events": dict(self.events),
+                **counts,
                 "event_log": list(self.event_log),
                 "membership_lookups": list(self.membership_lookups),
             }
@@ -232,7 +234,7 @@ class GatewayApp:
         return _json({"status": "ok"})
 
     def on_records(self, request: Request) -> Response:
-        return _json(self.recorder.snapshot())
+        return _json(self.recorder.snapshot(summary="summary" in request.args))
 
     def on_control_faults(self, request: Request) -> Response:
         if request.method == "DELETE":
