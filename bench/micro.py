@@ -39,6 +39,13 @@ def main() -> None:
     )
     facts = RequestFacts(cookie=COOKIE, user_agent=USER_AGENT, peer="203.0.113.7")
     parse_us = per_call(lambda n: build_visitor(config, facts, None), 20_000)
+    new_facts = [
+        RequestFacts(
+            cookie=COOKIE.replace("ret-1", f"new-{n}"), user_agent=USER_AGENT, peer="203.0.113.7"
+        )
+        for n in range(20_000)
+    ]
+    parse_new_us = per_call(lambda n: build_visitor(config, new_facts[n], None), 20_000)
 
     engine = FlagEngine(config)
     engine.start()
@@ -63,6 +70,7 @@ def main() -> None:
         json.dumps(
             {
                 "identity_and_context_us": round(parse_us, 2),
+                "identity_and_context_new_cookie_us": round(parse_new_us, 2),
                 "warm_decision_us": round(warm_us, 2),
                 "cold_decision_us": round(cold_us, 1),
             }

@@ -10,6 +10,7 @@ Nothing here raises on what a client sends: unreadable input means "no identity"
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ def clean_identity(value: object) -> str | None:
     return value
 
 
+@functools.lru_cache(maxsize=2048)  # a returning visitor sends the same value on every request
 def parse_heap_cookie(raw_value: str, source: str) -> HeapIdentity | None:
     """Decode one Heap cookie value; None when it is not a readable Heap cookie."""
     if len(raw_value) > MAX_COOKIE_VALUE:
