@@ -25,6 +25,15 @@ def demo_gateway() -> Iterator[LocalGateway]:
         yield gateway
 
 
+@pytest.fixture
+def raw_gateway() -> Iterator[LocalGateway]:
+    """Raw VWO settings (not a flags file) and CSV segments."""
+    with LocalGateway.from_files(
+        settings_file=DATA / "raw_settings.json", segments_file=DATA / "segments.csv"
+    ) as gateway:
+        yield gateway
+
+
 @pytest.fixture(scope="session")
 def demo_settings() -> dict[str, object]:
     return load_flags_file(DEMO_FLAGS)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,14 +21,6 @@ from vwo_heap_middleware.gateway import LocalGateway, load_flags_file
 FLAGS = ("premium_checkout", "new_banner")
 PREMIUM = {"tier_label": "Premium", "discount_pct": 15}
 BANNER = {"text": "Welcome back!", "color": "#0a7d4f"}
-
-
-@pytest.fixture
-def raw_gateway() -> Iterator[LocalGateway]:
-    with LocalGateway.from_files(
-        settings_file=DATA / "raw_settings.json", segments_file=DATA / "segments.csv"
-    ) as gateway:
-        yield gateway
 
 
 def test_member_gets_the_flag_and_its_variables(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -31,14 +32,6 @@ http = urllib3.PoolManager(retries=False, timeout=5.0)
 
 def get(url: str, **fields: str) -> urllib3.BaseHTTPResponse:
     return http.request("GET", url, fields=fields)
-
-
-@pytest.fixture
-def raw_gateway() -> Iterator[LocalGateway]:
-    with LocalGateway.from_files(
-        settings_file=DATA / "raw_settings.json", segments_file=DATA / "segments.csv"
-    ) as gateway:
-        yield gateway
 
 
 def test_sdk_fetches_settings_and_evaluates_rollouts_from_a_raw_settings_file(
@@ -309,7 +302,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_cli_serves_on_the_given_port() -> None:
+@contextlib.contextmanager
+def gateway_cli(*options: str) -> Iterator[str]:
+    """The gateway's command line on a free port; yields its URL once it printed its banner."""
     port = free_port()
     with subprocess.Popen(
         [
@@ -318,11 +313,10 @@ def test_cli_serves_on_the_given_port() -> None:
             "vwo_heap_middleware.gateway",
             "--flags",
             str(DEMO_FLAGS),
-            "--segments",
-            str(DEMO_SEGMENTS),
             "--port",
             str(port),
             "--quiet",
+            *options,
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -332,14 +326,18 @@ def test_cli_serves_on_the_given_port() -> None:
             assert process.stdout is not None
             banner = process.stdout.readline()
             assert f"http://127.0.0.1:{port}" in banner
-            response = get(
-                f"http://127.0.0.1:{port}/check-attribute",
-                attribute="ada@example.com",
-                listId="heap_premium_users",
-            )
-            assert response.json() is True
+            yield f"http://127.0.0.1:{port}"
+            assert process.poll() is None, "the gateway exited"
         finally:
             process.terminate()
+
+
+def test_cli_serves_on_the_given_port() -> None:
+    with gateway_cli("--segments", str(DEMO_SEGMENTS)) as url:
+        response = get(
+            f"{url}/check-attribute", attribute="ada@example.com", listId="heap_premium_users"
+        )
+        assert response.json() is True
 
 
 def test_cli_reports_bad_files(tmp_path: Path) -> None:
@@ -356,37 +354,14 @@ def test_cli_reports_bad_files(tmp_path: Path) -> None:
 
 
 def test_cli_survives_a_refusal_window() -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    with gateway_cli("--enable-control") as url:
 
-    def up() -> bool:
-        try:
-            return get(f"{url}/_gateway/health").status == 200
-        except urllib3.exceptions.HTTPError:
-            return False
+        def up() -> bool:
+            try:
+                return get(f"{url}/_gateway/health").status == 200
+            except urllib3.exceptions.HTTPError:
+                return False
 
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vwo_heap_middleware.gateway",
-            "--flags",
-            str(DEMO_FLAGS),
-            "--port",
-            str(port),
-            "--quiet",
-            "--enable-control",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as process:
-        try:
-            assert process.stdout is not None
-            process.stdout.readline()
-            assert http.request("POST", f"{url}/_gateway/refuse?seconds=1").status == 200
-            wait_until(lambda: not up(), timeout=5, what="the refusal window")
-            wait_until(up, timeout=10, what="the gateway to come back")
-            assert process.poll() is None
-        finally:
-            process.terminate()
+        assert http.request("POST", f"{url}/_gateway/refuse?seconds=1").status == 200
+        wait_until(lambda: not up(), timeout=5, what="the refusal window")
+        wait_until(up, timeout=10, what="the gateway to come back")

@@ -60,6 +60,14 @@ class _Plan:
     details: DetailsKey | None = None
 
 
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(self.at - time.monotonic(), 0.0)
+
+
 class _Lookups:
     """The gateway lookups one ``decide`` started: wait on ``pending``, then ``finish()``."""
 
@@ -300,16 +308,10 @@ class FlagEngine:
     def _decide(
         self, visitor: Visitor, keys: list[str], timeout: float | None
     ) -> dict[str, FlagDecision]:
-        deadline = time.monotonic() + (
-            timeout if timeout is not None else self.config.evaluation_timeout
-        )
-        plan = self._plan(visitor, keys)
-        if plan.todo:
-            lookups = self._begin_lookups(plan)
+        plan, lookups, deadline = self._prepare(visitor, keys, timeout)
+        if lookups is not None:
             if lookups.pending:
-                concurrent.futures.wait(
-                    lookups.pending, timeout=max(deadline - time.monotonic(), 0.0)
-                )
+                concurrent.futures.wait(lookups.pending, timeout=deadline.remaining())
             self._evaluate(plan, visitor, *lookups.finish())
         return plan.results
 
@@ -319,15 +321,11 @@ class FlagEngine:
         """``decide`` for async code: gateway lookups run concurrently, off the event loop."""
         keys = list(keys)
         try:
-            deadline = time.monotonic() + (
-                timeout if timeout is not None else self.config.evaluation_timeout
-            )
-            plan = self._plan(visitor, keys)
-            if plan.todo:
-                lookups = self._begin_lookups(plan)
+            plan, lookups, deadline = self._prepare(visitor, keys, timeout)
+            if lookups is not None:
                 if lookups.pending:
                     waiters = [asyncio.wrap_future(f) for f in lookups.pending]
-                    await asyncio.wait(waiters, timeout=max(deadline - time.monotonic(), 0.0))
+                    await asyncio.wait(waiters, timeout=deadline.remaining())
                     for waiter in waiters:
                         waiter.cancel()  # only the asyncio view: the shared lookup goes on
                 self._evaluate(plan, visitor, *lookups.finish())
@@ -335,6 +333,14 @@ class FlagEngine:
         except Exception:
             logger.exception(ENGINE_FAILED)
             return self._defaults(keys, Reason.ERROR)
+
+    def _prepare(
+        self, visitor: Visitor, keys: list[str], timeout: float | None
+    ) -> tuple[_Plan, _Lookups | None, _Deadline]:
+        """Answer what the caches know; start the gateway lookups the rest needs."""
+        deadline = _Deadline(timeout if timeout is not None else self.config.evaluation_timeout)
+        plan = self._plan(visitor, keys)
+        return plan, (self._begin_lookups(plan) if plan.todo else None), deadline
 
     def _begin_lookups(self, plan: _Plan) -> _Lookups:
         return _Lookups(

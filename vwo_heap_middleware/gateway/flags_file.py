@@ -43,29 +43,35 @@ _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 _LIST_ID = re.compile(r"^[^()\s]{1,255}$")
 
 
+def read_text(path: Path, source: str) -> str:
+    """A data file's text, or a GatewayDataError naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GatewayDataError(f"{source}: cannot read it ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise GatewayDataError(f"{source}: not UTF-8 text ({exc})") from exc
+
+
 def load_settings_file(path: str | Path) -> dict[str, Any]:
     """Read a raw VWO settings JSON file and check it against the SDK's schema."""
-    path = Path(path)
+    source = f"settings file {path}"
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise GatewayDataError(f"settings file {path}: cannot read it ({exc.strerror})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GatewayDataError(f"settings file {path}: not valid JSON ({exc})") from exc
-    validate_settings(settings, source=f"settings file {path}")
+        settings = json.loads(read_text(Path(path), source))
+    except json.JSONDecodeError as exc:
+        raise GatewayDataError(f"{source}: not valid JSON ({exc})") from exc
+    validate_settings(settings, source=source)
     return settings  # type: ignore[no-any-return]
 
 
 def load_flags_file(path: str | Path) -> dict[str, Any]:
     """Read a flags file and compile it into validated VWO settings."""
-    path = Path(path)
+    source = f"flags file {path}"
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise GatewayDataError(f"flags file {path}: cannot read it ({exc.strerror})") from exc
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise GatewayDataError(f"flags file {path}: not valid TOML ({exc})") from exc
-    return compile_flags(document, source=f"flags file {path}")
+        document = tomllib.loads(read_text(Path(path), source))
+    except tomllib.TOMLDecodeError as exc:
+        raise GatewayDataError(f"{source}: not valid TOML ({exc})") from exc
+    return compile_flags(document, source=source)
 
 
 def validate_settings(settings: object, *, source: str) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .errors import GatewayDataError
+from .flags_file import read_text
 
 Segments = dict[str, frozenset[str]]
 
@@ -20,12 +21,7 @@ Segments = dict[str, frozenset[str]]
 def load_segments_file(path: str | Path) -> Segments:
     path = Path(path)
     source = f"segments file {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GatewayDataError(f"{source}: cannot read it ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise GatewayDataError(f"{source}: not UTF-8 text ({exc})") from exc
+    text = read_text(path, source)
     if path.suffix.lower() == ".csv":
         return _from_csv(text, source)
     try:
