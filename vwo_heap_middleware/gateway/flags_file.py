@@ -102,8 +102,11 @@ class _Compiler:
         self.source = source
         self.campaigns: list[dict[str, Any]] = []
 
+    def at(self, where: str) -> str:
+        return f"{self.source}: {where}"
+
     def fail(self, where: str, problem: str) -> GatewayDataError:
-        return GatewayDataError(f"{self.source}: {where}: {problem}")
+        return GatewayDataError(f"{self.at(where)}: {problem}")
 
     def compile(self, document: Mapping[str, Any]) -> dict[str, Any]:
         account_id = document.get("account_id", 0)
@@ -147,7 +150,7 @@ class _Compiler:
         if not isinstance(defaults, dict):
             raise self.fail(where, "'variables' must be a table of name = value")
         variables = [
-            _variable(index, name, value, self.fail(f"{where}, variable '{name}'", ""))
+            _variable(index, name, value, self.at(where))
             for index, (name, value) in enumerate(defaults.items(), start=1)
         ]
         rules_in = flag.get("rules", [])
@@ -200,7 +203,7 @@ class _Compiler:
             if segment
             else {}
         )
-        percent = _percent(rule.get("percent", 100), self.fail(where, ""))
+        percent = _percent(rule.get("percent", 100), self.at(where), "percent")
         if kind == "percentage" and "percent" not in rule:
             raise self.fail(where, "a percentage rule needs 'percent'")
         campaign: dict[str, Any] = {
@@ -230,7 +233,7 @@ class _Compiler:
                     "name": f"Rollout-rule-{number}",
                     "weight": percent,
                     "segments": segments,
-                    "variables": _override(variables, rule.get("variables", {}), self.fail, where),
+                    "variables": _override(variables, rule.get("variables", {}), self.at(where)),
                 }
             ],
         )
@@ -253,7 +256,7 @@ class _Compiler:
             v_where = f"{where}, variation {index}"
             if not isinstance(variation, dict):
                 raise self.fail(v_where, "must be a table")
-            weight = _percent(variation.get("weight"), self.fail(v_where, "'weight': "))
+            weight = _percent(variation.get("weight"), self.at(v_where), "weight")
             variations.append(
                 {
                     "id": index,
@@ -262,7 +265,7 @@ class _Compiler:
                     ),
                     "weight": weight,
                     "variables": _override(
-                        variables, variation.get("variables", {}), self.fail, v_where
+                        variables, variation.get("variables", {}), self.at(v_where)
                     ),
                 }
             )
@@ -274,12 +277,6 @@ class _Compiler:
         return variations
 
 
-def _percent(value: object, error: GatewayDataError) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-        raise GatewayDataError(f"{error}must be a number from 0 to 100, got {value!r}")
-    return value
-
-
 _TYPES: list[tuple[type, str]] = [
     (bool, "boolean"),
     (int, "integer"),
@@ -287,42 +284,48 @@ _TYPES: list[tuple[type, str]] = [
     (str, "string"),
     (dict, "json"),
 ]
+_NUMBERS = {"integer", "double"}
 
 
-def _variable(index: int, name: object, value: object, error: GatewayDataError) -> dict[str, Any]:
+def _percent(value: object, where: str, name: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise GatewayDataError(f"{where}: '{name}' must be a number from 0 to 100, got {value!r}")
+    return value
+
+
+def _variable(index: int, name: object, value: object, where: str) -> dict[str, Any]:
     if not isinstance(name, str) or not _KEY.match(name):
-        raise GatewayDataError(f"{error}not a valid variable name")
+        raise GatewayDataError(f"{where}: {name!r} is not a valid variable name")
     for python_type, vwo_type in _TYPES:
         if isinstance(value, python_type):
             return {"id": index, "key": name, "type": vwo_type, "value": value}
     raise GatewayDataError(
-        f"{error}value must be a string, number, boolean or table, got {value!r}"
+        f"{where}: variable {name!r} must be a string, number, boolean or table, got {value!r}"
     )
 
 
 def _override(
-    defaults: list[dict[str, Any]], overrides: object, fail: Any, where: str
+    defaults: list[dict[str, Any]], overrides: object, where: str
 ) -> list[dict[str, Any]]:
+    """The flag's variables with a rule's or variation's values put in, types checked."""
     if not isinstance(overrides, dict):
-        raise fail(where, "'variables' must be a table of name = value")
-    by_name = {v["key"]: v for v in defaults}
-    unknown = sorted(set(overrides) - set(by_name))
+        raise GatewayDataError(f"{where}: 'variables' must be a table of name = value")
+    declared = {v["key"] for v in defaults}
+    unknown = sorted(set(overrides) - declared)
     if unknown:
-        raise fail(where, f"variable {unknown[0]!r} is not declared in the flag's 'variables'")
+        raise GatewayDataError(
+            f"{where}: variable {unknown[0]!r} is not declared in the flag's 'variables'"
+        )
     result = []
     for variable in defaults:
-        if variable["key"] in overrides:
-            value = overrides[variable["key"]]
-            compiled = _variable(variable["id"], variable["key"], value, fail(where, ""))
-            if compiled["type"] != variable["type"] and {compiled["type"], variable["type"]} != {
-                "integer",
-                "double",
-            }:
-                raise fail(
-                    where,
-                    f"variable {variable['key']!r} is a {variable['type']}, got {value!r}",
-                )
-            result.append({**variable, "value": value})
-        else:
+        if variable["key"] not in overrides:
             result.append(dict(variable))
+            continue
+        value = overrides[variable["key"]]
+        kind = _variable(variable["id"], variable["key"], value, where)["type"]
+        if kind != variable["type"] and {kind, variable["type"]} != _NUMBERS:
+            raise GatewayDataError(
+                f"{where}: variable {variable['key']!r} is a {variable['type']}, got {value!r}"
+            )
+        result.append({**variable, "value": value})
     return result
