@@ -385,3 +385,20 @@ def test_decide_before_start_starts_the_engine(demo_gateway: LocalGateway) -> No
         wait_until(lambda: engine.ready, what="lazy start")
     finally:
         engine.close()
+
+
+def test_invalid_new_settings_keep_the_old_ones(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    from vwo_heap_middleware.gateway_client import GatewayError
+
+    engine = make_engine(demo_gateway)
+    revision = engine.readiness()["revision"]
+    with pytest.raises(GatewayError, match="settings schema"):
+        engine.apply_settings(
+            {"version": 2, "accountId": 123456, "features": "nope", "campaigns": []}
+        )
+    assert engine.readiness()["revision"] == revision
+    assert engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)[
+        "premium_checkout"
+    ].enabled

@@ -270,7 +270,9 @@ class FlagEngine:
                     raise GatewayError("the VWO SDK did not accept the settings")
                 self._sdk = client
             else:
-                self._sdk.update_settings(settings)
+                self._sdk.update_settings(settings)  # logs and returns on failure: check it took
+                if self._sdk.original_settings is not settings:
+                    raise GatewayError("the VWO SDK did not accept the new settings")
             self._index = index
         self._ready.set()
         with self._decisions_lock:

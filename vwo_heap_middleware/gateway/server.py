@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -18,6 +18,12 @@ from .flags_file import load_flags_file, load_settings_file
 from .segments import Segments, load_segments_file
 
 logger = logging.getLogger("vwo_heap_middleware.gateway")
+
+
+def _daemon_timer(seconds: float, action: Callable[[], object]) -> None:
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True  # a pending refusal window never keeps the process alive
+    timer.start()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -134,10 +140,10 @@ class LocalGateway:
     def _refuse_for(self, seconds: float) -> None:
         def cycle() -> None:
             self.stop()
-            threading.Timer(seconds, self.start).start()
+            _daemon_timer(seconds, self.start)
 
         # From inside a request: let the response go out before the listener closes.
-        threading.Timer(0.05, cycle).start()
+        _daemon_timer(0.05, cycle)
 
     def serve_forever(self) -> None:
         """Serve until interrupted; a refusal window (``/_gateway/refuse``) does not end it."""
