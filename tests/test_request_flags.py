@@ -1,0 +1,64 @@
+"""RequestFlags: the per-request view of decisions (framework-free)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import EngineFactory, visitor
+from vwo_heap_middleware import Reason, RequestFlags
+from vwo_heap_middleware.gateway import LocalGateway
+from vwo_heap_middleware.request_flags import merge_vary
+
+
+def test_reading_loading_and_overriding(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, server_timing=True)
+    flags = RequestFlags(engine, visitor(engine.config, "ada@example.com"))
+    assert not flags.read and len(flags) == 0 and "new_banner" not in flags
+    flags.load(["new_banner"])
+    assert "new_banner" in flags and not flags.read, "loading is not reading"
+    assert flags.variable("premium_checkout", "discount_pct", 0) == 15, "decided on first access"
+    assert flags.read and len(flags) == 2
+    assert flags.identity == "ada@example.com" and flags.user_id == "ada@example.com"
+    assert {d.key for d in flags} == {"new_banner", "premium_checkout"}
+    flags.override("premium_checkout", False)
+    assert flags["premium_checkout"].reason is Reason.OVERRIDE
+    assert flags.variable("premium_checkout", "discount_pct", 0) == 0, "off: the default"
+    assert flags.to_dict()["premium_checkout"] == {
+        "enabled": False,
+        "variables": {},
+        "reason": "override",
+    }
+    assert repr(flags) == "<RequestFlags new_banner=on, premium_checkout=off>"
+    assert flags.get(42).reason is Reason.UNKNOWN_FLAG
+    names = [name for name, _ in flags.response_headers()]
+    assert names == ["Vary", "Vary", "Server-Timing"]
+
+
+def test_load_async_decides_missing_keys_once(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    flags = RequestFlags(engine, visitor(engine.config, "grace@example.com"))
+    asyncio.run(flags.load_async(["premium_checkout", "premium_checkout", "new_banner"]))
+    asyncio.run(flags.load_async(["premium_checkout"]))
+    assert flags.enabled("premium_checkout")
+    assert len(demo_gateway.records()["membership_lookups"]) == 1
+
+
+def test_untrusted_header_identity_is_not_in_vary(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, trust_client_identity=False)
+    flags = RequestFlags(engine, visitor(engine.config))
+    flags.enabled("new_banner")
+    assert flags.response_headers() == [("Vary", "Cookie")]
+
+
+def test_merge_vary() -> None:
+    assert merge_vary(None, ["Cookie"]) == "Cookie"
+    assert (
+        merge_vary("Accept-Encoding, cookie", ["Cookie", "X-Heap-Identity"])
+        == "Accept-Encoding, cookie, X-Heap-Identity"
+    )
