@@ -34,6 +34,8 @@ def test_inlist_patch_is_applied_because_the_probe_finds_the_defect() -> None:
 
 def test_patched_sdk_matches_inlist(demo_gateway: LocalGateway, make_engine: EngineFactory) -> None:
     engine = make_engine(demo_gateway)
+    assert "inlist" in engine.readiness()["sdk_patches"]
+    assert engine.readiness()["sdk_version"] == sdk_patches.sdk_version()
     assert engine.decide(visitor(engine.config, "ada@example.com"), ["premium_checkout"])[
         "premium_checkout"
     ].enabled

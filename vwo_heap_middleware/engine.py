@@ -214,6 +214,8 @@ class FlagEngine:
             "flags": sorted(self._index.flags) if self._index else [],
             "gateway_circuit_open": self.breaker.is_open,
             "last_error": self.last_error,
+            "sdk_version": sdk_patches.sdk_version(),
+            "sdk_patches": sorted(name for name, on in sdk_patches.installed().items() if on),
         }
 
     def stats(self) -> dict[str, int]:
