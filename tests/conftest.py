@@ -7,11 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from vwo_heap_middleware.config import Config
 from vwo_heap_middleware.context import RequestFacts, Visitor, build_visitor
 from vwo_heap_middleware.engine import FlagEngine
 from vwo_heap_middleware.gateway import LocalGateway, load_flags_file
+
+# Properties are about what input does, not how fast: no per-example deadline on a busy machine.
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_FLAGS = ROOT / "examples" / "gateway" / "flags.toml"
