@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,6 +167,24 @@ def test_latency_fault_is_observed(demo_gateway: LocalGateway) -> None:
     started = time.monotonic()
     get(f"{demo_gateway.url}/check-attribute", attribute="x", listId="heap_premium_users")
     assert time.monotonic() - started < 0.3
+
+
+def test_clearing_one_endpoint_releases_only_its_waiting_requests(
+    demo_gateway: LocalGateway,
+) -> None:
+    demo_gateway.faults.set("check_attribute", latency=0.5)
+    demo_gateway.faults.set("user_details", latency=5.0)
+    started = time.monotonic()
+    releaser = threading.Timer(0.1, demo_gateway.faults.clear, args=("user_details",))
+    releaser.start()
+    get(f"{demo_gateway.url}/check-attribute", attribute="x", listId="heap_premium_users")
+    assert time.monotonic() - started >= 0.5, (
+        "clearing user_details did not cut check_attribute short"
+    )
+    started = time.monotonic()
+    get(f"{demo_gateway.url}/get-user-details", userAgent="UA")
+    assert time.monotonic() - started < 1.0
+    releaser.join()
 
 
 def test_status_and_malformed_faults_are_observed(demo_gateway: LocalGateway) -> None:

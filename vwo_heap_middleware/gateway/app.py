@@ -41,7 +41,7 @@ class Faults:
     def __init__(self) -> None:
         self._faults: dict[str, Fault] = {}
         self._lock = threading.Lock()
-        self._cleared = threading.Event()
+        self._cleared = {endpoint: threading.Event() for endpoint in ENDPOINTS}
 
     def set(
         self,
@@ -57,22 +57,21 @@ class Faults:
             raise ValueError("latency must be >= 0 and status an HTTP status code")
         with self._lock:
             self._faults[endpoint] = Fault(latency, status, malformed)
-            self._cleared.clear()
+            self._cleared[endpoint].clear()
 
     def clear(self, endpoint: str | None = None) -> None:
-        """Remove one endpoint's fault, or all; requests waiting out a latency return at once."""
+        """Remove one endpoint's fault, or all; its requests waiting out a latency return now."""
         with self._lock:
-            if endpoint is None:
-                self._faults.clear()
-            else:
-                self._faults.pop(endpoint, None)
-            self._cleared.set()
+            for name in ENDPOINTS if endpoint is None else [endpoint]:
+                self._faults.pop(name, None)
+                if name in self._cleared:
+                    self._cleared[name].set()
 
     def get(self, endpoint: str) -> Fault | None:
         return self._faults.get(endpoint)
 
-    def wait(self, seconds: float) -> None:
-        self._cleared.wait(seconds)
+    def wait(self, endpoint: str, seconds: float) -> None:
+        self._cleared[endpoint].wait(seconds)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -184,7 +183,7 @@ class GatewayApp:
             fault = self.faults.get(endpoint)
             if fault is not None:
                 if fault.latency:
-                    self.faults.wait(fault.latency)
+                    self.faults.wait(endpoint, fault.latency)
                 if fault.status is not None:
                     return _json({"error": f"injected fault: HTTP {fault.status}"}, fault.status)
                 if fault.malformed:
