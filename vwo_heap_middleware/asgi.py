@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from typing import Any
 
@@ -18,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .context import CALLBACK_FAILED, RequestFacts, build_visitor
+from .context import RequestFacts, build_visitor, resolve_identity_async
 from .engine import FlagEngine
 from .request_flags import RequestFlags, current_flags, merge_vary
 
@@ -105,16 +104,7 @@ class HeapFlagsMiddleware:
             forwarded_for=forwarded_for,
             forwarded=forwarded,
         )
-        resolved = None
-        resolver = self.engine.config.identity_resolver
-        if resolver is not None:
-            try:
-                resolved = resolver(request)
-                if inspect.isawaitable(resolved):
-                    resolved = await resolved
-            except Exception:
-                logger.exception(CALLBACK_FAILED, "identity_resolver")
-                resolved = None
+        resolved = await resolve_identity_async(self.engine.config, request)
         return build_visitor(self.engine.config, facts, request, resolved)
 
     def _lifespan_receive(self, receive: Receive) -> Receive:

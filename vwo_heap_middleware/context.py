@@ -106,6 +106,20 @@ def resolve_identity(config: Config, request: object) -> object:
     return resolved
 
 
+async def resolve_identity_async(config: Config, request: object) -> object:
+    """Call the trusted resolver from async code (ASGI); it may return an awaitable."""
+    if config.identity_resolver is None:
+        return None
+    resolved = call_hook(config.identity_resolver, request, "identity_resolver")
+    if inspect.isawaitable(resolved):
+        try:
+            return await resolved
+        except Exception:
+            logger.exception(CALLBACK_FAILED, "identity_resolver")
+            return None
+    return resolved
+
+
 def build_visitor(
     config: Config, facts: RequestFacts, request: object, resolved: object = None
 ) -> Visitor:

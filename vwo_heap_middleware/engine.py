@@ -30,7 +30,7 @@ from .decision import FlagDecision, Reason
 from .events import EventSender
 from .flag_index import FlagIndex, FlagNeeds
 from .gateway_client import GatewayClient, GatewayError
-from .lookups import Answer, CachedLookup, CircuitBreaker
+from .lookups import Answer, CachedLookup, CircuitBreaker, Started
 
 logger = logging.getLogger("vwo_heap_middleware")
 
@@ -68,34 +68,21 @@ class _Deadline:
         return max(self.at - time.monotonic(), 0.0)
 
 
+@dataclass
 class _Lookups:
-    """The gateway lookups one ``decide`` started: wait on ``pending``, then ``finish()``."""
+    """The gateway lookups one ``decide`` began."""
 
-    def __init__(
-        self,
-        memberships: CachedLookup[MembershipKey, bool],
-        started_memberships: tuple[
-            dict[MembershipKey, Answer[bool]], dict[MembershipKey, Future[bool]]
-        ],
-        user_details: CachedLookup[DetailsKey, Mapping[str, Any]],
-        started_details: tuple[
-            dict[DetailsKey, Answer[Mapping[str, Any]]], dict[DetailsKey, Future[Mapping[str, Any]]]
-        ],
-    ) -> None:
-        self._memberships, self._started_memberships = memberships, started_memberships
-        self._user_details, self._started_details = user_details, started_details
-        self.pending: list[Future[Any]] = [
-            *started_memberships[1].values(),
-            *started_details[1].values(),
-        ]
+    memberships: Started[MembershipKey, bool]
+    details: Started[DetailsKey, Mapping[str, Any]]
+
+    @property
+    def pending(self) -> list[Future[Any]]:
+        return [*self.memberships.pending.values(), *self.details.pending.values()]
 
     def finish(
         self,
     ) -> tuple[dict[MembershipKey, Answer[bool]], dict[DetailsKey, Answer[Mapping[str, Any]]]]:
-        return (
-            self._memberships.finish(*self._started_memberships),
-            self._user_details.finish(*self._started_details),
-        )
+        return self.memberships.finish(), self.details.finish()
 
 
 class FlagEngine:
@@ -314,8 +301,9 @@ class FlagEngine:
     ) -> dict[str, FlagDecision]:
         plan, lookups, deadline = self._prepare(visitor, keys, timeout)
         if lookups is not None:
-            if lookups.pending:
-                concurrent.futures.wait(lookups.pending, timeout=deadline.remaining())
+            pending = lookups.pending
+            if pending:
+                concurrent.futures.wait(pending, timeout=deadline.remaining())
             self._evaluate(plan, visitor, *lookups.finish())
         return plan.results
 
@@ -348,9 +336,7 @@ class FlagEngine:
 
     def _begin_lookups(self, plan: _Plan) -> _Lookups:
         return _Lookups(
-            self._memberships,
             self._memberships.begin(plan.memberships),
-            self._user_details,
             self._user_details.begin([plan.details] if plan.details else []),
         )
 

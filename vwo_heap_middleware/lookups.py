@@ -15,7 +15,7 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from cachetools import TLRUCache, TTLCache
@@ -84,6 +84,26 @@ class Answer(Generic[V]):
         return self.status in ("fresh", "stale")
 
 
+@dataclass
+class Started(Generic[K, V]):
+    """The lookups one request began: wait on ``pending``, then ``finish()``."""
+
+    lookup: CachedLookup[K, V]
+    answers: dict[K, Answer[V]] = field(default_factory=dict)
+    pending: dict[K, concurrent.futures.Future[V]] = field(default_factory=dict)
+
+    def finish(self) -> dict[K, Answer[V]]:
+        """Every key's answer: a call still running counts as ``timeout``."""
+        for key, future in self.pending.items():
+            if not future.done():
+                self.answers[key] = self.lookup.fallback(key, "timeout")
+            elif future.cancelled() or future.exception() is not None:
+                self.answers[key] = self.lookup.fallback(key, "failed")
+            else:
+                self.answers[key] = Answer(future.result(), "fresh")
+        return self.answers
+
+
 class CachedLookup(Generic[K, V]):
     def __init__(
         self,
@@ -113,38 +133,23 @@ class CachedLookup(Generic[K, V]):
         self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=time.monotonic)
         self._in_flight: dict[K, concurrent.futures.Future[V]] = {}
 
-    def begin(
-        self, keys: Iterable[K]
-    ) -> tuple[dict[K, Answer[V]], dict[K, concurrent.futures.Future[V]]]:
+    def begin(self, keys: Iterable[K]) -> Started[K, V]:
         """Answer what the cache knows; start (or join) gateway calls for the rest."""
-        answers: dict[K, Answer[V]] = {}
-        pending: dict[K, concurrent.futures.Future[V]] = {}
+        started: Started[K, V] = Started(self)
         for key in keys:
             with self._lock:
                 try:
-                    answers[key] = Answer(self._fresh[key], "fresh")
+                    started.answers[key] = Answer(self._fresh[key], "fresh")
                     continue
                 except KeyError:
                     future = self._in_flight.get(key)
             if future is None:
                 if not self.breaker.allow():
-                    answers[key] = self._fallback(key, "failed")
+                    started.answers[key] = self.fallback(key, "failed")
                     continue
                 future = self._start(key)
-            pending[key] = future
-        return answers, pending
-
-    def finish(
-        self, answers: dict[K, Answer[V]], pending: dict[K, concurrent.futures.Future[V]]
-    ) -> dict[K, Answer[V]]:
-        for key, future in pending.items():
-            if not future.done():
-                answers[key] = self._fallback(key, "timeout")
-            elif future.cancelled() or future.exception() is not None:
-                answers[key] = self._fallback(key, "failed")
-            else:
-                answers[key] = Answer(future.result(), "fresh")
-        return answers
+            started.pending[key] = future
+        return started
 
     def _start(self, key: K) -> concurrent.futures.Future[V]:
         with self._lock:
@@ -176,7 +181,8 @@ class CachedLookup(Generic[K, V]):
             self._in_flight.pop(key, None)
         return value
 
-    def _fallback(self, key: K, status: str) -> Answer[V]:
+    def fallback(self, key: K, status: str) -> Answer[V]:
+        """The stale answer for ``key`` if there is one, else no value with ``status``."""
         with self._lock:
             try:
                 return Answer(self._stale[key], "stale")

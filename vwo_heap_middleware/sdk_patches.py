@@ -163,9 +163,14 @@ def install() -> Mapping[str, bool]:
             _patch_gateway_lookups()
             _patch_validate_once()
             _patch_event_sender()
-            _installed.update(gateway_lookups=True, validate_once=True, event_sender=True)
-            _installed["prefetched_settings"] = True
-            _installed["event_client"] = True
+            # The builder (init_client) and the event client (use_event_client) apply per init.
+            _installed.update(
+                gateway_lookups=True,
+                validate_once=True,
+                event_sender=True,
+                prefetched_settings=True,
+                event_client=True,
+            )
         return dict(_installed)
 
 
