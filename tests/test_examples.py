@@ -77,12 +77,17 @@ def server(request: pytest.FixtureRequest, gateway: LocalGateway) -> Iterator[st
     ) as process:
         base = f"http://127.0.0.1:{port}"
 
+        in_a_row = [0]
+
         def healthy() -> bool:
+            """Ten ready answers in a row, so every forked worker has loaded its settings."""
             try:
-                return http.request("GET", f"{base}/healthz").status == 200
+                ok = http.request("GET", f"{base}/healthz").status == 200
             except urllib3.exceptions.HTTPError:
                 assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                return False
+                ok = False
+            in_a_row[0] = in_a_row[0] + 1 if ok else 0
+            return in_a_row[0] >= 10
 
         try:
             wait_until(healthy, timeout=30.0, what=f"{request.param} to serve")

@@ -190,7 +190,9 @@ class FlagEngine:
 
     @property
     def ready(self) -> bool:
-        """True once settings are loaded and the SDK can decide."""
+        """True once settings are loaded and the SDK can decide (in this process: a worker
+        forked before its parent loaded settings starts loading them when asked)."""
+        self._ensure_process()
         return self._index is not None and self._sdk is not None
 
     def readiness(self) -> dict[str, Any]:
