@@ -403,3 +403,41 @@ def test_invalid_new_settings_keep_the_old_ones(
     assert engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)[
         "premium_checkout"
     ].enabled
+
+
+FORK_EARLY = r"""
+import os, random, sys, time
+from vwo_heap_middleware.config import Config
+from vwo_heap_middleware.engine import FlagEngine
+from vwo_heap_middleware.gateway import LocalGateway
+
+gateway = LocalGateway.from_files(flags_file=sys.argv[1]).start()
+engine = FlagEngine(Config(account_id="123456", sdk_key="local-demo-sdk-key", gateway_url=gateway.url))
+engine.start()
+time.sleep(random.uniform(0, 0.03))  # fork while the settings thread may be setting the SDK up
+pid = os.fork()
+if pid == 0:
+    deadline = time.monotonic() + 5
+    while not engine.ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(0 if engine.ready else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+os._exit(0)
+"""
+
+
+def test_a_child_forked_during_start_up_gets_ready() -> None:
+    """Fresh interpreters, as under gunicorn --preload: the first SDK set-up imports modules."""
+    stuck = 0
+    for _ in range(30):
+        done = subprocess.run(
+            [sys.executable, "-c", FORK_EARLY, str(DEMO_FLAGS)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        stuck += done.stdout.strip() != "0"
+    assert stuck == 0, f"{stuck} of 30 children never became ready"

@@ -52,6 +52,30 @@ _active: list[weakref.ref[FlagEngine]] = []
 _active_lock = threading.Lock()
 
 
+_held_for_fork: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    """Fork only between SDK calls: a child must not inherit an SDK (or an import) half set up
+    by the settings thread, which the child does not have."""
+    engine = _active[0]() if _active else None
+    if engine is not None and not engine._closed:
+        lock = engine._sdk_lock
+        if lock.acquire(timeout=5.0):
+            _held_for_fork.append(lock)
+
+
+def _after_fork() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )
+
+
 @dataclass
 class _Plan:
     results: dict[str, FlagDecision] = field(default_factory=dict)
