@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[flask,starlette,fastapi,dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[flask,starlette,fastapi,gateway,dev,bench]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.fastapi_app
 
 gateway: $(STAMP)
-	$(BIN)/python -m vwo_heap_middleware.gateway --flags examples/gateway/flags.toml \
+	$(BIN)/python -m vwo_heap_middleware.testing.gateway --flags examples/gateway/flags.toml \
 		--segments examples/gateway/segments.json --port 8787
 
 bench: $(STAMP)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway = start(
         [
             "-m",
-            "vwo_heap_middleware.gateway",
+            "vwo_heap_middleware.testing.gateway",
             "--flags",
             str(HERE / "flags.toml"),
             "--segments",

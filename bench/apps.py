@@ -105,7 +105,7 @@ def starlette_app() -> Any:
         app = SeedMiddleware(app)
     elif CASE == "middleware":
         from vwo_heap_middleware import Config, FlagEngine
-        from vwo_heap_middleware.asgi import HeapFlagsMiddleware
+        from vwo_heap_middleware.starlette import HeapFlagsMiddleware
 
         engine = FlagEngine(Config.from_env())
         app.add_middleware(HeapFlagsMiddleware, engine=engine)

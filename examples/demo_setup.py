@@ -9,8 +9,8 @@ from typing import Any
 from urllib.parse import quote
 
 from vwo_heap_middleware import Config
-from vwo_heap_middleware.gateway import LocalGateway
 from vwo_heap_middleware.request_flags import RequestFlags
+from vwo_heap_middleware.testing.gateway import LocalGateway
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"

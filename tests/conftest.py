@@ -1,18 +1,20 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import settings
 
 from vwo_heap_middleware.config import Config
-from vwo_heap_middleware.context import RequestFacts, Visitor, build_visitor
 from vwo_heap_middleware.engine import FlagEngine
-from vwo_heap_middleware.gateway import LocalGateway, load_flags_file
+from vwo_heap_middleware.testing.gateway import LocalGateway, compile_flags, load_flags_file
+from vwo_heap_middleware.visitor import RequestFacts, Visitor, build_visitor
 
 # Properties are about what input does, not how fast: no per-example deadline on a busy machine.
 settings.register_profile("project", deadline=None)
@@ -82,3 +84,68 @@ def make_engine() -> Iterator[EngineFactory]:
 
 def visitor(config: Config, identity: str | None = None, **facts: Any) -> Visitor:
     return build_visitor(config, RequestFacts(identity_header=identity, **facts), request=None)
+
+
+def v4(identity: str | None, user_id: str | None = "4835702585115963", app: str = "1234") -> str:
+    document = {
+        "userId": user_id,
+        "pageviewId": "2936475930128745",
+        "sessionId": "7725938861927450",
+        "identity": identity,
+        "trackerVersion": "4.0",
+        "identityField": None,
+        "isIdentified": 1 if identity else 0,
+    }
+    return f"_hp2_id.{app}={quote(json.dumps(document, separators=(',', ':')))}"
+
+
+def v5(identity: str | None, user_id: str = "0012345678901234", app: str = "1234") -> str:
+    document: dict[str, object] = {
+        "userId": user_id,
+        "sessionId": "3859385729357291",
+        "sessionProperties": {"utm_source": "newsletter", "time": 1732800000000},
+        "lastEventTime": 1732800123456,
+    }
+    if identity is not None:
+        document["identity"] = identity
+    return f"_hp5_meta.{app}={quote(json.dumps(document, separators=(',', ':')))}"
+
+
+BREAKS_SIMPLECOOKIE = 'tracking={"a":1}; pref=dark mode; quote=a"b'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+SHOP = {
+    "account_id": 777,
+    "sdk_key": "shop-key",
+    "flags": [
+        {
+            "key": "premium_checkout",
+            "variables": {"tier_label": "Standard"},
+            "rules": [
+                {
+                    "type": "heap_segment",
+                    "segment": "vip",
+                    "variables": {"tier_label": "<b>Gold</b>"},
+                }
+            ],
+        },
+        {
+            "key": "new_banner",
+            "variables": {"text": "Hi"},
+            "rules": [{"type": "everyone", "variables": {"text": "<script>alert(1)</script>"}}],
+        },
+    ],
+}
+MEMBER = {"X-Heap-Identity": "vip@example.com"}
+
+
+@pytest.fixture
+def shop_gateway() -> Iterator[LocalGateway]:
+    with LocalGateway(compile_flags(SHOP), {"vip": ["vip@example.com"]}) as gateway:
+        yield gateway

@@ -25,9 +25,10 @@ def test_from_env_reads_every_variable() -> None:
         "VWO_HEAP_TRUST_CLIENT_IDENTITY": "false",
         "VWO_HEAP_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
         "VWO_HEAP_EVALUATION_TIMEOUT": "0.5",
-        "VWO_HEAP_MEMBERSHIP_TIMEOUT": "0.05",
+        "VWO_HEAP_LOOKUP_TIMEOUT": "0.05",
         "VWO_HEAP_MEMBERSHIP_TTL": "120",
         "VWO_HEAP_NON_MEMBERSHIP_TTL": "30",
+        "VWO_HEAP_USER_DETAILS_TTL": "45",
         "VWO_HEAP_STALE_MEMBERSHIP_TTL": "600",
         "VWO_HEAP_DECISION_TTL": "10",
         "VWO_HEAP_CACHE_SIZE": "5000",
@@ -47,12 +48,13 @@ def test_from_env_reads_every_variable() -> None:
     assert config.identity_sources == ("resolver", "cookie")
     assert config.trust_client_identity is False
     assert [str(n) for n in config.proxy_networks] == ["10.0.0.0/8", "127.0.0.1/32"]
-    assert (config.evaluation_timeout, config.membership_timeout) == (0.5, 0.05)
+    assert (config.evaluation_timeout, config.lookup_timeout) == (0.5, 0.05)
     assert (config.membership_ttl, config.non_membership_ttl, config.stale_membership_ttl) == (
         120,
         30,
         600,
     )
+    assert config.user_details_ttl == 45
     assert (config.decision_ttl, config.cache_size, config.settings_refresh_interval) == (
         10,
         5000,
@@ -68,7 +70,7 @@ def test_defaults() -> None:
     assert config.identity_header == "X-Heap-Identity"
     assert config.identity_sources == ("resolver", "header", "cookie")
     assert config.evaluation_timeout == 0.2
-    assert config.membership_timeout == 0.1
+    assert config.lookup_timeout == 0.1
     assert config.flags == ()
     assert config.default_for("anything") == FlagDefault()
 

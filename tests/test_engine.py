@@ -16,8 +16,9 @@ import pytest
 from tests.conftest import DATA, DEMO_FLAGS, ROOT, EngineFactory, visitor, wait_until
 from vwo_heap_middleware.config import Config, FlagDefault
 from vwo_heap_middleware.decision import FlagDecision, Reason
-from vwo_heap_middleware.engine import ONE_ENGINE, FlagEngine
-from vwo_heap_middleware.gateway import LocalGateway, load_flags_file
+from vwo_heap_middleware.engine import FlagEngine
+from vwo_heap_middleware.testing.gateway import LocalGateway, load_flags_file
+from vwo_heap_middleware.vwo_sdk import ONE_SDK, SettingsRejected
 
 FLAGS = ("premium_checkout", "new_banner")
 PREMIUM = {"tier_label": "Premium", "discount_pct": 15}
@@ -115,7 +116,7 @@ def test_gateway_down_at_start_then_back(
 def test_slow_gateway_request_returns_within_the_budget(
     demo_gateway: LocalGateway, make_engine: EngineFactory
 ) -> None:
-    engine = make_engine(demo_gateway, evaluation_timeout=0.2, membership_timeout=5.0)
+    engine = make_engine(demo_gateway, evaluation_timeout=0.2, lookup_timeout=5.0)
     demo_gateway.faults.set("check_attribute", latency=3.0)
     started = time.monotonic()
     decisions = engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)
@@ -136,7 +137,7 @@ def test_failing_gateway_opens_the_circuit_and_nobody_waits(
             visitor(engine.config, f"user{n}@example.com"), ["premium_checkout"]
         )
         assert decision["premium_checkout"].reason is Reason.GATEWAY_ERROR
-    assert engine.breaker.is_open
+    assert engine.readiness()["gateway_circuit_open"]
     demo_gateway.faults.set("check_attribute", latency=5.0)
     calls = engine.stats()["membership_calls"]
     started = time.monotonic()
@@ -156,7 +157,7 @@ def test_open_circuit_serves_stale_answers(
     demo_gateway.faults.set("check_attribute", status=503)
     for n in range(5):
         engine.decide(visitor(engine.config, f"x{n}@example.com"), ["premium_checkout"])
-    assert engine.breaker.is_open
+    assert engine.readiness()["gateway_circuit_open"]
     decision = engine.decide(visitor(engine.config, "ada@example.com"), ["premium_checkout"])
     assert decision["premium_checkout"].reason is Reason.TARGETED, (
         "a stale member answer still counts"
@@ -166,7 +167,7 @@ def test_open_circuit_serves_stale_answers(
 def test_one_identity_many_requests_one_lookup(
     demo_gateway: LocalGateway, make_engine: EngineFactory
 ) -> None:
-    engine = make_engine(demo_gateway, evaluation_timeout=2.0, membership_timeout=1.0)
+    engine = make_engine(demo_gateway, evaluation_timeout=2.0, lookup_timeout=1.0)
     demo_gateway.faults.set("check_attribute", latency=0.2)  # keeps the first lookup in flight
     barrier = threading.Barrier(16)
     results: list[FlagDecision] = []
@@ -191,9 +192,7 @@ def test_one_identity_many_requests_one_lookup(
 def test_sixteen_threads_mixed_users_no_wrong_decision(
     raw_gateway: LocalGateway, make_engine: EngineFactory
 ) -> None:
-    engine = make_engine(
-        raw_gateway, decision_ttl=0, evaluation_timeout=5.0, membership_timeout=5.0
-    )
+    engine = make_engine(raw_gateway, decision_ttl=0, evaluation_timeout=5.0, lookup_timeout=5.0)
     members = {"Zoë@example.com", "ZOË@example.com"}
     people = [
         ("Zoë@example.com", "198.51.100.4"),
@@ -279,7 +278,7 @@ def test_impressions_reach_the_gateway(
 def test_async_decisions_do_not_block_the_loop(
     demo_gateway: LocalGateway, make_engine: EngineFactory
 ) -> None:
-    engine = make_engine(demo_gateway, evaluation_timeout=2.0, membership_timeout=1.0)
+    engine = make_engine(demo_gateway, evaluation_timeout=2.0, lookup_timeout=1.0)
     demo_gateway.faults.set("check_attribute", latency=0.3)
 
     async def main() -> tuple[list[dict[str, FlagDecision]], int]:
@@ -307,7 +306,7 @@ def test_async_decisions_do_not_block_the_loop(
 def test_one_engine_per_process(demo_gateway: LocalGateway, make_engine: EngineFactory) -> None:
     engine = make_engine(demo_gateway)
     other = FlagEngine(engine.config)
-    with pytest.raises(RuntimeError, match=re.escape(ONE_ENGINE)):
+    with pytest.raises(RuntimeError, match=re.escape(ONE_SDK)):
         other.start()
     engine.close()
     assert (
@@ -323,35 +322,9 @@ def test_engine_needs_a_config() -> None:
         FlagEngine({"account_id": 1})  # type: ignore[arg-type]
 
 
-SCRIPT = r"""
-import json, os, sys, time
-from vwo_heap_middleware.config import Config
-from vwo_heap_middleware.context import RequestFacts, build_visitor
-from vwo_heap_middleware.engine import FlagEngine
-
-config = Config(account_id="123456", sdk_key="local-demo-sdk-key", gateway_url=sys.argv[1])
-engine = FlagEngine(config)
-engine.start()
-while not engine.ready:
-    time.sleep(0.01)
-def decide(identity):
-    v = build_visitor(config, RequestFacts(identity_header=identity), None)
-    return engine.decide(v, ["premium_checkout"], timeout=5)["premium_checkout"].reason.value
-print(json.dumps({"parent": decide("ada@example.com")}), flush=True)
-if sys.argv[2] == "fork":
-    pid = os.fork()
-    if pid == 0:
-        print(json.dumps({"child": decide("grace@example.com"), "other": decide("bob@example.com")}), flush=True)
-        os._exit(0)
-    os.waitpid(pid, 0)
-engine.close()
-print(json.dumps({"closed": time.monotonic()}), flush=True)
-"""
-
-
 def run_script(gateway: LocalGateway, mode: str) -> tuple[list[dict[str, Any]], float]:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, gateway.url, mode],
+        [sys.executable, "-m", "tests.scripts.decide_then_fork", gateway.url, mode],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -391,11 +364,9 @@ def test_decide_before_start_starts_the_engine(demo_gateway: LocalGateway) -> No
 def test_invalid_new_settings_keep_the_old_ones(
     demo_gateway: LocalGateway, make_engine: EngineFactory
 ) -> None:
-    from vwo_heap_middleware.gateway_client import GatewayError
-
     engine = make_engine(demo_gateway)
     revision = engine.readiness()["revision"]
-    with pytest.raises(GatewayError, match="settings schema"):
+    with pytest.raises(SettingsRejected, match="schema: not valid VWO settings at features"):
         engine.apply_settings(
             {"version": 2, "accountId": 123456, "features": "nope", "campaigns": []}
         )
@@ -405,34 +376,12 @@ def test_invalid_new_settings_keep_the_old_ones(
     ].enabled
 
 
-FORK_EARLY = r"""
-import os, random, sys, time
-from vwo_heap_middleware.config import Config
-from vwo_heap_middleware.engine import FlagEngine
-from vwo_heap_middleware.gateway import LocalGateway
-
-gateway = LocalGateway.from_files(flags_file=sys.argv[1]).start()
-engine = FlagEngine(Config(account_id="123456", sdk_key="local-demo-sdk-key", gateway_url=gateway.url))
-engine.start()
-time.sleep(random.uniform(0, 0.03))  # fork while the settings thread may be setting the SDK up
-pid = os.fork()
-if pid == 0:
-    deadline = time.monotonic() + 5
-    while not engine.ready and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os._exit(0 if engine.ready else 3)
-_, status = os.waitpid(pid, 0)
-print(os.waitstatus_to_exitcode(status))
-os._exit(0)
-"""
-
-
 def test_a_child_forked_during_start_up_gets_ready() -> None:
     """Fresh interpreters, as under gunicorn --preload: the first SDK set-up imports modules."""
     stuck = 0
     for _ in range(30):
         done = subprocess.run(
-            [sys.executable, "-c", FORK_EARLY, str(DEMO_FLAGS)],
+            [sys.executable, "-m", "tests.scripts.fork_during_startup", str(DEMO_FLAGS)],
             cwd=ROOT,
             capture_output=True,
             text=True,

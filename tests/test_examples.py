@@ -14,9 +14,8 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.conftest import DATA, ROOT, wait_until
-from tests.test_gateway import free_port
-from vwo_heap_middleware.gateway import LocalGateway
+from tests.conftest import DATA, ROOT, free_port, wait_until
+from vwo_heap_middleware.testing.gateway import LocalGateway
 
 http = urllib3.PoolManager(retries=False, timeout=5.0)
 MEMBER = "mira@example.net"

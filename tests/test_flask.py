@@ -7,11 +7,10 @@ from typing import Any
 import pytest
 from flask import Flask, g, jsonify, render_template_string
 
-from tests.conftest import EngineFactory, wait_until
-from tests.test_asgi import MEMBER, shop_gateway  # noqa: F401  (fixture)
+from tests.conftest import MEMBER, EngineFactory, wait_until
 from vwo_heap_middleware import FlagEngine, get_flags, requires_flag
 from vwo_heap_middleware.flask import EXTENSION, HeapFlags
-from vwo_heap_middleware.gateway import LocalGateway
+from vwo_heap_middleware.testing.gateway import LocalGateway
 
 
 def flask_app(engine: FlagEngine | None = None, **config: Any) -> Flask:
@@ -64,7 +63,7 @@ def flask_app(engine: FlagEngine | None = None, **config: Any) -> Flask:
 
 
 @pytest.fixture
-def engine(shop_gateway: LocalGateway, make_engine: EngineFactory) -> FlagEngine:  # noqa: F811
+def engine(shop_gateway: LocalGateway, make_engine: EngineFactory) -> FlagEngine:
     return make_engine(shop_gateway, flags=("premium_checkout", "new_banner"))
 
 
@@ -121,7 +120,7 @@ def test_bad_cookies_are_anonymous(engine: FlagEngine) -> None:
     assert response.get_json()["identity"] is None
 
 
-def test_engine_from_app_config(shop_gateway: LocalGateway) -> None:  # noqa: F811
+def test_engine_from_app_config(shop_gateway: LocalGateway) -> None:
     app = flask_app(
         VWO_ACCOUNT_ID="777",
         VWO_SDK_KEY="shop-key",

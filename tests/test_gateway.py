@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -16,9 +15,9 @@ from typing import Any
 import pytest
 import urllib3
 
-from tests.conftest import DATA, DEMO_FLAGS, DEMO_SEGMENTS, ROOT, wait_until
+from tests.conftest import DATA, DEMO_FLAGS, DEMO_SEGMENTS, ROOT, free_port, wait_until
 from tests.sdk_probe import probe
-from vwo_heap_middleware.gateway import (
+from vwo_heap_middleware.testing.gateway import (
     GatewayDataError,
     LocalGateway,
     compile_flags,
@@ -315,12 +314,6 @@ def test_validate_settings_rejects_non_objects() -> None:
     assert compile_flags({"flags": [{"key": "a"}]})["features"][0]["key"] == "a"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def gateway_cli(*options: str) -> Iterator[str]:
     """The gateway's command line on a free port; yields its URL once it printed its banner."""
@@ -329,7 +322,7 @@ def gateway_cli(*options: str) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "vwo_heap_middleware.gateway",
+            "vwo_heap_middleware.testing.gateway",
             "--flags",
             str(DEMO_FLAGS),
             "--port",
@@ -362,7 +355,15 @@ def test_cli_serves_on_the_given_port() -> None:
 def test_cli_reports_bad_files(tmp_path: Path) -> None:
     bad = write(tmp_path, "bad.toml", "account_id = 1")
     done = subprocess.run(
-        [sys.executable, "-m", "vwo_heap_middleware.gateway", "--flags", str(bad), "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "vwo_heap_middleware.testing.gateway",
+            "--flags",
+            str(bad),
+            "--port",
+            "0",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

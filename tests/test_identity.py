@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from http.cookies import SimpleCookie
 from urllib.parse import quote
 
@@ -10,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.conftest import BREAKS_SIMPLECOOKIE, v4, v5
 from vwo_heap_middleware.cookies import iter_cookies
 from vwo_heap_middleware.identity import (
     ANONYMOUS,
@@ -21,65 +21,37 @@ from vwo_heap_middleware.identity import (
 )
 
 
-def v4(identity: str | None, user_id: str | None = "4835702585115963", app: str = "1234") -> str:
-    document = {
-        "userId": user_id,
-        "pageviewId": "2936475930128745",
-        "sessionId": "7725938861927450",
-        "identity": identity,
-        "trackerVersion": "4.0",
-        "identityField": None,
-        "isIdentified": 1 if identity else 0,
-    }
-    return f"_hp2_id.{app}={quote(json.dumps(document, separators=(',', ':')))}"
-
-
-def v5(identity: str | None, user_id: str = "0012345678901234", app: str = "1234") -> str:
-    document: dict[str, object] = {
-        "userId": user_id,
-        "sessionId": "3859385729357291",
-        "sessionProperties": {"utm_source": "newsletter", "time": 1732800000000},
-        "lastEventTime": 1732800123456,
-    }
-    if identity is not None:
-        document["identity"] = identity
-    return f"_hp5_meta.{app}={quote(json.dumps(document, separators=(',', ':')))}"
-
-
-BREAKS_SIMPLECOOKIE = 'tracking={"a":1}; pref=dark mode; quote=a"b'
-
-
 @pytest.mark.parametrize(
     ("header", "app_id", "expected"),
     [
         pytest.param(
             v4(None),
             None,
-            HeapIdentity(None, "4835702585115963", "7725938861927450", "cookie:v4"),
+            HeapIdentity(None, "4835702585115963", "cookie:v4"),
             id="v4-anonymous",
         ),
         pytest.param(
             v4("user@example.com"),
             None,
-            HeapIdentity("user@example.com", "4835702585115963", "7725938861927450", "cookie:v4"),
+            HeapIdentity("user@example.com", "4835702585115963", "cookie:v4"),
             id="v4-identified",
         ),
         pytest.param(
             v5(None),
             None,
-            HeapIdentity(None, "0012345678901234", "3859385729357291", "cookie:v5"),
+            HeapIdentity(None, "0012345678901234", "cookie:v5"),
             id="v5-anonymous-leading-zeros",
         ),
         pytest.param(
             v5("ada@example.com"),
             None,
-            HeapIdentity("ada@example.com", "0012345678901234", "3859385729357291", "cookie:v5"),
+            HeapIdentity("ada@example.com", "0012345678901234", "cookie:v5"),
             id="v5-identified",
         ),
         pytest.param(
             v4("old@example.com", user_id=None),
             None,
-            HeapIdentity("old@example.com", None, "7725938861927450", "cookie:v4"),
+            HeapIdentity("old@example.com", None, "cookie:v4"),
             id="v3-userId-null",
         ),
         pytest.param(
@@ -197,10 +169,10 @@ def test_numeric_identity_is_its_decimal_string() -> None:
 
 def test_user_id_kept_as_string_and_checked() -> None:
     assert parse_heap_cookie(quote('{"userId":"007"}'), "cookie:v5") == HeapIdentity(
-        None, "007", None, "cookie:v5"
+        None, "007", "cookie:v5"
     )
     assert parse_heap_cookie(quote('{"userId":"7; drop"}'), "cookie:v5") == HeapIdentity(
-        None, None, None, "cookie:v5"
+        None, None, "cookie:v5"
     )
 
 

@@ -13,6 +13,7 @@ def test_public_api_is_pinned() -> None:
         "FlagDecision",
         "FlagDefault",
         "FlagEngine",
+        "FlagRequired",
         "HeapIdentity",
         "Reason",
         "RequestFacts",
@@ -20,6 +21,8 @@ def test_public_api_is_pinned() -> None:
         "Visitor",
         "build_visitor",
         "get_flags",
+        "open_request",
+        "open_request_async",
         "requires_flag",
     ]
     for name in vwo_heap_middleware.__all__:

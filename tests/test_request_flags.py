@@ -6,8 +6,8 @@ import asyncio
 
 from tests.conftest import EngineFactory, visitor
 from vwo_heap_middleware import Reason, RequestFlags
-from vwo_heap_middleware.gateway import LocalGateway
-from vwo_heap_middleware.request_flags import merge_vary
+from vwo_heap_middleware.request_flags import ResponseHeaders, merge_vary
+from vwo_heap_middleware.testing.gateway import LocalGateway
 
 
 def test_reading_loading_and_overriding(
@@ -32,8 +32,9 @@ def test_reading_loading_and_overriding(
     }
     assert repr(flags) == "<RequestFlags new_banner=on, premium_checkout=off>"
     assert flags.get(42).reason is Reason.UNKNOWN_FLAG
-    names = [name for name, _ in flags.response_headers()]
-    assert names == ["Vary", "Vary", "Server-Timing"]
+    headers = flags.response_headers()
+    assert headers.vary == ("Cookie", "X-Heap-Identity")
+    assert [name for name, _ in headers.extra] == ["Server-Timing"]
 
 
 def test_load_async_decides_missing_keys_once(
@@ -53,7 +54,7 @@ def test_untrusted_header_identity_is_not_in_vary(
     engine = make_engine(demo_gateway, trust_client_identity=False)
     flags = RequestFlags(engine, visitor(engine.config))
     flags.enabled("new_banner")
-    assert flags.response_headers() == [("Vary", "Cookie")]
+    assert flags.response_headers() == ResponseHeaders(("Cookie",))
 
 
 def test_merge_vary() -> None:

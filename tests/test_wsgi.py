@@ -9,10 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 from werkzeug.test import Client
 
-from tests.conftest import EngineFactory
-from tests.test_asgi import MEMBER, shop_gateway  # noqa: F401  (fixture)
+from tests.conftest import MEMBER, EngineFactory
 from vwo_heap_middleware import FlagEngine, get_flags, requires_flag
-from vwo_heap_middleware.gateway import LocalGateway
+from vwo_heap_middleware.testing.gateway import LocalGateway
 from vwo_heap_middleware.wsgi import ENVIRON_KEY, FlagRequired, HeapFlagsWSGIMiddleware
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[byt
 
 
 @pytest.fixture
-def client(shop_gateway: LocalGateway, make_engine: EngineFactory) -> Client:  # noqa: F811
+def client(shop_gateway: LocalGateway, make_engine: EngineFactory) -> Client:
     engine = make_engine(shop_gateway, flags=("premium_checkout",))
     return Client(HeapFlagsWSGIMiddleware(app, engine=engine))
 
@@ -78,5 +77,5 @@ def test_needs_an_engine() -> None:
         HeapFlagsWSGIMiddleware(app, engine=None)  # type: ignore[arg-type]
 
 
-def test_engine_is_shared(client: Client, shop_gateway: LocalGateway) -> None:  # noqa: F811
+def test_engine_is_shared(client: Client, shop_gateway: LocalGateway) -> None:
     assert isinstance(client.application.engine, FlagEngine)  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,31 +45,57 @@ class Config:
     ``trust_client_identity=False``.
     """
 
+    # Where VWO is: the account, the project's SDK key, and the gateway service (required).
     account_id: str
     sdk_key: str
     gateway_url: str
+    # The custom variable of the VWO rule ``custom_variable <name> inlist(<list>)``.
     custom_variable: str = "heap_identity"
+    # Flag keys decided for every request; others are decided when first read.
     flags: tuple[str, ...] = ()
+    # Only this Heap app's cookies count; None: any Heap app's.
     heap_app_id: str | None = None
+    # The request header API and mobile clients send the identity in.
     identity_header: str = "X-Heap-Identity"
+    # Which identity sources count, in precedence order.
     identity_sources: tuple[str, ...] = IDENTITY_SOURCES
+    # False: ignore Heap cookies and the header (anyone can forge them); only the resolver.
     trust_client_identity: bool = True
+    # ``resolver(request) -> identity | None``: the trusted, server-side identity.
     identity_resolver: IdentityResolver | None = None
+    # ``fallback(request) -> user id | None`` for visitors with no Heap identity or userId.
     fallback_user_id: Callable[[Any], str | None] | None = None
+    # ``enricher(request) -> {name: value}``: more VWO custom variables.
     context_enricher: ContextEnricher | None = None
+    # Proxies (IPs or networks) whose X-Forwarded-For/Forwarded headers are believed.
     trusted_proxies: tuple[str, ...] = ()
+    # What each flag is when no decision can be had; off with no variables if not listed.
     flag_defaults: Mapping[str, FlagDefault] = field(default_factory=dict)
+    # Seconds a request waits for its flags at most; then defaults, reason ``timeout``.
     evaluation_timeout: float = 0.2
-    membership_timeout: float = 0.1
+    # Seconds one gateway lookup (segment membership or user details) may take.
+    lookup_timeout: float = 0.1
+    # Seconds a "member" answer is cached.
     membership_ttl: float = 300.0
+    # Seconds a "not a member" answer is cached.
     non_membership_ttl: float = 60.0
+    # Seconds a visitor's user details (location, parsed user agent) are cached.
+    user_details_ttl: float = 300.0
+    # How old a cached lookup answer may be and still serve while the gateway fails.
     stale_membership_ttl: float = 3600.0
+    # Seconds a decision is reused for the same visitor, context and settings revision.
     decision_ttl: float = 60.0
+    # Entries per cache (decisions, memberships, user details).
     cache_size: int = 100_000
+    # Seconds between settings refreshes from the gateway.
     settings_refresh_interval: float = 60.0
+    # SDK events (impressions) queued for sending at most; more are dropped and counted.
     impression_queue_size: int = 10_000
+    # Add ``Server-Timing: flags;dur=<ms>`` to responses.
     server_timing: bool = False
+    # Add ``X-Flags`` listing the decisions (debugging only: it tells visitors their flags).
     debug_header: bool = False
+    # Let the VWO SDK log at this level; off by default (its lines may hold raw user ids).
     sdk_log_level: str | None = None
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
@@ -79,56 +105,72 @@ class Config:
         fix = object.__setattr__
         account_id = str(self.account_id).strip() if self.account_id is not None else ""
         if not account_id.isdigit():
-            raise ValueError(
-                f"account_id must be your VWO account id (digits), got {self.account_id!r}"
+            raise _invalid(
+                "account_id",
+                f"account_id must be your VWO account id (digits), got {self.account_id!r}",
             )
         fix(self, "account_id", account_id)
         if not isinstance(self.sdk_key, str) or not self.sdk_key.strip():
-            raise ValueError("sdk_key must be the SDK key of your VWO project (a non-empty string)")
-        fix(self, "gateway_url", _gateway_url(self.gateway_url))
+            raise _invalid(
+                "sdk_key", "sdk_key must be the SDK key of your VWO project (a non-empty string)"
+            )
+        try:
+            fix(self, "gateway_url", _gateway_url(self.gateway_url))
+        except ValueError as exc:
+            raise _invalid("gateway_url", str(exc)) from None
         if not isinstance(self.custom_variable, str) or not _NAME.match(self.custom_variable):
-            raise ValueError(
+            raise _invalid(
+                "custom_variable",
                 "custom_variable must be the custom variable name of your VWO rule "
-                f"(letters, digits, _ . -), got {self.custom_variable!r}"
+                f"(letters, digits, _ . -), got {self.custom_variable!r}",
             )
         flags = (self.flags,) if isinstance(self.flags, str) else tuple(self.flags)
         for key in flags:
             if not isinstance(key, str) or not _NAME.match(key):
-                raise ValueError(f"flags must be VWO feature flag keys, got {key!r}")
+                raise _invalid("flags", f"flags must be VWO feature flag keys, got {key!r}")
         fix(self, "flags", tuple(dict.fromkeys(flags)))
         if self.heap_app_id is not None and not (
             isinstance(self.heap_app_id, str) and self.heap_app_id.isdigit()
         ):
-            raise ValueError(
-                f"heap_app_id must be your Heap app id (digits), got {self.heap_app_id!r}"
+            raise _invalid(
+                "heap_app_id",
+                f"heap_app_id must be your Heap app id (digits), got {self.heap_app_id!r}",
             )
         if not isinstance(self.identity_header, str) or not _HEADER.match(self.identity_header):
-            raise ValueError(
-                f"identity_header must be an HTTP header name, got {self.identity_header!r}"
+            raise _invalid(
+                "identity_header",
+                f"identity_header must be an HTTP header name, got {self.identity_header!r}",
             )
         sources = tuple(self.identity_sources)
         if not sources or set(sources) - set(IDENTITY_SOURCES) or len(set(sources)) != len(sources):
-            raise ValueError(
+            raise _invalid(
+                "identity_sources",
                 f"identity_sources must list some of {', '.join(IDENTITY_SOURCES)} once each, "
-                f"got {self.identity_sources!r}"
+                f"got {self.identity_sources!r}",
             )
         fix(self, "identity_sources", sources)
         for name in ("identity_resolver", "fallback_user_id", "context_enricher"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
-                raise TypeError(f"{name} must be a callable taking the request")
+                raise _invalid(name, f"{name} must be a callable taking the request", TypeError)
         fix(self, "trusted_proxies", tuple(self.trusted_proxies))
-        fix(self, "proxy_networks", tuple(_network(p) for p in self.trusted_proxies))
+        try:
+            fix(self, "proxy_networks", tuple(_network(p) for p in self.trusted_proxies))
+        except ValueError as exc:
+            raise _invalid("trusted_proxies", str(exc)) from None
         defaults = {}
         for key, default in dict(self.flag_defaults).items():
             if not isinstance(default, FlagDefault):
-                raise TypeError(f"flag_defaults[{key!r}] must be a FlagDefault")
+                raise _invalid(
+                    "flag_defaults", f"flag_defaults[{key!r}] must be a FlagDefault", TypeError
+                )
             defaults[key] = FlagDefault(default.enabled, MappingProxyType(dict(default.variables)))
         fix(self, "flag_defaults", MappingProxyType(defaults))
-        for name in ("evaluation_timeout", "membership_timeout"):
+        for name in ("evaluation_timeout", "lookup_timeout"):
             _number(self, name, low=0.001, high=60.0)
         for name in (
             "membership_ttl",
             "non_membership_ttl",
+            "user_details_ttl",
             "stale_membership_ttl",
             "decision_ttl",
         ):
@@ -141,7 +183,9 @@ class Config:
                 or not isinstance(value, int)
                 or not 1 <= value <= 10_000_000
             ):
-                raise ValueError(f"{name} must be a whole number from 1 to 10000000, got {value!r}")
+                raise _invalid(
+                    name, f"{name} must be a whole number from 1 to 10000000, got {value!r}"
+                )
 
     @property
     def header_identity_allowed(self) -> bool:
@@ -173,14 +217,20 @@ class Config:
         try:
             return cls(**values)
         except (TypeError, ValueError) as exc:
-            reverse = {name: variable for variable, (name, _) in ENVIRONMENT.items()}
-            for name in (f.name for f in fields(cls)):
-                if str(exc).startswith(name) and name in reverse and name not in overrides:
-                    raise type(exc)(f"{reverse[name]}: {exc}") from None
+            field_name = getattr(exc, "config_field", None)
+            if field_name in VARIABLES and field_name not in overrides:
+                raise type(exc)(f"{VARIABLES[field_name]}: {exc}") from None
             raise
 
 
 _OFF = FlagDefault()
+
+
+def _invalid(name: str, message: str, kind: type[Exception] = ValueError) -> Exception:
+    """An error about field ``name``; ``from_env`` names the variable to fix from it."""
+    error = kind(message)
+    error.config_field = name  # type: ignore[attr-defined]
+    return error
 
 
 def _gateway_url(url: object) -> str:
@@ -214,8 +264,8 @@ def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 def _number(config: Config, name: str, *, low: float, high: float) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(
-            f"{name} must be a number of seconds from {low:g} to {high:g}, got {value!r}"
+        raise _invalid(
+            name, f"{name} must be a number of seconds from {low:g} to {high:g}, got {value!r}"
         )
     object.__setattr__(config, name, float(value))
 
@@ -269,9 +319,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_TRUST_CLIENT_IDENTITY": ("trust_client_identity", _flag),
     "VWO_HEAP_TRUSTED_PROXIES": ("trusted_proxies", _list),
     "VWO_HEAP_EVALUATION_TIMEOUT": ("evaluation_timeout", _seconds),
-    "VWO_HEAP_MEMBERSHIP_TIMEOUT": ("membership_timeout", _seconds),
+    "VWO_HEAP_LOOKUP_TIMEOUT": ("lookup_timeout", _seconds),
     "VWO_HEAP_MEMBERSHIP_TTL": ("membership_ttl", _seconds),
     "VWO_HEAP_NON_MEMBERSHIP_TTL": ("non_membership_ttl", _seconds),
+    "VWO_HEAP_USER_DETAILS_TTL": ("user_details_ttl", _seconds),
     "VWO_HEAP_STALE_MEMBERSHIP_TTL": ("stale_membership_ttl", _seconds),
     "VWO_HEAP_DECISION_TTL": ("decision_ttl", _seconds),
     "VWO_HEAP_CACHE_SIZE": ("cache_size", _whole),
@@ -281,3 +332,4 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_SDK_LOG_LEVEL": ("sdk_log_level", _optional),
 }
 """Environment variable -> (Config field, parser). The README documents each."""
+VARIABLES = {name: variable for variable, (name, _) in ENVIRONMENT.items()}

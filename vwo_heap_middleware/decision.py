@@ -1,12 +1,16 @@
-"""``FlagDecision``: what one flag is for one visitor, and why."""
+"""``FlagDecision``: what one flag is for one visitor, and why; ``DecisionCache`` keeps them."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from cachetools import TTLCache
 
 from .config import FlagDefault
 
@@ -37,17 +41,22 @@ class FlagDecision:
     enabled: bool
     variables: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     reason: Reason = Reason.NOT_TARGETED
+    stale: bool = False  # decided on a segment answer kept from before the gateway failed
 
     def variable(self, name: str, default: Any = None) -> Any:
         """The value of a flag variable, or ``default`` when the decision has none."""
         return self.variables.get(name, default)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """JSON-ready; ``"stale": true`` is added only to decisions made on stale answers."""
+        result = {
             "enabled": self.enabled,
             "variables": dict(self.variables),
             "reason": self.reason.value,
         }
+        if self.stale:
+            result["stale"] = True
+        return result
 
     def __bool__(self) -> bool:
         return self.enabled
@@ -56,3 +65,33 @@ class FlagDecision:
     def default(cls, key: str, reason: Reason, default: FlagDefault) -> FlagDecision:
         """The configured default of a flag (off, no variables unless configured)."""
         return cls(key, default.enabled, default.variables, reason)
+
+
+class DecisionCache:
+    """Decisions by everything that can change them (the caller builds the key), for ``ttl`` s.
+
+    A cached decision sends no second impression, as with the SDK's storage-backed decisions.
+    """
+
+    def __init__(self, maxsize: int, ttl: float) -> None:
+        self._maxsize = maxsize
+        self._ttl = ttl
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (new settings, or a forked child: the lock may have been held)."""
+        self._lock = threading.Lock()
+        self._cache: TTLCache[Hashable, FlagDecision] = TTLCache(
+            self._maxsize, self._ttl, timer=time.monotonic
+        )
+
+    def get(self, key: Hashable) -> FlagDecision | None:
+        with self._lock:
+            return self._cache.get(key)
+
+    def put(self, key: Hashable, decision: FlagDecision) -> None:
+        with self._lock:
+            self._cache[key] = decision
+
+    def __len__(self) -> int:
+        return len(self._cache)

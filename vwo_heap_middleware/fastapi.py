@@ -5,21 +5,26 @@ The path operation runs only when the flag is on; the dependency's value is the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from .decision import FlagDecision
-from .guards import safe_redirect
+from .guards import refusal
 from .request_flags import RequestFlags
 
 
+@functools.cache
 def require_flag(
     key: str, *, status: int = 404, redirect_to: str | None = None
 ) -> Callable[[Request], Awaitable[FlagDecision]]:
-    """A dependency that refuses the request unless flag ``key`` is on (fails closed)."""
-    location = safe_redirect(redirect_to) if redirect_to is not None else None
+    """A dependency that refuses the request unless flag ``key`` is on (fails closed).
+
+    The same arguments give the same callable, so ``app.dependency_overrides`` can replace it.
+    """
+    location = refusal(status, redirect_to)
 
     async def flag_dependency(request: Request) -> FlagDecision:
         flags: RequestFlags | None = getattr(request.state, "flags", None)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .sdk_patches import INLIST
+# ``custom_variable <name> inlist(<list id>)``: a Heap segment synced into a VWO attribute list.
+INLIST = re.compile(r"inlist\(([^)]+)\)")
 
 # Segment operators the SDK answers from gateway user details (location, parsed user agent).
 USER_DETAILS_OPERATORS = frozenset(
@@ -33,6 +35,14 @@ class FlagNeeds:
     lists: tuple[tuple[str, str], ...]  # (custom variable, attribute list id) for inlist rules
     user_details: bool  # location or parsed user-agent rules
     request_facts: bool  # the decision can change with the user agent or IP
+
+    def memberships(self, custom_variables: Mapping[str, object]) -> set[tuple[str, str]]:
+        """The (list id, value) membership answers a decision for these variables needs."""
+        return {
+            (list_id, str(custom_variables[name]))
+            for name, list_id in self.lists
+            if name in custom_variables
+        }
 
 
 @dataclass(frozen=True)

@@ -2,33 +2,27 @@
 
 ::
 
-    heap_flags = HeapFlags(app)                   # Config from app.config (VWO_*/HEAP_* keys)
+    heap_flags = HeapFlags(app)                   # Config from app.config, then the environment
     heap_flags = HeapFlags(app, engine=engine)    # or share an engine you built
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
+import os
+from collections import ChainMap
 from typing import Any
 
-from flask import Flask, Response, abort, g, redirect, request
+from flask import Flask, Response, current_app, g, redirect, request
+from werkzeug.exceptions import HTTPException, default_exceptions
 from werkzeug.local import LocalProxy
 
 from .config import Config
-from .context import build_visitor, resolve_identity
 from .engine import FlagEngine
-from .request_flags import RequestFlags, current_flags
-from .wsgi import facts_from_environ
+from .guards import FlagRequired
+from .request_flags import RequestFlags, open_request
+from .visitor import RequestFacts
 
 EXTENSION = "vwo_heap"
-
-
-def refuse(status: int, redirect_to: str | None) -> Any:
-    """Flask's "no page": a redirect response, or ``abort(status)``."""
-    if redirect_to is not None:
-        return redirect(redirect_to, code=302)
-    abort(status)
 
 
 def _current() -> RequestFlags:
@@ -36,7 +30,7 @@ def _current() -> RequestFlags:
 
 
 class HeapFlags:
-    """Evaluates ``Config.flags`` before each request into ``g.flags``."""
+    """Decides ``Config.flags`` before each request into ``g.flags``."""
 
     def __init__(self, app: Flask | None = None, *, engine: FlagEngine | None = None) -> None:
         self.engine = engine
@@ -45,40 +39,41 @@ class HeapFlags:
 
     def init_app(self, app: Flask) -> None:
         if self.engine is None:
-            # Settings: the engine given, else app.config (same keys as the environment).
-            self.engine = FlagEngine(Config.from_env(app.config))
-        engine = self.engine
+            # The same keys as the environment: app.config first, then os.environ.
+            self.engine = FlagEngine(Config.from_env(ChainMap(app.config, os.environ)))
         app.extensions[EXTENSION] = self
         app.jinja_env.globals["flags"] = LocalProxy(_current)
         app.before_request(self._before_request)
         app.after_request(self._after_request)
         app.teardown_request(self._teardown_request)
-        engine.start()
-        atexit.register(engine.close)
+        app.register_error_handler(FlagRequired, _refusal)
+        self.engine.start()
 
     def _before_request(self) -> None:
         assert self.engine is not None
-        config = self.engine.config
-        real_request = request._get_current_object()  # type: ignore[attr-defined]
-        facts = facts_from_environ(request.environ, config.identity_header)
-        visitor = build_visitor(config, facts, real_request, resolve_identity(config, real_request))
-        flags = RequestFlags(self.engine, visitor, request=real_request, refuse=refuse)
-        flags.load(config.flags)
-        g.flags = flags
-        g._vwo_heap_token = current_flags.set(flags)
+        facts = RequestFacts.from_wsgi(request.environ, self.engine.config.identity_header)
+        g.flags = open_request(self.engine, facts, request._get_current_object())  # type: ignore[attr-defined]
 
     def _after_request(self, response: Response) -> Response:
         flags: RequestFlags | None = g.get("flags")
         if flags is not None:
-            for name, value in flags.response_headers():
-                if name == "Vary":
-                    response.vary.add(value)
-                else:
-                    response.headers.add(name, value)
+            added = flags.response_headers()
+            response.vary.update(added.vary)
+            for name, value in added.extra:
+                response.headers.add(name, value)
         return response
 
     def _teardown_request(self, exc: BaseException | None) -> None:
-        token = g.pop("_vwo_heap_token", None)
-        if token is not None:
-            with contextlib.suppress(ValueError):  # set in another context: nothing to undo here
-                current_flags.reset(token)
+        flags: RequestFlags | None = g.get("flags")
+        if flags is not None:
+            flags.close()
+
+
+def _refusal(refused: FlagRequired) -> Any:
+    """Flask's "no page": a redirect, or the app's own handler for the status (``abort``)."""
+    if refused.redirect_to is not None:
+        return redirect(refused.redirect_to, code=302)
+    kind = default_exceptions.get(refused.status)
+    error = kind() if kind is not None else HTTPException()
+    error.code = refused.status
+    return current_app.handle_http_exception(error)

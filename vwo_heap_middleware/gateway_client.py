@@ -1,13 +1,17 @@
-"""The engine's own client for the VWO gateway: pooled connections, short timeouts, no retries.
+"""Clients of the real VWO gateway service: pooled connections, short timeouts.
 
 The SDK's client retries three times with 2, 4 and 8 s sleeps; on a request path that turns a
-gateway hiccup into a 14 s page. Here each call makes one attempt within its timeout and fails
-fast; the callers (settings loop, lookups) decide what failing means.
+gateway hiccup into a 14 s page. ``GatewayClient`` (settings, memberships, user details) makes
+one attempt within its timeout and fails fast; the callers (settings loop, lookups) decide what
+failing means. ``EventClient`` sends the SDK's events with two quick retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +22,58 @@ from .config import Config
 
 class GatewayError(Exception):
     """The gateway did not answer usefully: no connection, a timeout, an error status, junk."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What came back for one event: ``status`` None when no answer came at all."""
+
+    status: int | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    data: Any = None
+    error: str | None = None
+
+
+class EventClient:
+    """POSTs (or GETs) the SDK's event payloads: same URL, headers and JSON body as the SDK."""
+
+    def __init__(self) -> None:
+        retry = urllib3.Retry(
+            total=2,
+            backoff_factor=0.2,
+            allowed_methods=None,
+            status_forcelist=(500, 502, 503, 504),
+            raise_on_status=False,
+        )
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=4, retries=retry)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        json_body: object = None,
+        timeout: float = 3.0,
+    ) -> Sent:
+        headers = dict(headers)
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._pool.request(
+                method, url, body=body, headers=headers, timeout=urllib3.Timeout(total=timeout)
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            return Sent(None, error=type(exc).__name__)
+        text = response.data.decode("utf-8", "replace")
+        data: Any = text
+        if response.headers.get("Content-Type", "").startswith("application/json"):
+            with contextlib.suppress(ValueError):
+                data = json.loads(text)
+        error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
+        return Sent(response.status, dict(response.headers), data, error)
 
 
 class GatewayClient:
@@ -69,7 +125,7 @@ class GatewayClient:
                 "accountId": self.config.account_id,
                 "sdkKey": self.config.sdk_key,
             },
-            self.config.membership_timeout,
+            self.config.lookup_timeout,
         )
         if isinstance(answer, bool):
             return answer
@@ -85,7 +141,7 @@ class GatewayClient:
             query["userAgent"] = user_agent
         if ip_address:
             query["ipAddress"] = ip_address
-        answer = self._get("/get-user-details", query, self.config.membership_timeout)
+        answer = self._get("/get-user-details", query, self.config.lookup_timeout)
         if not isinstance(answer, dict):
             raise GatewayError("/get-user-details: unexpected answer")
         return answer

@@ -2,7 +2,9 @@
 
 Works on Flask views, Starlette endpoints and FastAPI path operations, sync and async: it reads
 the request's flags from the context the middleware sets, and keeps the view's signature (via
-``functools.wraps``) so FastAPI still sees its parameters.
+``functools.wraps``) so FastAPI still sees its parameters. When the flag is off it raises
+``FlagRequired``, which each adapter answers in its framework's own way (a 404 page the app
+may style, a redirect).
 """
 
 from __future__ import annotations
@@ -20,6 +22,28 @@ NO_MIDDLEWARE = "@requires_flag(%r) ran outside the middleware: refusing the pag
 
 F = TypeVar("F", bound=Callable[..., Any])
 Handler = Callable[[Any], Any]
+
+
+class FlagRequired(Exception):
+    """The view needs flag ``key``, and this visitor does not have it.
+
+    The adapters answer it: ``redirect_to`` (a 302 to that relative path) when set, else an
+    error response with ``status``. Under plain WSGI the middleware answers it when the app lets
+    it through; an app may also catch it itself.
+    """
+
+    def __init__(self, key: str, status: int = 404, redirect_to: str | None = None) -> None:
+        super().__init__(f"flag {key!r} required (HTTP {status})")
+        self.key = key
+        self.status = status
+        self.redirect_to = redirect_to
+
+
+def refusal(status: int, redirect_to: str | None) -> str | None:
+    """Check how a guard refuses: an HTTP error status, and a same-site relative redirect."""
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+        raise ValueError(f"status must be an HTTP error status (400-599), got {status!r}")
+    return None if redirect_to is None else safe_redirect(redirect_to)
 
 
 def safe_redirect(target: str) -> str:
@@ -47,18 +71,14 @@ def requires_flag(
     redirect to the relative path ``redirect_to``, or what ``handler(request)`` returns.
     No decision (no middleware, an error) means no page.
     """
-    if redirect_to is not None:
-        redirect_to = safe_redirect(redirect_to)
-    if not 400 <= status <= 599:
-        raise ValueError(f"status must be an HTTP error status (400-599), got {status}")
+    redirect_to = refusal(status, redirect_to)
 
     def refuse(flags: RequestFlags | None) -> Any:
         if handler is not None:
             return handler(flags.request if flags else None)
-        if flags is None or flags.refuse is None:
+        if flags is None:
             logger.warning(NO_MIDDLEWARE, key)
-            return _plain_refusal(status, redirect_to)
-        return flags.refuse(status, redirect_to)
+        raise FlagRequired(key, status, redirect_to)
 
     def decorate(view: F) -> F:
         if inspect.iscoroutinefunction(view):
@@ -85,19 +105,3 @@ def requires_flag(
         return cast(F, guard)
 
     return decorate
-
-
-def _plain_refusal(status: int, redirect_to: str | None) -> Any:
-    """No middleware saw this request: refuse in whichever framework is serving it."""
-    try:
-        import flask
-
-        if flask.has_request_context():
-            flask.abort(status)
-    except ImportError:
-        pass
-    try:
-        from starlette.exceptions import HTTPException
-    except ImportError:
-        raise PermissionError(f"flag required (HTTP {status})") from None
-    raise HTTPException(status_code=status)

@@ -26,8 +26,6 @@ V4_PREFIX = "_hp2_id."
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NO_IDENTITY = frozenset({"null", "undefined"})
 _USER_ID = re.compile(r"^[0-9]{1,20}$")
-# Numbers stay strings: a numeric identity keeps its digits, and no huge-int parsing.
-_JSON = json.JSONDecoder(parse_int=str, parse_float=str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +34,6 @@ class HeapIdentity:
 
     identity: str | None = None
     user_id: str | None = None
-    session_id: str | None = None
     source: str = "none"
 
     @property
@@ -67,18 +64,16 @@ def parse_heap_cookie(raw_value: str, source: str) -> HeapIdentity | None:
     """Decode one Heap cookie value; None when it is not a readable Heap cookie."""
     if len(raw_value) > MAX_COOKIE_VALUE:
         return None
-    try:
+    try:  # numbers stay strings: a numeric identity keeps its digits, and no huge-int parsing
         document = json.loads(unquote(raw_value, errors="strict"), parse_int=str, parse_float=str)
     except (ValueError, RecursionError):
         return None
     if not isinstance(document, dict):
         return None
     user_id = document.get("userId")
-    session_id = document.get("sessionId")
     return HeapIdentity(
         identity=clean_identity(document.get("identity")),
         user_id=user_id if isinstance(user_id, str) and _USER_ID.match(user_id) else None,
-        session_id=session_id if isinstance(session_id, str) and len(session_id) <= 64 else None,
         source=source,
     )
 

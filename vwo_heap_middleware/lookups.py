@@ -12,16 +12,23 @@ A ``CachedLookup`` answers ``key -> value`` (a segment membership, a visitor's u
 from __future__ import annotations
 
 import concurrent.futures
+import enum
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 from cachetools import TLRUCache, TTLCache
 
+from .config import Config
+from .gateway_client import GatewayClient
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+MembershipKey = tuple[str, str]  # (attribute list id, attribute value)
+DetailsKey = tuple[str | None, str | None]  # (user agent, ip address)
 
 
 class CircuitBreaker:
@@ -72,16 +79,23 @@ class CircuitBreaker:
             self._trial = False
 
 
+class AnswerStatus(str, enum.Enum):
+    FRESH = "fresh"  # from the gateway, within its TTL
+    STALE = "stale"  # the gateway failed; an older answer stands in
+    FAILED = "failed"  # the gateway failed (or the circuit is open) and nothing older is kept
+    TIMEOUT = "timeout"  # the call was still running when the request's budget ran out
+
+
 @dataclass(frozen=True, slots=True)
 class Answer(Generic[V]):
-    """``status``: ``fresh`` or ``stale`` (value set), ``failed`` or ``timeout`` (no value)."""
+    """A lookup's answer: a value when ``known`` (fresh or stale), else why there is none."""
 
     value: V | None
-    status: str
+    status: AnswerStatus
 
     @property
     def known(self) -> bool:
-        return self.status in ("fresh", "stale")
+        return self.status in (AnswerStatus.FRESH, AnswerStatus.STALE)
 
 
 @dataclass
@@ -96,11 +110,11 @@ class Started(Generic[K, V]):
         """Every key's answer: a call still running counts as ``timeout``."""
         for key, future in self.pending.items():
             if not future.done():
-                self.answers[key] = self.lookup.fallback(key, "timeout")
+                self.answers[key] = self.lookup.fallback(key, AnswerStatus.TIMEOUT)
             elif future.cancelled() or future.exception() is not None:
-                self.answers[key] = self.lookup.fallback(key, "failed")
+                self.answers[key] = self.lookup.fallback(key, AnswerStatus.FAILED)
             else:
-                self.answers[key] = Answer(future.result(), "fresh")
+                self.answers[key] = Answer(future.result(), AnswerStatus.FRESH)
         return self.answers
 
 
@@ -139,13 +153,13 @@ class CachedLookup(Generic[K, V]):
         for key in keys:
             with self._lock:
                 try:
-                    started.answers[key] = Answer(self._fresh[key], "fresh")
+                    started.answers[key] = Answer(self._fresh[key], AnswerStatus.FRESH)
                     continue
                 except KeyError:
                     future = self._in_flight.get(key)
             if future is None:
                 if not self.breaker.allow():
-                    started.answers[key] = self.fallback(key, "failed")
+                    started.answers[key] = self.fallback(key, AnswerStatus.FAILED)
                     continue
                 future = self._start(key)
             started.pending[key] = future
@@ -181,10 +195,86 @@ class CachedLookup(Generic[K, V]):
             self._in_flight.pop(key, None)
         return value
 
-    def fallback(self, key: K, status: str) -> Answer[V]:
+    def fallback(self, key: K, status: AnswerStatus) -> Answer[V]:
         """The stale answer for ``key`` if there is one, else no value with ``status``."""
         with self._lock:
             try:
-                return Answer(self._stale[key], "stale")
+                return Answer(self._stale[key], AnswerStatus.STALE)
             except KeyError:
                 return Answer(None, status)
+
+
+@dataclass
+class Pending:
+    """The gateway lookups one decision began: wait on ``futures``, then ``finish()``."""
+
+    memberships: Started[MembershipKey, bool]
+    details: Started[DetailsKey, Mapping[str, Any]]
+
+    @property
+    def futures(self) -> list[concurrent.futures.Future[Any]]:
+        return [*self.memberships.pending.values(), *self.details.pending.values()]
+
+    def finish(
+        self,
+    ) -> tuple[dict[MembershipKey, Answer[bool]], dict[DetailsKey, Answer[Mapping[str, Any]]]]:
+        return self.memberships.finish(), self.details.finish()
+
+
+class GatewayLookups:
+    """Segment memberships and user details for the engine, on a small thread pool."""
+
+    def __init__(self, config: Config, client: GatewayClient) -> None:
+        self.client = client
+        self.breaker = CircuitBreaker()
+        self.memberships: CachedLookup[MembershipKey, bool] = CachedLookup(
+            lambda key: self.client.is_member(*key),
+            executor=self._get_executor,
+            breaker=self.breaker,
+            ttl=lambda member: config.membership_ttl if member else config.non_membership_ttl,
+            stale_ttl=config.stale_membership_ttl,
+            maxsize=config.cache_size,
+        )
+        self.user_details: CachedLookup[DetailsKey, Mapping[str, Any]] = CachedLookup(
+            self._fetch_user_details,
+            executor=self._get_executor,
+            breaker=self.breaker,
+            ttl=lambda details: config.user_details_ttl,
+            stale_ttl=config.stale_membership_ttl,
+            maxsize=config.cache_size,
+        )
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def reset(self, client: GatewayClient) -> None:
+        """After a fork: forget the parent's caches, threads and connections."""
+        self.client = client
+        self._executor = None
+        self._lock = threading.Lock()
+        self.memberships.reset()
+        self.user_details.reset()
+
+    def begin(self, memberships: Iterable[MembershipKey], details: DetailsKey | None) -> Pending:
+        return Pending(
+            self.memberships.begin(memberships),
+            self.user_details.begin([details] if details else []),
+        )
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _get_executor(self) -> concurrent.futures.Executor:
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=8, thread_name_prefix="vwo-heap-lookup"
+                    )
+        return self._executor
+
+    def _fetch_user_details(self, key: DetailsKey) -> Mapping[str, Any]:
+        details = self.client.user_details(*key)
+        return MappingProxyType(
+            {"location": details.get("location") or {}, "userAgent": details.get("userAgent") or {}}
+        )

@@ -1,24 +1,61 @@
-"""``RequestFlags``: the flags of one request, as views and templates see them.
+"""``RequestFlags``: the flags of one request, and the one per-request seam every adapter uses.
 
-The middleware evaluates ``Config.flags`` once per request; any other key is evaluated on first
-access and kept for the rest of the request. The current request's flags are also in a
-``ContextVar``, so code without the request object (a decorator, a template helper, a log
-filter) reaches them through ``get_flags()``.
+``open_request`` (or ``open_request_async``) takes a request's facts and does the rest: the
+trusted resolver, the visitor, deciding ``Config.flags``, and the ``ContextVar`` that code
+without the request object (a decorator, a template helper, a log filter) reads through
+``get_flags()``. Any other key is decided on first access and kept for the rest of the request.
+``flags.response_headers()`` says what the response must carry; ``flags.close()`` ends it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
-from .context import Visitor
 from .decision import FlagDecision, Reason
 from .engine import FlagEngine
+from .visitor import RequestFacts, Visitor, build_visitor, resolve_identity, resolve_identity_async
 
-Refuse = Callable[[int, "str | None"], Any]
-"""``refuse(status, redirect_to)``: the framework's "no page" answer (raises or returns)."""
+
+@dataclass(frozen=True, slots=True)
+class ResponseHeaders:
+    """What a response must carry: ``vary`` (to merge into ``Vary``) and ``extra`` headers."""
+
+    vary: tuple[str, ...] = ()
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.vary or self.extra)
+
+    def merged_vary(self, existing: str | None) -> str:
+        """``existing`` (a ``Vary`` value, or None) with ``vary`` added once each."""
+        return merge_vary(existing, self.vary)
+
+
+def open_request(engine: FlagEngine, facts: RequestFacts, request: Any) -> RequestFlags:
+    """Start a request (WSGI, Flask): identify the visitor, decide ``Config.flags``, set the
+    ``ContextVar``. Close the result when the request ends."""
+    config = engine.config
+    visitor = build_visitor(config, facts, request, resolve_identity(config, request))
+    flags = RequestFlags(engine, visitor, request=request)
+    flags.load(config.flags)
+    return flags.enter()
+
+
+async def open_request_async(engine: FlagEngine, facts: RequestFacts, request: Any) -> RequestFlags:
+    """``open_request`` for ASGI: an async resolver is awaited, decisions wait off the loop."""
+    config = engine.config
+    resolved = await resolve_identity_async(config, request)
+    flags = RequestFlags(engine, build_visitor(config, facts, request, resolved), request=request)
+    await flags.load_async(config.flags)
+    return flags.enter()
+
 
 current_flags: ContextVar[RequestFlags | None] = ContextVar("vwo_heap_flags", default=None)
 
@@ -31,21 +68,38 @@ def get_flags() -> RequestFlags | None:
 class RequestFlags:
     """Read a request's flags: ``flags.enabled(key)``, ``flags[key]``, ``flags.variable(...)``."""
 
-    def __init__(
-        self,
-        engine: FlagEngine,
-        visitor: Visitor,
-        *,
-        request: Any = None,
-        refuse: Refuse | None = None,
-    ) -> None:
+    def __init__(self, engine: FlagEngine, visitor: Visitor, *, request: Any = None) -> None:
         self.engine = engine
         self.visitor = visitor
         self.request = request
-        self.refuse = refuse
         self.read = False  # the response depends on the visitor: it must Vary
         self.seconds = 0.0
         self._decisions: dict[str, FlagDecision] = {}
+        self._token: contextvars.Token[RequestFlags | None] | None = None
+
+    def enter(self) -> RequestFlags:
+        """Make these the current request's flags (``get_flags()``) until ``close()``."""
+        self._token = current_flags.set(self)
+        return self
+
+    def close(self) -> None:
+        """The request is over: ``get_flags()`` no longer answers with these flags."""
+        token, self._token = self._token, None
+        if token is not None:
+            with contextlib.suppress(ValueError):  # set in another context (Flask's teardown)
+                current_flags.reset(token)
+        self.request = None  # no cycle back to the framework's request and its scope
+
+    def __enter__(self) -> RequestFlags:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     @property
     def identity(self) -> str | None:
@@ -115,25 +169,26 @@ class RequestFlags:
         )
         return f"<RequestFlags {states}>"
 
-    # Response headers, shared by the adapters ------------------------------------------------
-
-    def response_headers(self) -> list[tuple[str, str]]:
-        """Headers to add: ``Vary`` when flags were read, and the opt-in debug headers."""
+    def response_headers(self) -> ResponseHeaders:
+        """``Vary`` when flags were read, and the opt-in debug headers."""
         config = self.engine.config
-        headers = []
+        vary: tuple[str, ...] = ()
         if self.read:
-            headers.append(("Vary", "Cookie"))
-            if config.header_identity_allowed:
-                headers.append(("Vary", config.identity_header))
+            vary = (
+                ("Cookie", config.identity_header)
+                if config.header_identity_allowed
+                else ("Cookie",)
+            )
+        extra = []
         if config.server_timing:
-            headers.append(("Server-Timing", f"flags;dur={self.seconds * 1000:.2f}"))
+            extra.append(("Server-Timing", f"flags;dur={self.seconds * 1000:.2f}"))
         if config.debug_header:
             listed = ", ".join(
-                f"{k}={'on' if d.enabled else 'off'};{d.reason.value}"
+                f"{k}={'on' if d.enabled else 'off'};{d.reason.value}{';stale' if d.stale else ''}"
                 for k, d in self._decisions.items()
             )
-            headers.append(("X-Flags", listed))
-        return headers
+            extra.append(("X-Flags", listed))
+        return ResponseHeaders(vary, tuple(extra))
 
 
 def merge_vary(existing: str | None, added: Iterable[str]) -> str:

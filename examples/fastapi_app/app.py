@@ -13,8 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from examples.demo_setup import TEMPLATES, flags_payload, load_config
 from vwo_heap_middleware import FlagEngine, requires_flag
-from vwo_heap_middleware.asgi import HeapFlagsMiddleware
-from vwo_heap_middleware.starlette import flags_context
+from vwo_heap_middleware.starlette import HeapFlagsMiddleware, flags_context
 
 config = load_config()
 engine = FlagEngine(config)

@@ -17,7 +17,7 @@ from .errors import GatewayDataError
 from .flags_file import load_flags_file, load_settings_file
 from .segments import Segments, load_segments_file
 
-logger = logging.getLogger("vwo_heap_middleware.gateway")
+logger = logging.getLogger("vwo_heap_middleware.testing.gateway")
 
 
 def _daemon_timer(seconds: float, action: Callable[[], object]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,43 +15,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.templating import Jinja2Templates
 from starlette.websockets import WebSocket
 
-from tests.conftest import EngineFactory
-from tests.test_identity import v5
-from vwo_heap_middleware import FlagDecision, FlagEngine, get_flags, requires_flag
-from vwo_heap_middleware.asgi import HeapFlagsMiddleware
+from tests.conftest import MEMBER, EngineFactory, v5
+from vwo_heap_middleware import FlagDecision, FlagEngine, FlagRequired, get_flags, requires_flag
 from vwo_heap_middleware.fastapi import require_flag
-from vwo_heap_middleware.gateway import LocalGateway, compile_flags
-from vwo_heap_middleware.starlette import flags_context
-
-SHOP = {
-    "account_id": 777,
-    "sdk_key": "shop-key",
-    "flags": [
-        {
-            "key": "premium_checkout",
-            "variables": {"tier_label": "Standard"},
-            "rules": [
-                {
-                    "type": "heap_segment",
-                    "segment": "vip",
-                    "variables": {"tier_label": "<b>Gold</b>"},
-                }
-            ],
-        },
-        {
-            "key": "new_banner",
-            "variables": {"text": "Hi"},
-            "rules": [{"type": "everyone", "variables": {"text": "<script>alert(1)</script>"}}],
-        },
-    ],
-}
-MEMBER = {"X-Heap-Identity": "vip@example.com"}
-
-
-@pytest.fixture
-def shop_gateway() -> Iterator[LocalGateway]:
-    with LocalGateway(compile_flags(SHOP), {"vip": ["vip@example.com"]}) as gateway:
-        yield gateway
+from vwo_heap_middleware.guards import NO_MIDDLEWARE
+from vwo_heap_middleware.starlette import HeapFlagsMiddleware, flags_context
+from vwo_heap_middleware.testing.gateway import LocalGateway
 
 
 @pytest.fixture
@@ -334,14 +302,19 @@ def test_fastapi_dependency_redirect(engine: FlagEngine) -> None:
     assert response.headers["location"] == "/pricing"
 
 
-def test_requires_flag_without_middleware_fails_closed() -> None:
-    app = Starlette(
-        routes=[
-            Route("/p", requires_flag("premium_checkout")(lambda request: PlainTextResponse("x")))
-        ]
-    )
-    with TestClient(app) as client:
-        assert client.get("/p").status_code == 404
+def test_requires_flag_without_middleware_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    ran: list[str] = []
+
+    def view(request: Request) -> Response:
+        ran.append(request.url.path)
+        return PlainTextResponse("x")
+
+    app = Starlette(routes=[Route("/p", requires_flag("premium_checkout")(view))])
+    with TestClient(app) as client, pytest.raises(FlagRequired) as refused:
+        client.get("/p")
+    assert (refused.value.key, refused.value.status) == ("premium_checkout", 404)
+    assert ran == [], "no decision, no page"
+    assert NO_MIDDLEWARE % "premium_checkout" in caplog.text
 
 
 def test_middleware_needs_an_engine() -> None:

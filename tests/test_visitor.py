@@ -11,15 +11,16 @@ import pytest
 from tests.conftest import DATA
 from tests.sdk_probe import probe
 from vwo_heap_middleware.config import Config
-from vwo_heap_middleware.context import (
+from vwo_heap_middleware.testing.gateway import LocalGateway
+from vwo_heap_middleware.visitor import (
     CALLBACK_FAILED,
+    CALLBACK_FAILED_AGAIN,
     RequestFacts,
     build_visitor,
     client_ip,
     identify,
     short_hash,
 )
-from vwo_heap_middleware.gateway import LocalGateway
 
 
 def config(**kwargs: Any) -> Config:
@@ -84,7 +85,13 @@ def test_failing_hooks_do_not_fail_the_request(caplog: pytest.LogCaptureFixture)
         build_visitor(broken, RequestFacts(cookie=heap_cookie("a@b.c")), request=None).context
         is not None
     )
-    assert CALLBACK_FAILED % "context_enricher" in caplog.text
+    assert CALLBACK_FAILED % ("context_enricher", "RuntimeError") in caplog.text
+    assert caplog.text.count(CALLBACK_FAILED % ("fallback_user_id", "RuntimeError")) == 1
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="vwo_heap_middleware"):
+        build_visitor(broken, RequestFacts(), request=None)
+    assert [r.levelname for r in caplog.records] == ["DEBUG"], "logged in full only once"
+    assert CALLBACK_FAILED_AGAIN % ("fallback_user_id", "RuntimeError") in caplog.text
 
 
 def test_custom_variable_name_is_configurable() -> None:

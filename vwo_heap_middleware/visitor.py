@@ -1,4 +1,5 @@
-"""From a request's facts to the visitor and the VWO user context the Python SDK reads.
+"""The visitor: from a request's facts (WSGI environ or ASGI scope) to their Heap identity,
+by the configured precedence, and the VWO user context the Python SDK reads.
 
 The Python SDK reads snake_case keys (``id``, ``custom_variables``, ``user_agent``,
 ``ip_address``); the camelCase keys of VWO's Node sample are silently ignored by it.
@@ -26,7 +27,12 @@ from .identity import (
 
 logger = logging.getLogger("vwo_heap_middleware")
 
-CALLBACK_FAILED = "%s raised; the request goes on without it"
+CALLBACK_FAILED = (
+    "%s raised %s; requests go on without it (logged once; later failures at DEBUG). If it reads "
+    "what another middleware provides (a session, a login), that middleware must run first: "
+    "with Starlette's add_middleware, add HeapFlagsMiddleware before it"
+)
+CALLBACK_FAILED_AGAIN = "%s raised %s again"
 ASYNC_RESOLVER = "identity_resolver returned an awaitable under WSGI: give a plain function"
 BAD_CUSTOM_VARIABLE = "context_enricher returned %r for %r: values must be str, int, float or bool"
 MAX_USER_AGENT = 512
@@ -43,6 +49,46 @@ class RequestFacts:
     peer: str | None = None
     forwarded_for: str | None = None
     forwarded: str | None = None
+
+    @classmethod
+    def from_wsgi(cls, environ: Mapping[str, Any], identity_header: str) -> RequestFacts:
+        """From a WSGI environ (header values are latin-1 strings there)."""
+        raw_identity = environ.get("HTTP_" + identity_header.upper().replace("-", "_"))
+        return cls(
+            cookie=environ.get("HTTP_COOKIE"),
+            identity_header=raw_identity.encode("latin-1", "replace") if raw_identity else None,
+            user_agent=environ.get("HTTP_USER_AGENT"),
+            peer=environ.get("REMOTE_ADDR"),
+            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
+            forwarded=environ.get("HTTP_FORWARDED"),
+        )
+
+    @classmethod
+    def from_asgi(cls, scope: Mapping[str, Any], identity_header: bytes) -> RequestFacts:
+        """From an ASGI HTTP scope; ``identity_header`` is the lower-case header name."""
+        cookie: list[str] = []
+        identity: bytes | None = None
+        user_agent = forwarded_for = forwarded = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                cookie.append(value.decode("latin-1"))
+            elif name == identity_header:
+                identity = value
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded_for = value.decode("latin-1")
+            elif name == b"forwarded":
+                forwarded = value.decode("latin-1")
+        client = scope.get("client")
+        return cls(
+            cookie="; ".join(cookie) or None,
+            identity_header=identity,
+            user_agent=user_agent,
+            peer=client[0] if client else None,
+            forwarded_for=forwarded_for,
+            forwarded=forwarded,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +130,26 @@ def identify(config: Config, facts: RequestFacts, resolved: object = None) -> He
     return cookie_identity
 
 
+_failures_logged: set[tuple[str, int, type[BaseException]]] = set()
+
+
+def hook_failed(hook: object, name: str, error: Exception) -> None:
+    """Log a failing app hook: with its traceback the first time, briefly after that."""
+    kind = (name, id(hook), type(error))
+    if kind in _failures_logged:
+        logger.debug(CALLBACK_FAILED_AGAIN, name, type(error).__name__)
+        return
+    if len(_failures_logged) < 1024:
+        _failures_logged.add(kind)
+    logger.error(CALLBACK_FAILED, name, type(error).__name__, exc_info=error)
+
+
 def call_hook(hook: Any, request: object, name: str) -> Any:
     """Call an app-supplied hook; its failure must not fail the request."""
     try:
         return hook(request)
-    except Exception:
-        logger.exception(CALLBACK_FAILED, name)
+    except Exception as error:
+        hook_failed(hook, name, error)
         return None
 
 
@@ -114,8 +174,8 @@ async def resolve_identity_async(config: Config, request: object) -> object:
     if inspect.isawaitable(resolved):
         try:
             return await resolved
-        except Exception:
-            logger.exception(CALLBACK_FAILED, "identity_resolver")
+        except Exception as error:
+            hook_failed(config.identity_resolver, "identity_resolver", error)
             return None
     return resolved
 

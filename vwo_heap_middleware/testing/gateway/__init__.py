@@ -2,7 +2,8 @@
 
 It serves account settings (from a raw settings JSON or a concise flags file), answers Heap
 segment membership (``/check-attribute``) and user details, records the events it receives,
-and can inject faults. See ``python -m vwo_heap_middleware.gateway --help``.
+and can inject faults. See ``python -m vwo_heap_middleware.testing.gateway --help``.
+Needs the ``[gateway]`` extra (werkzeug serves it).
 """
 
 from __future__ import annotations

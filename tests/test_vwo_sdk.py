@@ -5,6 +5,7 @@ When a test named ``test_stock_sdk_still_*`` fails, the SDK fixed that defect: d
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -13,8 +14,9 @@ import pytest
 
 from tests.conftest import EngineFactory, visitor
 from tests.sdk_probe import probe
-from vwo_heap_middleware import sdk_patches
-from vwo_heap_middleware.gateway import LocalGateway
+from vwo_heap_middleware import vwo_sdk
+from vwo_heap_middleware.testing.gateway import LocalGateway
+from vwo_heap_middleware.visitor import short_hash
 
 
 def test_stock_sdk_still_never_matches_inlist(demo_gateway: LocalGateway) -> None:
@@ -27,15 +29,14 @@ def test_stock_sdk_still_never_matches_inlist(demo_gateway: LocalGateway) -> Non
 
 
 def test_inlist_patch_is_applied_because_the_probe_finds_the_defect() -> None:
-    applied = sdk_patches.install()
-    assert applied["inlist"] is True
-    assert set(applied) == {patch.name for patch in sdk_patches.PATCHES}
+    applied = vwo_sdk.install()
+    assert set(applied) == set(vwo_sdk.PATCHES), "every patch applies to this SDK release"
 
 
 def test_patched_sdk_matches_inlist(demo_gateway: LocalGateway, make_engine: EngineFactory) -> None:
     engine = make_engine(demo_gateway)
     assert "inlist" in engine.readiness()["sdk_patches"]
-    assert engine.readiness()["sdk_version"] == sdk_patches.sdk_version()
+    assert engine.readiness()["sdk_version"] == vwo_sdk.sdk_version()
     assert engine.decide(visitor(engine.config, "ada@example.com"), ["premium_checkout"])[
         "premium_checkout"
     ].enabled
@@ -60,7 +61,7 @@ def test_stock_sdk_still_validates_settings_on_every_call(
     assert validations == [], (
         "validate_once: the settings object was validated when loaded, not per call"
     )
-    fresh = dict(engine._sdk.original_settings)
+    fresh = dict(engine._sdk._client.original_settings)
     assert settings_manager.SettingsManager.is_settings_valid(fresh)
     assert validations == [1], "a new settings object is validated (once)"
 
@@ -96,46 +97,65 @@ def test_no_sdk_polling_timer_keeps_the_process_alive(
     assert stray == []
 
 
-def test_gateway_lookup_outside_the_engine_never_touches_the_network() -> None:
+def test_gateway_lookup_outside_evaluate_never_touches_the_network() -> None:
     from wingify.enums.url_enum import UrlEnum
 
-    assert (
-        sdk_patches.gateway_lookup(
-            {"listId": "l", "attribute": "a"}, UrlEnum.ATTRIBUTE_CHECK.value, None
-        )
-        is False
+    query = {"listId": "l", "attribute": "a"}
+    assert vwo_sdk.gateway_lookup(query, UrlEnum.ATTRIBUTE_CHECK.value, None) is False
+
+
+def test_evaluate_answers_the_sdks_lookups_and_says_what_was_missing(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    sdk = make_engine(demo_gateway)._sdk
+    ada = {"id": "ada@example.com", "custom_variables": {"heap_identity": "ada@example.com"}}
+    member = vwo_sdk.Answers({("heap_premium_users", "ada@example.com"): True})
+    given = sdk.evaluate("premium_checkout", ada, member, "ada@example.com")
+    assert (given.enabled, given.missing, given.error) == (True, False, False)
+    assert given.variables == {"tier_label": "Premium", "discount_pct": 15}
+    unknown = sdk.evaluate("premium_checkout", ada, vwo_sdk.Answers({}), "ada@example.com")
+    assert (unknown.enabled, unknown.missing) == (False, True)
+    no_details = vwo_sdk.Answers({}, user_details_missing=True)
+    assert sdk.evaluate("new_banner", ada, no_details, "ada@example.com").missing
+    assert demo_gateway.records()["membership_lookups"] == [], "the SDK itself asked nothing"
+
+
+def test_settings_problem_names_the_place() -> None:
+    assert vwo_sdk.settings_problem([]) == "settings must be a JSON object"
+    problem = vwo_sdk.settings_problem(
+        {"version": 1, "accountId": 1, "features": "x", "campaigns": []}
     )
+    assert problem is not None and problem.startswith("not valid VWO settings at features")
 
 
-def test_gateway_lookup_reads_the_current_call() -> None:
-    from wingify.enums.url_enum import UrlEnum
+def test_a_second_engine_cannot_claim_the_sdk(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    other = vwo_sdk.VwoSdk(engine.config, lambda send: None)
+    with pytest.raises(RuntimeError, match=re.escape(vwo_sdk.ONE_SDK)):
+        other.claim()
 
-    call = sdk_patches.SdkCall({("l", "a"): True})
-    token = sdk_patches.current_call.set(call)
-    try:
-        assert (
-            sdk_patches.gateway_lookup(
-                {"listId": "l", "attribute": "a"}, UrlEnum.ATTRIBUTE_CHECK.value, None
-            )
-            is True
-        )
-        assert not call.missing
-        assert (
-            sdk_patches.gateway_lookup(
-                {"listId": "l", "attribute": "b"}, UrlEnum.ATTRIBUTE_CHECK.value, None
-            )
-            is False
-        )
-        assert call.missing
-    finally:
-        sdk_patches.current_call.reset(token)
+
+def test_a_failing_sdk_call_is_an_error_outcome(
+    demo_gateway: LocalGateway, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    sdk = make_engine(demo_gateway)._sdk
+    outcome = sdk.evaluate("new_banner", {"id": 42}, vwo_sdk.Answers({}), "user-42")
+    assert outcome.error is False and outcome.enabled is False, "the SDK swallows a bad id itself"
+    broken = vwo_sdk.VwoSdk(sdk._config, lambda send: None)  # never loaded: no client
+    with caplog.at_level("ERROR", logger="vwo_heap_middleware"):
+        failed = broken.evaluate("new_banner", {"id": "x"}, vwo_sdk.Answers({}), "ada@example.com")
+    assert failed.error is True
+    assert vwo_sdk.SDK_FAILED % ("new_banner", short_hash("ada@example.com")) in caplog.text
+    assert "ada@example.com" not in caplog.text
 
 
 def test_sdk_logs_stay_out_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
-    sdk_patches.LogTransport(None).log("ERROR", "user ada@example.com")
+    vwo_sdk.LogTransport(None).log("ERROR", "user ada@example.com")
     assert "ada" not in caplog.text
     with caplog.at_level("DEBUG", logger="vwo_heap_middleware.sdk"):
-        sdk_patches.LogTransport("DEBUG").log("ERROR", "shown when asked")
+        vwo_sdk.LogTransport("DEBUG").log("ERROR", "shown when asked")
     assert "shown when asked" in caplog.text
 
 
@@ -145,7 +165,7 @@ def test_events_use_the_event_client_and_fail_fast(
     from wingify.packages.network_layer.manager.network_manager import NetworkManager
 
     engine = make_engine(demo_gateway)
-    assert isinstance(NetworkManager.get_instance().client, sdk_patches.EventClient)
+    assert isinstance(NetworkManager.get_instance().client, vwo_sdk._SdkNetworkClient)
     assert engine.flush_events()
     demo_gateway.reset_records()
     demo_gateway.faults.set("events", status=503)

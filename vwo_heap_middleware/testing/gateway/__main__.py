@@ -1,4 +1,7 @@
-"""``python -m vwo_heap_middleware.gateway (--settings F | --flags F) [--segments F] --port N``."""
+"""The local gateway's command line.
+
+``python -m vwo_heap_middleware.testing.gateway (--settings F | --flags F) [--segments F] --port N``
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from .server import LocalGateway
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vwo_heap_middleware.gateway",
+        prog="python -m vwo_heap_middleware.testing.gateway",
         description="A local VWO FME gateway: settings, events, attribute lists, user details.",
     )
     data = parser.add_mutually_exclusive_group(required=True)

@@ -35,6 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
 
+from ...vwo_sdk import settings_problem
 from .errors import GatewayDataError
 
 RULE_TYPES = ("heap_segment", "percentage", "everyone", "ab_test")
@@ -76,17 +77,9 @@ def load_flags_file(path: str | Path) -> dict[str, Any]:
 
 def validate_settings(settings: object, *, source: str) -> None:
     """Raise GatewayDataError unless *settings* passes the installed SDK's settings schema."""
-    import jsonschema
-    from wingify.models.schemas.settings_schema import SETTINGS_FILE_SCHEMA
-
-    if not isinstance(settings, dict):
-        raise GatewayDataError(f"{source}: settings must be a JSON object")
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft7Validator(SETTINGS_FILE_SCHEMA).iter_errors(settings)
-    )
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "top level"
-        raise GatewayDataError(f"{source}: not valid VWO settings at {where}: {error.message}")
+    problem = settings_problem(settings)
+    if problem is not None:
+        raise GatewayDataError(f"{source}: {problem}")
 
 
 def compile_flags(document: Mapping[str, Any], *, source: str = "flags") -> dict[str, Any]:

@@ -1,0 +1,453 @@
+"""The one door to ``vwo-fme-python-sdk``: no other module imports ``vwo`` or ``wingify``.
+
+``VwoSdk`` owns the process-wide SDK for one engine: ``load(settings)`` (start-up or update,
+checked that it took), ``evaluate(key, context, answers) -> Outcome`` (one ``get_flag`` call,
+serialised, answered from gateway lookups made beforehand) and ``close()``.
+
+The released SDK cannot do Heap segment targeting in a web server as it is. ``install()``
+applies these patches once per process; ``tests/test_vwo_sdk.py`` checks each against the
+installed SDK: that it works, and (for defects) that the stock SDK still needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .config import Config
+from .flag_index import INLIST
+from .gateway_client import EventClient
+from .visitor import short_hash
+
+logger = logging.getLogger("vwo_heap_middleware")
+sdk_logger = logging.getLogger("vwo_heap_middleware.sdk")
+
+SDK_FAILED = "the VWO SDK failed on flag %r for user %s"
+ONE_SDK = (
+    "another FlagEngine is running in this process; the VWO SDK is a process-wide singleton: "
+    "share one engine between adapters, or close() the other first"
+)
+
+PATCHES: Mapping[str, str] = MappingProxyType(
+    {
+        # SDK <= 1.65.0 searches ``inlist\([^)]*\)`` (no capture group) then requires a group:
+        # every ``inlist`` operand is False and the gateway is never asked. Applied only when a
+        # probe of the installed SDK finds the defect.
+        "inlist": "inlist operands never match",
+        # The SDK asks the gateway for list membership and user details inside ``get_flag``,
+        # with 3 retries and 2-8 s sleeps; here they are answered from lookups made beforehand.
+        "gateway_lookups": "membership and user details come from the engine",
+        # ``get_flag`` re-validates the whole settings JSON on every call (half its CPU time).
+        "validate_once": "schema validation of the settings on every get_flag call",
+        # Each impression starts a new ThreadPoolExecutor; sends go to the engine's sender.
+        "event_sender": "a new thread pool per impression",
+        # ``init`` fetches settings (blocking) and starts a non-daemon polling timer that keeps
+        # the process alive; the engine fetches and refreshes settings itself.
+        "prefetched_settings": "blocking init and a non-daemon polling timer",
+        # Events go through ``requests`` with 2, 4 and 8 s sleeps between retries.
+        "event_client": "14 s of retry sleeps per failed event, and requests' CPU cost",
+    }
+)
+EMPTY_USER_DETAILS: Mapping[str, Any] = MappingProxyType({"location": {}, "userAgent": {}})
+
+MembershipKey = tuple[str, str]  # (attribute list id, attribute value)
+
+
+class SettingsRejected(Exception):
+    """The VWO SDK would not take these settings; the message says why."""
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What a ``get_flag`` call may know beyond its context: gateway answers fetched before."""
+
+    memberships: Mapping[MembershipKey, bool | None] = field(default_factory=dict)
+    user_details: Mapping[str, Any] | None = None
+    user_details_missing: bool = False  # wanted, but the lookup gave nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One ``get_flag`` call. ``missing``: the SDK asked for an answer the engine lacked."""
+
+    enabled: bool
+    variables: Mapping[str, Any]
+    missing: bool = False
+    error: bool = False
+
+
+@dataclass
+class _Call:
+    answers: Answers
+    missing: bool = False
+
+
+_current_call: ContextVar[_Call | None] = ContextVar("vwo_heap_sdk_call", default=None)
+_event_sink: list[Callable[[Callable[[], object]], None]] = []
+_installed: dict[str, bool] = {}
+_process_lock = threading.Lock()
+_owner: list[weakref.ref[VwoSdk]] = []
+_held_for_fork: list[threading.Lock] = []
+_fork_hooks: list[bool] = []  # registered once, by the first claim()
+_validated: list[tuple[object, bool]] = [(None, False)]  # validate_once: the last settings
+
+
+def sdk_version() -> str:
+    from wingify.constants.Constants import Constants
+
+    return str(Constants.SDK_VERSION)
+
+
+def installed() -> tuple[str, ...]:
+    """The patches ``install()`` applied, sorted."""
+    return tuple(sorted(name for name, applied in _installed.items() if applied))
+
+
+def settings_problem(settings: object) -> str | None:
+    """Why the installed SDK's settings schema rejects ``settings``, or None if it accepts it."""
+    import jsonschema
+    from wingify.models.schemas.settings_schema import SETTINGS_FILE_SCHEMA
+
+    if not isinstance(settings, dict):
+        return "settings must be a JSON object"
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft7Validator(SETTINGS_FILE_SCHEMA).iter_errors(settings)
+    )
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "top level"
+    return f"not valid VWO settings at {where}: {error.message}"
+
+
+def install() -> tuple[str, ...]:
+    """Apply the patches once per process; returns the names applied."""
+    with _process_lock:
+        if not _installed:
+            _installed["inlist"] = has_inlist_defect()
+            if _installed["inlist"]:
+                _patch_inlist()
+            _patch_gateway_lookups()
+            _patch_validate_once()
+            _patch_event_sender()
+            # prefetched_settings and event_client apply per init (VwoSdk.load).
+            _installed.update(dict.fromkeys(set(PATCHES) - {"inlist"}, True))
+    return installed()
+
+
+class VwoSdk:
+    """The process's VWO SDK client, for one engine. Calls are serialised by ``lock``."""
+
+    def __init__(self, config: Config, event_sink: Callable[[Callable[[], object]], None]) -> None:
+        self._config = config
+        self._event_sink = event_sink
+        self._client: Any = None
+        self.lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._client is not None
+
+    def claim(self) -> None:
+        """Take the process's SDK for this engine: patches, events, fork safety."""
+        with _process_lock:
+            other = _owner[0]() if _owner else None
+            if other is not None and other is not self:
+                raise RuntimeError(ONE_SDK)
+            if not _fork_hooks and hasattr(os, "register_at_fork"):
+                os.register_at_fork(
+                    before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+                )
+                _fork_hooks.append(True)
+            _owner[:] = [weakref.ref(self)]
+        install()
+        _event_sink[:] = [self._event_sink]
+
+    def release(self) -> None:
+        """Give the SDK up (the engine closed); its later events go nowhere."""
+        with _process_lock:
+            if _owner and _owner[0]() is self:
+                _owner.clear()
+                _event_sink.clear()
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh connections for the SDK's events."""
+        self.lock = threading.Lock()
+        _use_event_client()
+
+    def load(self, settings: dict[str, Any]) -> None:
+        """Start the SDK on ``settings``, or update it; raise ``SettingsRejected`` if refused."""
+        problem = settings_problem(settings)
+        if problem is not None:
+            raise SettingsRejected(f"the settings fail the VWO SDK's schema: {problem}")
+        _validated[0] = (settings, True)  # the SDK's own check of this object: done above
+        with self.lock:
+            if self._client is None:
+                client = _init_client(self._options(), settings)
+                if client is None or getattr(client, "_settings", None) is None:
+                    raise SettingsRejected("the VWO SDK did not accept the settings")
+                self._client = client
+            else:
+                self._client.update_settings(settings)  # logs and returns on failure
+                if self._client.original_settings is not settings:
+                    raise SettingsRejected("the VWO SDK did not accept the new settings")
+
+    def evaluate(
+        self, key: str, context: Mapping[str, Any], answers: Answers, user_id: str
+    ) -> Outcome:
+        """``get_flag(key, context)``, the SDK's own lookups answered from ``answers``."""
+        call = _Call(answers, missing=answers.user_details_missing)
+        context = {**context, "_vwo": answers.user_details or EMPTY_USER_DETAILS}
+        token = _current_call.set(call)
+        try:
+            with self.lock:
+                flag = self._client.get_flag(key, context)
+            enabled = bool(flag.is_enabled())
+            variables = {v["key"]: v["value"] for v in flag.get_variables() or []}
+        except Exception:
+            logger.exception(SDK_FAILED, key, short_hash(user_id))
+            return Outcome(False, MappingProxyType({}), call.missing, error=True)
+        finally:
+            _current_call.reset(token)
+        return Outcome(enabled, MappingProxyType(variables), call.missing)
+
+    def _options(self) -> dict[str, Any]:
+        level = self._config.sdk_log_level
+        return {
+            "account_id": self._config.account_id,
+            "sdk_key": self._config.sdk_key,
+            "gateway_service": {"url": self._config.gateway_url},
+            "logger": {"level": (level or "ERROR").upper(), "transport": LogTransport(level)},
+        }
+
+
+def _before_fork() -> None:
+    """Fork only between SDK calls: a child must not inherit an SDK (or an import) half set up
+    by the settings thread, which the child does not have."""
+    owner = _owner[0]() if _owner else None
+    if owner is not None and owner.lock.acquire(timeout=5.0):
+        _held_for_fork.append(owner.lock)
+
+
+def _after_fork() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def gateway_lookup(query_params: Mapping[str, Any], endpoint: str, context: Any) -> Any:
+    """Stands in for the SDK's ``get_from_gateway_service``: answers from the current call."""
+    from wingify.enums.url_enum import UrlEnum
+
+    call = _current_call.get()
+    if call is None:  # not inside evaluate(): never block a caller on the network
+        return False
+    if endpoint == UrlEnum.ATTRIBUTE_CHECK.value:
+        answer = call.answers.memberships.get(
+            (str(query_params.get("listId")), str(query_params.get("attribute")))
+        )
+        if answer is None:
+            call.missing = True
+            return False
+        return answer
+    if endpoint == UrlEnum.GET_USER_DATA.value:
+        if call.answers.user_details is None:
+            call.missing = True
+            return dict(EMPTY_USER_DETAILS)
+        return dict(call.answers.user_details)
+    call.missing = True
+    return False
+
+
+def has_inlist_defect() -> bool:
+    """Probe the installed SDK: does an ``inlist`` operand ever reach the gateway?"""
+    from wingify.packages.segmentation_evaluator.evaluators import (
+        segment_operand_evaluator as module,
+    )
+
+    asked: list[Any] = []
+
+    class _Silent:
+        def __getattr__(self, name: str) -> Callable[..., None]:
+            return lambda *args, **kwargs: None
+
+    class _Context:
+        def get_vwo_uuid(self) -> str:
+            return "probe"
+
+        def get_session_id(self) -> int:
+            return 0
+
+    def record(query: Any, endpoint: Any, context: Any) -> bool:
+        asked.append(query)
+        return True
+
+    saved = module.get_from_gateway_service, module.LogManager, module.SettingsManager
+    module.get_from_gateway_service = record
+    module.LogManager = type("LogManager", (), {"get_instance": staticmethod(_Silent)})
+    module.SettingsManager = type("SettingsManager", (), {"get_instance": staticmethod(_Silent)})
+    try:
+        evaluator = module.SegmentOperandEvaluator()
+        evaluator.evaluate_custom_variable_dsl({"v": "inlist(probe_list)"}, {"v": "x"}, _Context())
+    except Exception:
+        logger.debug("inlist probe raised", exc_info=True)
+    finally:
+        module.get_from_gateway_service, module.LogManager, module.SettingsManager = saved
+    return not any(str(query.get("listId")) == "probe_list" for query in asked)
+
+
+def _patch_inlist() -> None:
+    from wingify.enums.url_enum import UrlEnum
+    from wingify.packages.segmentation_evaluator.evaluators import (
+        segment_operand_evaluator as module,
+    )
+    from wingify.packages.segmentation_evaluator.utils.segment_util import get_key_value
+    from wingify.services.settings_manager import SettingsManager
+
+    stock = module.SegmentOperandEvaluator.evaluate_custom_variable_dsl
+
+    def evaluate_custom_variable_dsl(
+        self: Any, dsl_operand_value: Any, properties: Any, context: Any
+    ) -> Any:
+        name, operand = get_key_value(dsl_operand_value)
+        if not isinstance(operand, str) or "inlist" not in operand:
+            return stock(self, dsl_operand_value, properties, context)
+        match = INLIST.search(operand)
+        if name not in properties or match is None:
+            return False
+        manager = SettingsManager.get_instance()
+        answer = module.get_from_gateway_service(
+            {
+                "attribute": self.pre_process_tag_value(properties[name]),
+                "listId": match.group(1),
+                "accountId": manager.account_id if manager else None,
+                "sdkKey": manager.sdk_key if manager else None,
+            },
+            UrlEnum.ATTRIBUTE_CHECK.value,
+            context,
+        )
+        return bool(answer) and answer != "false"
+
+    module.SegmentOperandEvaluator.evaluate_custom_variable_dsl = evaluate_custom_variable_dsl
+
+
+def _patch_gateway_lookups() -> None:
+    from wingify.packages.segmentation_evaluator.core import segmentation_manager
+    from wingify.packages.segmentation_evaluator.evaluators import segment_operand_evaluator
+
+    segment_operand_evaluator.get_from_gateway_service = gateway_lookup
+    segmentation_manager.get_from_gateway_service = gateway_lookup
+
+
+def _patch_validate_once() -> None:
+    from wingify.services.settings_manager import SettingsManager
+
+    stock = SettingsManager.is_settings_valid
+
+    def is_settings_valid(settings: Any) -> bool:
+        seen, result = _validated[0]
+        if settings is not None and settings is seen:
+            return result
+        result = bool(stock(settings))
+        _validated[0] = (settings, result)  # holds the object, so identity stays meaningful
+        return result
+
+    SettingsManager.is_settings_valid = staticmethod(is_settings_valid)
+
+
+def _patch_event_sender() -> None:
+    from wingify.packages.network_layer.manager.network_manager import NetworkManager
+
+    stock = NetworkManager.execute_in_background
+
+    def execute_in_background(self: Any, func: Callable[[], object]) -> None:
+        if _event_sink:
+            _event_sink[0](func)
+        else:
+            stock(self, func)
+
+    NetworkManager.execute_in_background = execute_in_background
+
+
+class LogTransport:
+    """Routes the SDK's log lines to ``logging`` (``vwo_heap_middleware.sdk``), or drops them.
+
+    SDK messages can contain raw user ids, so they stay off unless ``sdk_log_level`` is set.
+    """
+
+    def __init__(self, level: str | None) -> None:
+        self.enabled = level is not None
+        self.level = (level or "ERROR").upper()
+        self.config: dict[str, Any] = {}  # the SDK's LogManager reads it
+
+    def log(self, level: str, message: str) -> None:
+        if self.enabled:
+            sdk_logger.log(getattr(logging, str(level).upper(), logging.INFO), "%s", message)
+
+
+class _SdkNetworkClient:
+    """The SDK's ``NetworkClient`` interface (``get``/``post`` a ``RequestModel``) over the
+    project's ``EventClient``: same URL, headers and JSON body, two quick retries."""
+
+    def __init__(self) -> None:
+        self._events = EventClient()
+
+    def get(self, request_model: Any) -> Any:
+        return self._send("GET", request_model)
+
+    def post(self, request_model: Any) -> Any:
+        return self._send("POST", request_model)
+
+    def _send(self, method: str, request_model: Any) -> Any:
+        from wingify.packages.network_layer.models.response_model import ResponseModel
+
+        options = request_model.get_options()
+        sent = self._events.send(
+            method,
+            options["url"],
+            headers=options.get("headers") or {},
+            json_body=options.get("json"),
+            timeout=options.get("timeout") or 3.0,
+        )
+        answer = ResponseModel()
+        if sent.status is not None:
+            answer.set_status_code(sent.status)
+            answer.set_headers(sent.headers)
+            answer.set_data(sent.data)
+        if sent.error is not None:
+            answer.set_error(sent.error)
+        return answer
+
+
+def _use_event_client() -> None:
+    """Give the SDK's network manager (after ``init``, or in a forked child) our client."""
+    from wingify.packages.network_layer.manager.network_manager import NetworkManager
+
+    if NetworkManager._instance is not None:
+        NetworkManager._instance.client = _SdkNetworkClient()
+
+
+def _init_client(options: dict[str, Any], settings: dict[str, Any]) -> Any:
+    """``vwo.init`` with settings the engine already fetched, and no polling timer."""
+    import vwo
+    from wingify.wingify_builder import WingifyBuilder
+
+    class PrefetchedSettingsBuilder(WingifyBuilder):  # type: ignore[misc]
+        def get_settings(self, force: bool = False) -> dict[str, Any]:
+            self.setting_file_manager.is_settings_valid_on_init = True
+            self.setting_file_manager.settings_fetch_time = 0
+            return settings
+
+        def check_and_poll(self) -> None:
+            """The engine refreshes settings itself."""
+
+    options = {**options, "is_via_vwo": True}  # what vwo.init sets: VWO's branding and hosts
+    options["vwoBuilder"] = PrefetchedSettingsBuilder(options)
+    client = vwo.init(options)
+    _use_event_client()
+    return client
