@@ -16,8 +16,10 @@ import pytest
 from tests.conftest import DATA, DEMO_FLAGS, ROOT, EngineFactory, visitor, wait_until
 from vwo_heap_middleware.config import Config, FlagDefault
 from vwo_heap_middleware.decision import FlagDecision, Reason
-from vwo_heap_middleware.engine import FlagEngine
+from vwo_heap_middleware.engine import ENGINE_CLOSED, ENGINE_FAILED, SETTINGS_LOADED, FlagEngine
+from vwo_heap_middleware.identity import HeapIdentity
 from vwo_heap_middleware.testing.gateway import LocalGateway, load_flags_file
+from vwo_heap_middleware.visitor import Visitor
 from vwo_heap_middleware.vwo_sdk import ONE_SDK, SettingsRejected
 
 FLAGS = ("premium_checkout", "new_banner")
@@ -313,8 +315,30 @@ def test_one_engine_per_process(demo_gateway: LocalGateway, make_engine: EngineF
         engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)["new_banner"].reason
         is Reason.NOT_READY
     )
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(RuntimeError, match=re.escape(ENGINE_CLOSED)):
         engine.start()
+
+
+def test_settings_loads_are_logged(
+    demo_gateway: LocalGateway, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="vwo_heap_middleware"):
+        engine = make_engine(demo_gateway)
+    assert SETTINGS_LOADED % (engine.readiness()["revision"], 2) in caplog.text
+
+
+def test_an_unexpected_failure_gives_defaults_not_an_exception(
+    demo_gateway: LocalGateway, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(demo_gateway, flag_defaults={"new_banner": FlagDefault(True)})
+    broken = Visitor(HeapIdentity(), "someone", {"id": "someone"})  # no custom_variables
+    decisions = engine.decide(broken, FLAGS)
+    assert {k: (d.enabled, d.reason) for k, d in decisions.items()} == {
+        "premium_checkout": (False, Reason.ERROR),
+        "new_banner": (True, Reason.ERROR),
+    }
+    assert asyncio.run(engine.decide_async(broken, FLAGS)) == decisions
+    assert caplog.text.count(ENGINE_FAILED) == 2
 
 
 def test_engine_needs_a_config() -> None:

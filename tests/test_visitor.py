@@ -13,12 +13,15 @@ from tests.sdk_probe import probe
 from vwo_heap_middleware.config import Config
 from vwo_heap_middleware.testing.gateway import LocalGateway
 from vwo_heap_middleware.visitor import (
+    ASYNC_RESOLVER,
+    BAD_CUSTOM_VARIABLE,
     CALLBACK_FAILED,
     CALLBACK_FAILED_AGAIN,
     RequestFacts,
     build_visitor,
     client_ip,
     identify,
+    resolve_identity,
     short_hash,
 )
 
@@ -61,7 +64,9 @@ def test_no_id_at_all_means_no_context_unless_a_fallback_gives_one() -> None:
     assert build_visitor(with_fallback, RequestFacts(), request="7").user_id == "anon-7"
 
 
-def test_enricher_adds_variables_but_cannot_replace_the_identity() -> None:
+def test_enricher_adds_variables_but_cannot_replace_the_identity(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     enriched = config(
         context_enricher=lambda request: {"plan": "gold", "heap_identity": "mallory", "bad": [1]}
     )
@@ -73,6 +78,15 @@ def test_enricher_adds_variables_but_cannot_replace_the_identity() -> None:
         "plan": "gold",
         "heap_identity": "ada@example.com",
     }
+    assert BAD_CUSTOM_VARIABLE % ("list", "bad") in caplog.text
+
+
+def test_an_async_resolver_under_wsgi_is_refused_clearly(caplog: pytest.LogCaptureFixture) -> None:
+    async def resolver(request: object) -> str:
+        return "ada@example.com"
+
+    assert resolve_identity(config(identity_resolver=resolver), request=None) is None
+    assert ASYNC_RESOLVER in caplog.text
 
 
 def test_failing_hooks_do_not_fail_the_request(caplog: pytest.LogCaptureFixture) -> None:

@@ -36,8 +36,13 @@ class CircuitBreaker:
     (doubling up to ``max_cooldown`` while trials fail); then one trial call decides."""
 
     def __init__(
-        self, threshold: int = 5, cooldown: float = 2.0, max_cooldown: float = 30.0
+        self,
+        threshold: int = 5,
+        cooldown: float = 2.0,
+        max_cooldown: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self.threshold = threshold
         self.base_cooldown = cooldown
         self.max_cooldown = max_cooldown
@@ -56,7 +61,7 @@ class CircuitBreaker:
         with self._lock:
             if self._failures < self.threshold:
                 return True
-            if self._trial or time.monotonic() < self._open_until:
+            if self._trial or self._clock() < self._open_until:
                 return False
             self._trial = True  # half-open: one call tries the gateway
             return True
@@ -75,7 +80,7 @@ class CircuitBreaker:
             if self._failures >= self.threshold:
                 if not self._trial and self._failures == self.threshold:
                     self.opened += 1
-                self._open_until = time.monotonic() + self._cooldown
+                self._open_until = self._clock() + self._cooldown
             self._trial = False
 
 
@@ -128,7 +133,9 @@ class CachedLookup(Generic[K, V]):
         ttl: Callable[[V], float],
         stale_ttl: float,
         maxsize: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._clock = clock
         self._fetch = fetch
         self._executor = executor
         self.breaker = breaker
@@ -142,9 +149,9 @@ class CachedLookup(Generic[K, V]):
         """Forget everything (after a fork: a lock or cache may have been mid-change)."""
         self._lock = threading.Lock()
         self._fresh: TLRUCache[K, V] = TLRUCache(
-            self._maxsize, ttu=lambda key, value, now: now + self._ttl(value), timer=time.monotonic
+            self._maxsize, ttu=lambda key, value, now: now + self._ttl(value), timer=self._clock
         )
-        self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=time.monotonic)
+        self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=self._clock)
         self._in_flight: dict[K, concurrent.futures.Future[V]] = {}
 
     def begin(self, keys: Iterable[K]) -> Started[K, V]:
