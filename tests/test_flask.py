@@ -138,6 +138,23 @@ def test_engine_from_app_config(shop_gateway: LocalGateway) -> None:
         engine.close()
 
 
-def test_missing_config_says_what_to_set() -> None:
+def test_missing_config_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VWO_ACCOUNT_ID", raising=False)
     with pytest.raises(ValueError, match="VWO_ACCOUNT_ID is not set"):
         flask_app()
+
+
+def test_engine_from_app_config_then_the_environment(
+    shop_gateway: LocalGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VWO_ACCOUNT_ID", "777")
+    monkeypatch.setenv("VWO_SDK_KEY", "shop-key")
+    monkeypatch.setenv("VWO_GATEWAY_URL", shop_gateway.url)
+    monkeypatch.setenv("VWO_HEAP_FLAGS", "new_banner")
+    app = flask_app(VWO_HEAP_FLAGS=["premium_checkout"])
+    engine = app.extensions[EXTENSION].engine
+    try:
+        assert engine.config.gateway_url == shop_gateway.url, "from the environment"
+        assert engine.config.flags == ("premium_checkout",), "app.config wins"
+    finally:
+        engine.close()
