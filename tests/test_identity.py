@@ -201,6 +201,16 @@ def test_clean_identity_rejects_non_strings() -> None:
     assert clean_identity("user") == "user"
 
 
+@pytest.mark.parametrize("escaped", ["x\\ud800y", "\\udfff", "ok\\ud83d"])
+def test_a_lone_surrogate_in_a_cookie_is_an_anonymous_visitor(escaped: str) -> None:
+    cookie = "_hp5_meta.1=" + quote('{"userId":"42","identity":"' + escaped + '"}')
+    found = identity_from_cookies(cookie)
+    assert found.identity is None and found.user_id == "42"
+    assert clean_identity("x\ud800y") is None
+    paired = "_hp5_meta.1=" + quote('{"identity":"\\ud83d\\ude00"}')
+    assert identity_from_cookies(paired).identity == "\U0001f600", "a surrogate pair is an emoji"
+
+
 def test_iter_cookies_keeps_going_past_broken_pairs() -> None:
     pairs = list(iter_cookies('a=1; broken; ="x"; b = two words ; c={"j":1}'))
     assert pairs == [("a", "1"), ("b", "two words"), ("c", '{"j":1}')]

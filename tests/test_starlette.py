@@ -196,6 +196,7 @@ def test_websockets_pass_through(engine: FlagEngine) -> None:
         {"Cookie": "_hp5_meta.1=%FF%FE%ZZ" + "[" * 3000},
         {"X-Heap-Identity": "null"},
         {"Cookie": "_hp2_id.1=" + "A" * 10000},
+        {"Cookie": "_hp5_meta.1=%7B%22identity%22%3A%22x%5Cud800y%22%7D"},  # a lone surrogate
     ],
 )
 def test_bad_input_is_an_anonymous_visitor_not_an_error(

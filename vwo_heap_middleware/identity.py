@@ -45,7 +45,8 @@ ANONYMOUS = HeapIdentity()
 
 
 def clean_identity(value: object) -> str | None:
-    """An identity as Heap allows it, or None: 1-255 characters, no control characters.
+    """An identity as Heap allows it, or None: 1-255 characters, no control characters, valid
+    Unicode (a JSON-escaped lone surrogate cannot be sent on, shown or hashed).
 
     ``null`` and ``undefined`` (any case), which Heap warns against, mean no identity. Case and
     unicode are kept as they are; an identity is compared exactly.
@@ -54,6 +55,11 @@ def clean_identity(value: object) -> str | None:
         return None
     if not value.strip() or len(value) > MAX_IDENTITY_LENGTH or _CONTROL.search(value):
         return None
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
     if value.lower() in _NO_IDENTITY:
         return None
     return value
