@@ -20,6 +20,9 @@ from vwo_heap_middleware.visitor import RequestFacts, Visitor, build_visitor
 settings.register_profile("project", deadline=None)
 settings.load_profile("project")
 
+pytest_plugins = ["pytester"]  # the test kit's own pytest plugin is tested in a subprocess
+collect_ignore = ["user_project"]  # a user's project: test_testing runs it from a wheel
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_FLAGS = ROOT / "examples" / "gateway" / "flags.toml"
 DEMO_SEGMENTS = ROOT / "examples" / "gateway" / "segments.json"

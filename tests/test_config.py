@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import DEMO_FLAGS, DEMO_SEGMENTS, ROOT
 from vwo_heap_middleware.config import ENVIRONMENT, Config, FlagDefault
 
 BASE = {
@@ -36,6 +36,8 @@ def test_from_env_reads_every_variable() -> None:
         "VWO_HEAP_SERVER_TIMING": "on",
         "VWO_HEAP_DEBUG_HEADER": "1",
         "VWO_HEAP_SDK_LOG_LEVEL": "DEBUG",
+        "VWO_HEAP_OFFLINE_FLAGS": str(DEMO_FLAGS),
+        "VWO_HEAP_OFFLINE_SEGMENTS": str(DEMO_SEGMENTS),
     }
     assert set(environ) == set(ENVIRONMENT), "every documented variable is exercised"
     config = Config.from_env(environ)
@@ -62,6 +64,7 @@ def test_from_env_reads_every_variable() -> None:
     )
     assert config.server_timing and config.debug_header
     assert config.sdk_log_level == "DEBUG"
+    assert (config.offline_flags, config.offline_segments) == (str(DEMO_FLAGS), str(DEMO_SEGMENTS))
 
 
 def test_defaults() -> None:

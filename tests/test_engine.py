@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -16,11 +15,11 @@ import pytest
 from tests.conftest import DATA, DEMO_FLAGS, ROOT, EngineFactory, visitor, wait_until
 from vwo_heap_middleware.config import Config, FlagDefault
 from vwo_heap_middleware.decision import FlagDecision, Reason
-from vwo_heap_middleware.engine import ENGINE_CLOSED, ENGINE_FAILED, SETTINGS_LOADED, FlagEngine
+from vwo_heap_middleware.engine import ENGINE_FAILED, SETTINGS_LOADED, FlagEngine
 from vwo_heap_middleware.identity import HeapIdentity
 from vwo_heap_middleware.testing.gateway import LocalGateway, load_flags_file
 from vwo_heap_middleware.visitor import Visitor
-from vwo_heap_middleware.vwo_sdk import ONE_SDK, SettingsRejected
+from vwo_heap_middleware.vwo_sdk import SettingsRejected
 
 FLAGS = ("premium_checkout", "new_banner")
 PREMIUM = {"tier_label": "Premium", "discount_pct": 15}
@@ -305,18 +304,39 @@ def test_async_decisions_do_not_block_the_loop(
     assert ticks >= 10, "the event loop kept running while lookups waited"
 
 
-def test_one_engine_per_process(demo_gateway: LocalGateway, make_engine: EngineFactory) -> None:
+def test_several_engines_share_the_process_sdk(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    with LocalGateway.from_files(flags_file=DATA / "flags_all_rules.toml") as other_gateway:
+        other_gateway.set_segments({"vip_list": ["ada@example.com"]})
+        demo, other = make_engine(demo_gateway), make_engine(other_gateway)
+        ada = visitor(demo.config, "ada@example.com")
+        for _ in range(3):  # each call sets the SDK up for its own engine again
+            assert demo.decide(ada, ["premium_checkout"])["premium_checkout"].enabled
+            assert other.decide(ada, ["segment_only"])["segment_only"].variables == {"tier": "vip"}
+            assert other.decide(ada, ["premium_checkout"])["premium_checkout"].reason is (
+                Reason.UNKNOWN_FLAG
+            )
+            for engine in (demo, other):  # and a closed engine starts again
+                engine.close()
+                engine.start()
+                assert engine.wait_ready(5)
+    assert demo.flush_events() and other.flush_events()
+    assert demo_gateway.records()["events"]["vwo_variationShown"] == 1, "decided once, cached"
+    assert other_gateway.records()["events"]["vwo_variationShown"] == 1, "its own impressions"
+
+
+def test_a_closed_engine_is_not_ready_until_started_again(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
     engine = make_engine(demo_gateway)
-    other = FlagEngine(engine.config)
-    with pytest.raises(RuntimeError, match=re.escape(ONE_SDK)):
-        other.start()
     engine.close()
-    assert (
-        engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)["new_banner"].reason
-        is Reason.NOT_READY
-    )
-    with pytest.raises(RuntimeError, match=re.escape(ENGINE_CLOSED)):
-        engine.start()
+    assert not engine.ready
+    ada = visitor(engine.config, "ada@example.com")
+    assert engine.decide(ada, FLAGS)["new_banner"].reason is Reason.NOT_READY
+    engine.start()
+    assert engine.wait_ready(5)
+    assert engine.decide(ada, FLAGS)["premium_checkout"].reason is Reason.TARGETED
 
 
 def test_settings_loads_are_logged(

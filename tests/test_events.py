@@ -75,10 +75,10 @@ def test_close_sends_what_is_queued_then_drops_the_rest() -> None:
     assert sender.dropped == 1 and len(seen) == 5
 
 
-def test_after_a_fork_the_sender_starts_afresh() -> None:
+def test_after_a_fork_or_a_restart_the_sender_starts_afresh() -> None:
     sender = EventSender(10)
     sender.close(1.0)
-    sender.reset_after_fork()
+    sender.reset()
     seen: list[int] = []
     sender.submit(lambda: seen.append(1))
     assert sender.flush(5.0)

@@ -5,7 +5,6 @@ When a test named ``test_stock_sdk_still_*`` fails, the SDK fixed that defect: d
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Any
@@ -126,15 +125,6 @@ def test_settings_problem_names_the_place() -> None:
         {"version": 1, "accountId": 1, "features": "x", "campaigns": []}
     )
     assert problem is not None and problem.startswith("not valid VWO settings at features")
-
-
-def test_a_second_engine_cannot_claim_the_sdk(
-    demo_gateway: LocalGateway, make_engine: EngineFactory
-) -> None:
-    engine = make_engine(demo_gateway)
-    other = vwo_sdk.VwoSdk(engine.config, lambda send: None)
-    with pytest.raises(RuntimeError, match=re.escape(vwo_sdk.ONE_SDK)):
-        other.claim()
 
 
 def test_a_failing_sdk_call_is_an_error_outcome(

@@ -45,10 +45,11 @@ class Config:
     ``trust_client_identity=False``.
     """
 
-    # Where VWO is: the account, the project's SDK key, and the gateway service (required).
-    account_id: str
-    sdk_key: str
-    gateway_url: str
+    # Where VWO is: the account, the project's SDK key, and the gateway service (required,
+    # unless the engine is offline).
+    account_id: str = ""
+    sdk_key: str = ""
+    gateway_url: str = ""
     # The custom variable of the VWO rule ``custom_variable <name> inlist(<list>)``.
     custom_variable: str = "heap_identity"
     # Flag keys decided for every request; others are decided when first read.
@@ -97,11 +98,30 @@ class Config:
     debug_header: bool = False
     # Let the VWO SDK log at this level; off by default (its lines may hold raw user ids).
     sdk_log_level: str | None = None
+    # Offline: decide from this flags TOML or settings JSON (a path, or the parsed document),
+    # with no gateway and no network; impressions are counted, not sent.
+    offline_flags: str | os.PathLike[str] | Mapping[str, Any] | None = None
+    # Offline: Heap segments, ``{"<list id>": ["<identity>", ...]}`` (JSON or CSV path, or a dict).
+    offline_segments: str | os.PathLike[str] | Mapping[str, Any] | None = None
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
         init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
+        for name in ("offline_flags", "offline_segments"):
+            source = getattr(self, name)
+            if not (source is None or isinstance(source, Mapping) or os.path.isfile(source)):
+                raise _invalid(name, f"{name} must be a readable file, got {source!r}")
+        # Offline, the engine fills the account in from its settings when none is given.
+        if not self.offline or self.account_id or self.sdk_key or self.gateway_url:
+            self._check_location()
+        self._check_rest()
+
+    @property
+    def offline(self) -> bool:
+        return self.offline_flags is not None
+
+    def _check_location(self) -> None:
         fix = object.__setattr__
         account_id = str(self.account_id).strip() if self.account_id is not None else ""
         if not account_id.isdigit():
@@ -118,6 +138,9 @@ class Config:
             fix(self, "gateway_url", _gateway_url(self.gateway_url))
         except ValueError as exc:
             raise _invalid("gateway_url", str(exc)) from None
+
+    def _check_rest(self) -> None:
+        fix = object.__setattr__
         if not isinstance(self.custom_variable, str) or not _NAME.match(self.custom_variable):
             raise _invalid(
                 "custom_variable",
@@ -210,9 +233,13 @@ class Config:
                     values[name] = parse(raw)
                 except ValueError as exc:
                     raise ValueError(f"{variable}: {exc}, got {raw!r}") from None
+        offline = "offline_flags" in values or overrides.get("offline_flags") is not None
         for required in ("VWO_ACCOUNT_ID", "VWO_SDK_KEY", "VWO_GATEWAY_URL"):
-            if ENVIRONMENT[required][0] not in values and ENVIRONMENT[required][0] not in overrides:
-                raise ValueError(f"{required} is not set: it is required")
+            name = ENVIRONMENT[required][0]
+            if not offline and name not in values and name not in overrides:
+                raise ValueError(
+                    f"{required} is not set: it is required (or VWO_HEAP_OFFLINE_FLAGS, offline)"
+                )
         values.update(overrides)
         try:
             return cls(**values)
@@ -330,6 +357,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_SERVER_TIMING": ("server_timing", _flag),
     "VWO_HEAP_DEBUG_HEADER": ("debug_header", _flag),
     "VWO_HEAP_SDK_LOG_LEVEL": ("sdk_log_level", _optional),
+    "VWO_HEAP_OFFLINE_FLAGS": ("offline_flags", _optional),
+    "VWO_HEAP_OFFLINE_SEGMENTS": ("offline_segments", _optional),
 }
 """Environment variable -> (Config field, parser). The README documents each."""
 VARIABLES = {name: variable for variable, (name, _) in ENVIRONMENT.items()}

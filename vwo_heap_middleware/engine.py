@@ -2,7 +2,8 @@
 
 It loads VWO settings in the background, looks up Heap segment memberships and user details
 before evaluation (``lookups``), has the SDK decide (``vwo_sdk``), caches decisions per settings
-revision, and never lets a request wait longer than its budget.
+revision, and never lets a request wait longer than its budget. Offline (``FlagEngine.offline``)
+it reads settings and segments from files and makes no network call.
 """
 
 from __future__ import annotations
@@ -16,21 +17,19 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import vwo_sdk
 from .config import Config
+from .decider import Decider, Plan
 from .decision import DecisionCache, FlagDecision, Reason
 from .events import EventSender
-from .flag_index import FlagIndex, FlagNeeds
-from .gateway_client import GatewayClient
+from .flag_index import FlagIndex
+from .gateway_client import Gateway, GatewayClient
 from .lookups import (
-    AnswerStatus,
-    DetailsKey,
     GatewayLookups,
-    Pending,
 )
+from .offline import FlagsSource, OfflineGateway, SegmentsSource
 from .visitor import Visitor
 from .vwo_settings import SettingsLoop
 
@@ -38,18 +37,6 @@ logger = logging.getLogger("vwo_heap_middleware")
 
 SETTINGS_LOADED = "VWO settings loaded: revision %s, %d flags"
 ENGINE_FAILED = "flag evaluation failed; serving defaults"
-ENGINE_CLOSED = "this FlagEngine is closed; build a new one"
-
-
-@dataclass
-class _Plan:
-    """One ``decide`` call: what the caches answered, and the lookups the rest waits for."""
-
-    deadline: float
-    results: dict[str, FlagDecision] = field(default_factory=dict)
-    todo: dict[str, tuple[FlagNeeds, tuple[Any, ...]]] = field(default_factory=dict)
-    details: DetailsKey | None = None
-    pending: Pending | None = None
 
 
 class FlagEngine:
@@ -58,10 +45,13 @@ class FlagEngine:
     def __init__(self, config: Config) -> None:
         if not isinstance(config, Config):
             raise TypeError("FlagEngine needs a vwo_heap_middleware.Config")
+        self._offline = OfflineGateway.from_config(config) if config.offline else None
+        if self._offline is not None:
+            config = self._offline.account_filled_in(config)
         self.config = config
-        self.events = EventSender(config.impression_queue_size)
+        self.events = EventSender(config.impression_queue_size, deliver=self._offline is None)
         self._sdk = vwo_sdk.VwoSdk(config, self.events.submit)
-        self._client = GatewayClient(config)
+        self._client = self._new_client()
         self._lookups = GatewayLookups(config, self._client)
         self._index: FlagIndex | None = None
         self._pid: int | None = None
@@ -69,25 +59,39 @@ class FlagEngine:
         self._ready = threading.Event()
         self._start_lock = threading.RLock()
         self._decisions = DecisionCache(config.cache_size, config.decision_ttl)
+        self._decider = Decider(config, self._lookups, self._sdk, self._decisions)
         self._settings = SettingsLoop(
             lambda: self._client.fetch_settings(),
             self.apply_settings,
             config.settings_refresh_interval,
         )
 
+    @classmethod
+    def offline(
+        cls, flags: FlagsSource, segments: SegmentsSource | None = None, **config: Any
+    ) -> FlagEngine:
+        """An engine that decides from a flags file (or settings JSON) and a segments file,
+        ready at once, with no network; impressions are counted, not sent."""
+        return cls(Config(offline_flags=flags, offline_segments=segments, **config))
+
     def start(self) -> None:
-        """Begin loading settings in the background; returns at once. Safe to call again."""
+        """Begin loading settings in the background; returns at once. Safe to call again, and
+        after ``close()`` (a test's lifespan): the engine then starts afresh."""
         with self._start_lock:
             if self._closed:
-                raise RuntimeError(ENGINE_CLOSED)
-            if self._pid == os.getpid() and self._settings.running:
+                self._closed = False
+                self._renew()
+            if self._pid == os.getpid() and (self._settings.running or self.ready):
                 return
-            self._sdk.claim()
+            self._sdk.prepare()
             if self._pid is None:  # the first start: never at import
                 os.register_at_fork(after_in_child=_after_fork_in_child(weakref.ref(self)))
                 atexit.register(self.close)
             self._pid = os.getpid()
-            self._settings.start()
+            if self._offline is not None:
+                self.apply_settings(self._offline.settings)  # ready at once
+            else:
+                self._settings.start()
 
     def postfork(self) -> None:
         """Re-initialise in a forked worker (gunicorn ``--preload``): new connections, caches
@@ -95,12 +99,18 @@ class FlagEngine:
         with self._start_lock:
             if self._pid in (None, os.getpid()) or self._closed:
                 return
-            self._client = GatewayClient(self.config)
-            self._lookups.reset(self._client)
-            self.events.reset_after_fork()
+            self._renew()
             self._sdk.after_fork()
-            self._settings.forget_thread()
             self.start()
+
+    def _renew(self) -> None:
+        self._client = self._new_client()
+        self._lookups.reset(self._client)
+        self.events.reset()
+        self._settings.forget_thread()
+
+    def _new_client(self) -> Gateway:
+        return self._offline if self._offline is not None else GatewayClient(self.config)
 
     def _forked(self) -> None:
         """In a new child, while it has one thread: locks a parent thread may have held."""
@@ -144,12 +154,10 @@ class FlagEngine:
         }
 
     def stats(self) -> dict[str, int]:
+        """Counters: gateway lookups, events sent/dropped/held, cached decisions."""
         return {
-            "membership_calls": self._lookups.memberships.calls,
-            "user_details_calls": self._lookups.user_details.calls,
-            "circuit_opened": self._lookups.breaker.opened,
-            "events_sent": self.events.sent,
-            "events_dropped": self.events.dropped,
+            **self._lookups.stats(),
+            **self.events.stats(),
             "cached_decisions": len(self._decisions),
         }
 
@@ -191,11 +199,11 @@ class FlagEngine:
             if plan.pending is not None:
                 if plan.pending.futures:
                     concurrent.futures.wait(plan.pending.futures, timeout=_left(plan.deadline))
-                self._evaluate(plan, visitor)
+                self._decider.finish(plan, visitor)
             return plan.results
         except Exception:
             logger.exception(ENGINE_FAILED)
-            return self._defaults(keys, Reason.ERROR)
+            return self._decider.defaults(keys, Reason.ERROR)
 
     async def decide_async(
         self, visitor: Visitor, keys: Iterable[str], *, timeout: float | None = None
@@ -210,80 +218,17 @@ class FlagEngine:
                     await asyncio.wait(waiters, timeout=_left(plan.deadline))
                     for waiter in waiters:
                         waiter.cancel()  # only the asyncio view: the shared lookup goes on
-                self._evaluate(plan, visitor)
+                self._decider.finish(plan, visitor)
             return plan.results
         except Exception:
             logger.exception(ENGINE_FAILED)
-            return self._defaults(keys, Reason.ERROR)
+            return self._decider.defaults(keys, Reason.ERROR)
 
-    def _plan(self, visitor: Visitor, keys: list[str], timeout: float | None) -> _Plan:
-        """Answer what the caches know; start the gateway lookups the rest needs."""
+    def _plan(self, visitor: Visitor, keys: list[str], timeout: float | None) -> Plan:
         self._ensure_process()
         budget = self.config.evaluation_timeout if timeout is None else timeout
-        plan = _Plan(time.monotonic() + budget)
-        index, context = self._index, visitor.context
-        if index is None or not self._sdk.loaded or self._closed:
-            plan.results = self._defaults(keys, Reason.NOT_READY)
-            return plan
-        if context is None:
-            plan.results = self._defaults(keys, Reason.NO_USER)
-            return plan
-        custom = context["custom_variables"]
-        facts = (context.get("user_agent"), context.get("ip_address"))
-        base = (index.revision, visitor.user_id, tuple(sorted(custom.items())))
-        for key in keys:
-            needs = index.flags.get(key)
-            if needs is None:
-                plan.results[key] = self._default(key, Reason.UNKNOWN_FLAG)
-                continue
-            cache_key = (key, *base, facts if needs.request_facts else None)
-            cached = self._decisions.get(cache_key)
-            if cached is not None:
-                plan.results[key] = cached
-            else:
-                plan.todo[key] = (needs, cache_key)
-        if plan.todo:
-            memberships = {m for needs, _ in plan.todo.values() for m in needs.memberships(custom)}
-            if any(needs.user_details for needs, _ in plan.todo.values()) and any(facts):
-                plan.details = facts
-            plan.pending = self._lookups.begin(memberships, plan.details)
-        return plan
-
-    def _default(self, key: str, reason: Reason) -> FlagDecision:
-        return FlagDecision.default(key, reason, self.config.default_for(key))
-
-    def _defaults(self, keys: Iterable[str], reason: Reason) -> dict[str, FlagDecision]:
-        return {key: self._default(key, reason) for key in keys}
-
-    def _evaluate(self, plan: _Plan, visitor: Visitor) -> None:
-        assert plan.pending is not None
-        memberships, details = plan.pending.finish()
-        detail = details.get(plan.details) if plan.details else None
-        known = {key: a.value if a.known else None for key, a in memberships.items()}
-        statuses = {answer.status for answer in memberships.values()}
-        if detail is not None:
-            statuses.add(detail.status)
-        stale = AnswerStatus.STALE in statuses
-        with_details = vwo_sdk.Answers(
-            known,
-            user_details=detail.value if detail is not None and detail.known else None,
-            user_details_missing=detail is not None and not detail.known,
-        )
-        without_details = vwo_sdk.Answers(known)
-        for key, (needs, cache_key) in plan.todo.items():
-            answers = with_details if needs.user_details else without_details
-            outcome = self._sdk.evaluate(key, visitor.context or {}, answers, visitor.user_id or "")
-            if outcome.error:
-                decision = self._default(key, Reason.ERROR)
-            elif outcome.missing and not outcome.enabled:
-                timed_out = AnswerStatus.TIMEOUT in statuses
-                decision = self._default(key, Reason.TIMEOUT if timed_out else Reason.GATEWAY_ERROR)
-            else:
-                reason = Reason.TARGETED if outcome.enabled else Reason.NOT_TARGETED
-                decision = FlagDecision(key, outcome.enabled, outcome.variables, reason, stale)
-                if statuses <= {AnswerStatus.FRESH} and not outcome.missing:
-                    self._decisions.put(cache_key, decision)
-            plan.results[key] = decision
+        ready = self._index if self.ready else None
+        return self._decider.plan(ready, visitor, keys, time.monotonic() + budget)
 
 
 def _left(deadline: float) -> float:

@@ -19,10 +19,14 @@ SEND_FAILED = "an SDK event send failed"
 
 
 class EventSender:
-    def __init__(self, maxsize: int) -> None:
+    """``deliver=False`` (the offline engine): events are counted in ``held``, never sent."""
+
+    def __init__(self, maxsize: int, *, deliver: bool = True) -> None:
         self.maxsize = maxsize
+        self.deliver = deliver
         self.sent = 0
         self.dropped = 0
+        self.held = 0
         self.closed = False
         self._queue: queue.Queue[Callable[[], object] | threading.Event | None] = queue.Queue(
             maxsize
@@ -31,6 +35,9 @@ class EventSender:
         self._lock = threading.Lock()
 
     def submit(self, send: Callable[[], object]) -> None:
+        if not self.deliver:
+            self.held += 1
+            return
         if self.closed:  # the engine closed: the process is going away
             self.dropped += 1
             return
@@ -64,6 +71,9 @@ class EventSender:
             except Exception:
                 logger.exception(SEND_FAILED)
 
+    def stats(self) -> dict[str, int]:
+        return {"events_sent": self.sent, "events_dropped": self.dropped, "events_held": self.held}
+
     def flush(self, timeout: float) -> bool:
         """Wait until queued events are sent, at most ``timeout`` seconds; True if all were."""
         done = threading.Event()
@@ -86,7 +96,8 @@ class EventSender:
             return
         thread.join(timeout)
 
-    def reset_after_fork(self) -> None:
+    def reset(self) -> None:
+        """Start afresh (a forked child, or an engine started again after ``close()``)."""
         self.closed = False
         self._queue = queue.Queue(self.maxsize)
         self._thread = None

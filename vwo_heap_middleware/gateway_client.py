@@ -12,12 +12,21 @@ import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import urllib3
 
 from .config import Config
+
+
+class Gateway(Protocol):
+    """What the engine asks a gateway: the real one (``GatewayClient``) or ``OfflineGateway``."""
+
+    def fetch_settings(self, timeout: float = ...) -> dict[str, Any]: ...
+    def is_member(self, list_id: str, attribute: str) -> bool: ...
+    def user_details(self, user_agent: str | None, ip_address: str | None) -> dict[str, Any]: ...
+    def close(self) -> None: ...
 
 
 class GatewayError(Exception):

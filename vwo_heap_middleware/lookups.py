@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from cachetools import TLRUCache, TTLCache
 
 from .config import Config
-from .gateway_client import GatewayClient
+from .gateway_client import Gateway
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -231,7 +231,7 @@ class Pending:
 class GatewayLookups:
     """Segment memberships and user details for the engine, on a small thread pool."""
 
-    def __init__(self, config: Config, client: GatewayClient) -> None:
+    def __init__(self, config: Config, client: Gateway) -> None:
         self.client = client
         self.breaker = CircuitBreaker()
         self.memberships: CachedLookup[MembershipKey, bool] = CachedLookup(
@@ -253,13 +253,20 @@ class GatewayLookups:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
-    def reset(self, client: GatewayClient) -> None:
+    def reset(self, client: Gateway) -> None:
         """After a fork: forget the parent's caches, threads and connections."""
         self.client = client
         self._executor = None
         self._lock = threading.Lock()
         self.memberships.reset()
         self.user_details.reset()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "membership_calls": self.memberships.calls,
+            "user_details_calls": self.user_details.calls,
+            "circuit_opened": self.breaker.opened,
+        }
 
     def begin(self, memberships: Iterable[MembershipKey], details: DetailsKey | None) -> Pending:
         return Pending(

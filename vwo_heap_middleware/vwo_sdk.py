@@ -1,8 +1,11 @@
 """The one door to ``vwo-fme-python-sdk``: no other module imports ``vwo`` or ``wingify``.
 
-``VwoSdk`` owns the process-wide SDK for one engine: ``load(settings)`` (start-up or update,
-checked that it took), ``evaluate(key, context, answers) -> Outcome`` (one ``get_flag`` call,
-serialised, answered from gateway lookups made beforehand) and ``close()``.
+``VwoSdk`` is one engine's view of the SDK: ``load(settings)`` (start-up or update, checked that
+it took), ``evaluate(key, context, answers) -> Outcome`` (one ``get_flag`` call, answered from
+gateway lookups made beforehand) and ``release()``. The SDK keeps its state in process-wide
+singletons, so every call of every engine holds one process-wide lock, and an engine whose
+client is not the one the singletons were last set up for sets them up again first (several
+engines in one process: app factories, test suites).
 
 The released SDK cannot do Heap segment targeting in a web server as it is. ``install()``
 applies these patches once per process; ``tests/test_vwo_sdk.py`` checks each against the
@@ -14,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -30,10 +32,6 @@ logger = logging.getLogger("vwo_heap_middleware")
 sdk_logger = logging.getLogger("vwo_heap_middleware.sdk")
 
 SDK_FAILED = "the VWO SDK failed on flag %r for user %s"
-ONE_SDK = (
-    "another FlagEngine is running in this process; the VWO SDK is a process-wide singleton: "
-    "share one engine between adapters, or close() the other first"
-)
 
 PATCHES: Mapping[str, str] = MappingProxyType(
     {
@@ -92,10 +90,10 @@ class _Call:
 _current_call: ContextVar[_Call | None] = ContextVar("vwo_heap_sdk_call", default=None)
 _event_sink: list[Callable[[Callable[[], object]], None]] = []
 _installed: dict[str, bool] = {}
-_process_lock = threading.Lock()
-_owner: list[weakref.ref[VwoSdk]] = []
-_held_for_fork: list[threading.Lock] = []
-_fork_hooks: list[bool] = []  # registered once, by the first claim()
+_process_lock = threading.Lock()  # patches and hooks
+_sdk_lock = threading.Lock()  # every SDK call in the process: its state is in singletons
+_current: list[VwoSdk | None] = [None]  # whose client the SDK's singletons are set up for
+_fork_hooks: list[bool] = []  # registered once, by the first prepare()
 _validated: list[tuple[object, bool]] = [(None, False)]  # validate_once: the last settings
 
 
@@ -142,43 +140,37 @@ def install() -> tuple[str, ...]:
 
 
 class VwoSdk:
-    """The process's VWO SDK client, for one engine. Calls are serialised by ``lock``."""
+    """One engine's VWO SDK client, over the process-wide SDK."""
 
     def __init__(self, config: Config, event_sink: Callable[[Callable[[], object]], None]) -> None:
         self._config = config
         self._event_sink = event_sink
         self._client: Any = None
-        self.lock = threading.Lock()
+        self._settings: dict[str, Any] | None = None
 
     @property
     def loaded(self) -> bool:
         return self._client is not None
 
-    def claim(self) -> None:
-        """Take the process's SDK for this engine: patches, events, fork safety."""
+    def prepare(self) -> None:
+        """Make the process's SDK usable: the patches, and fork safety (once per process)."""
         with _process_lock:
-            other = _owner[0]() if _owner else None
-            if other is not None and other is not self:
-                raise RuntimeError(ONE_SDK)
             if not _fork_hooks and hasattr(os, "register_at_fork"):
                 os.register_at_fork(
                     before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
                 )
                 _fork_hooks.append(True)
-            _owner[:] = [weakref.ref(self)]
         install()
-        _event_sink[:] = [self._event_sink]
 
     def release(self) -> None:
-        """Give the SDK up (the engine closed); its later events go nowhere."""
-        with _process_lock:
-            if _owner and _owner[0]() is self:
-                _owner.clear()
+        """This engine closed: the SDK's singletons are no longer its, nor are later events."""
+        with _sdk_lock:
+            if _current[0] is self:
+                _current[0] = None
                 _event_sink.clear()
 
     def after_fork(self) -> None:
         """In a forked child: fresh connections for the SDK's events."""
-        self.lock = threading.Lock()
         _use_event_client()
 
     def load(self, settings: dict[str, Any]) -> None:
@@ -187,16 +179,24 @@ class VwoSdk:
         if problem is not None:
             raise SettingsRejected(f"the settings fail the VWO SDK's schema: {problem}")
         _validated[0] = (settings, True)  # the SDK's own check of this object: done above
-        with self.lock:
-            if self._client is None:
-                client = _init_client(self._options(), settings)
-                if client is None or getattr(client, "_settings", None) is None:
-                    raise SettingsRejected("the VWO SDK did not accept the settings")
-                self._client = client
+        with _sdk_lock:
+            if self._client is None or _current[0] is not self:
+                self._set_up(settings)
             else:
                 self._client.update_settings(settings)  # logs and returns on failure
                 if self._client.original_settings is not settings:
                     raise SettingsRejected("the VWO SDK did not accept the new settings")
+            self._settings = settings
+
+    def _set_up(self, settings: dict[str, Any]) -> None:
+        """Set the SDK's singletons up for this engine (holding ``_sdk_lock``)."""
+        _current[0] = self
+        _event_sink[:] = [self._event_sink]  # before init: it sends an event of its own
+        client = _init_client(self._options(), settings)
+        if client is None or getattr(client, "_settings", None) is None:
+            _current[0] = None
+            raise SettingsRejected("the VWO SDK did not accept the settings")
+        self._client = client
 
     def evaluate(
         self, key: str, context: Mapping[str, Any], answers: Answers, user_id: str
@@ -206,7 +206,9 @@ class VwoSdk:
         context = {**context, "_vwo": answers.user_details or EMPTY_USER_DETAILS}
         token = _current_call.set(call)
         try:
-            with self.lock:
+            with _sdk_lock:
+                if _current[0] is not self and self._settings is not None:
+                    self._set_up(self._settings)  # another engine used the SDK since
                 flag = self._client.get_flag(key, context)
             enabled = bool(flag.is_enabled())
             variables = {v["key"]: v["value"] for v in flag.get_variables() or []}
@@ -227,17 +229,20 @@ class VwoSdk:
         }
 
 
+_held_for_fork: list[bool] = []
+
+
 def _before_fork() -> None:
     """Fork only between SDK calls: a child must not inherit an SDK (or an import) half set up
     by the settings thread, which the child does not have."""
-    owner = _owner[0]() if _owner else None
-    if owner is not None and owner.lock.acquire(timeout=5.0):
-        _held_for_fork.append(owner.lock)
+    if _sdk_lock.acquire(timeout=5.0):
+        _held_for_fork.append(True)
 
 
 def _after_fork() -> None:
-    while _held_for_fork:
-        _held_for_fork.pop().release()
+    if _held_for_fork:
+        _held_for_fork.clear()
+        _sdk_lock.release()
 
 
 def gateway_lookup(query_params: Mapping[str, Any], endpoint: str, context: Any) -> Any:

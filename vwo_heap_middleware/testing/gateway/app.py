@@ -13,9 +13,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from ...flags_file import validate_settings
+from ...segments_file import Segments, build_segments
 from .errors import GatewayDataError
-from .flags_file import validate_settings
-from .segments import Segments, build_segments
 from .user_details import user_details
 
 if TYPE_CHECKING:

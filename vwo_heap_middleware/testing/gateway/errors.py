@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from ...flags_file import DataFileError
 
-class GatewayDataError(ValueError):
-    """A settings, flags or segments file the local gateway cannot serve; the message says why."""
+GatewayDataError = DataFileError
+"""A settings, flags or segments file the local gateway cannot serve; the message says why."""

@@ -12,10 +12,10 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from ...flags_file import load_flags_file, load_settings_file
+from ...segments_file import Segments, load_segments_file
 from .app import Faults, GatewayApp
 from .errors import GatewayDataError
-from .flags_file import load_flags_file, load_settings_file
-from .segments import Segments, load_segments_file
 
 logger = logging.getLogger("vwo_heap_middleware.testing.gateway")
 

@@ -1,9 +1,11 @@
-"""Compile a concise flags file (TOML) into the settings JSON VWO serves for an account.
+"""Flag files: a concise flags file (TOML) compiled into the settings JSON VWO serves for an
+account, or a raw VWO settings JSON. The local gateway serves them; the offline engine decides
+from them.
 
 A flags file::
 
     account_id = 123456
-    sdk_key = "local-sdk-key"
+    sdk_key = "local-sdk-key"              # the default
     custom_variable = "heap_identity"      # default for segment rules
 
     [[flags]]
@@ -35,23 +37,28 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, no-redef, unused-ignore]
 
-from ...vwo_sdk import settings_problem
-from .errors import GatewayDataError
+from .vwo_sdk import settings_problem
+
+
+class DataFileError(ValueError):
+    """A settings, flags or segments file that cannot be used; the message says why."""
+
 
 RULE_TYPES = ("heap_segment", "percentage", "everyone", "ab_test")
 DEFAULT_CUSTOM_VARIABLE = "heap_identity"
+DEFAULT_SDK_KEY = "local-sdk-key"
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 _LIST_ID = re.compile(r"^[^()\s]{1,255}$")
 
 
 def read_text(path: Path, source: str) -> str:
-    """A data file's text, or a GatewayDataError naming the file."""
+    """A data file's text, or a DataFileError naming the file."""
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise GatewayDataError(f"{source}: cannot read it ({exc.strerror})") from exc
+        raise DataFileError(f"{source}: cannot read it ({exc.strerror})") from exc
     except UnicodeDecodeError as exc:
-        raise GatewayDataError(f"{source}: not UTF-8 text ({exc})") from exc
+        raise DataFileError(f"{source}: not UTF-8 text ({exc})") from exc
 
 
 def load_settings_file(path: str | Path) -> dict[str, Any]:
@@ -60,7 +67,7 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
     try:
         settings = json.loads(read_text(Path(path), source))
     except json.JSONDecodeError as exc:
-        raise GatewayDataError(f"{source}: not valid JSON ({exc})") from exc
+        raise DataFileError(f"{source}: not valid JSON ({exc})") from exc
     validate_settings(settings, source=source)
     return settings  # type: ignore[no-any-return]
 
@@ -71,15 +78,15 @@ def load_flags_file(path: str | Path) -> dict[str, Any]:
     try:
         document = tomllib.loads(read_text(Path(path), source))
     except tomllib.TOMLDecodeError as exc:
-        raise GatewayDataError(f"{source}: not valid TOML ({exc})") from exc
+        raise DataFileError(f"{source}: not valid TOML ({exc})") from exc
     return compile_flags(document, source=source)
 
 
 def validate_settings(settings: object, *, source: str) -> None:
-    """Raise GatewayDataError unless *settings* passes the installed SDK's settings schema."""
+    """Raise DataFileError unless *settings* passes the installed SDK's settings schema."""
     problem = settings_problem(settings)
     if problem is not None:
-        raise GatewayDataError(f"{source}: {problem}")
+        raise DataFileError(f"{source}: {problem}")
 
 
 def compile_flags(document: Mapping[str, Any], *, source: str = "flags") -> dict[str, Any]:
@@ -98,8 +105,8 @@ class _Compiler:
     def at(self, where: str) -> str:
         return f"{self.source}: {where}"
 
-    def fail(self, where: str, problem: str) -> GatewayDataError:
-        return GatewayDataError(f"{self.at(where)}: {problem}")
+    def fail(self, where: str, problem: str) -> DataFileError:
+        return DataFileError(f"{self.at(where)}: {problem}")
 
     def compile(self, document: Mapping[str, Any]) -> dict[str, Any]:
         account_id = document.get("account_id", 0)
@@ -131,8 +138,10 @@ class _Compiler:
             "groups": {},
             "campaignGroups": {},
         }
-        if isinstance(document.get("sdk_key"), str):
-            settings["sdkKey"] = document["sdk_key"]
+        sdk_key = document.get("sdk_key", DEFAULT_SDK_KEY)
+        if not isinstance(sdk_key, str) or not sdk_key:
+            raise self.fail("sdk_key", f"must be a non-empty string, got {sdk_key!r}")
+        settings["sdkKey"] = sdk_key  # the SDK needs one in its settings
         return settings
 
     def feature(
@@ -282,17 +291,17 @@ _NUMBERS = {"integer", "double"}
 
 def _percent(value: object, where: str, name: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-        raise GatewayDataError(f"{where}: '{name}' must be a number from 0 to 100, got {value!r}")
+        raise DataFileError(f"{where}: '{name}' must be a number from 0 to 100, got {value!r}")
     return value
 
 
 def _variable(index: int, name: object, value: object, where: str) -> dict[str, Any]:
     if not isinstance(name, str) or not _KEY.match(name):
-        raise GatewayDataError(f"{where}: {name!r} is not a valid variable name")
+        raise DataFileError(f"{where}: {name!r} is not a valid variable name")
     for python_type, vwo_type in _TYPES:
         if isinstance(value, python_type):
             return {"id": index, "key": name, "type": vwo_type, "value": value}
-    raise GatewayDataError(
+    raise DataFileError(
         f"{where}: variable {name!r} must be a string, number, boolean or table, got {value!r}"
     )
 
@@ -302,11 +311,11 @@ def _override(
 ) -> list[dict[str, Any]]:
     """The flag's variables with a rule's or variation's values put in, types checked."""
     if not isinstance(overrides, dict):
-        raise GatewayDataError(f"{where}: 'variables' must be a table of name = value")
+        raise DataFileError(f"{where}: 'variables' must be a table of name = value")
     declared = {v["key"] for v in defaults}
     unknown = sorted(set(overrides) - declared)
     if unknown:
-        raise GatewayDataError(
+        raise DataFileError(
             f"{where}: variable {unknown[0]!r} is not declared in the flag's 'variables'"
         )
     result = []
@@ -317,7 +326,7 @@ def _override(
         value = overrides[variable["key"]]
         kind = _variable(variable["id"], variable["key"], value, where)["type"]
         if kind != variable["type"] and {kind, variable["type"]} != _NUMBERS:
-            raise GatewayDataError(
+            raise DataFileError(
                 f"{where}: variable {variable['key']!r} is a {variable['type']}, got {value!r}"
             )
         result.append({**variable, "value": value})
