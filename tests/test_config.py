@@ -36,6 +36,8 @@ def test_from_env_reads_every_variable() -> None:
         "VWO_HEAP_SERVER_TIMING": "on",
         "VWO_HEAP_DEBUG_HEADER": "1",
         "VWO_HEAP_SDK_LOG_LEVEL": "DEBUG",
+        "VWO_HEAP_OTEL": "true",
+        "VWO_HEAP_OTEL_CONTEXT_ID": "yes",
         "VWO_HEAP_OFFLINE_FLAGS": str(DEMO_FLAGS),
         "VWO_HEAP_OFFLINE_SEGMENTS": str(DEMO_SEGMENTS),
     }
@@ -65,6 +67,7 @@ def test_from_env_reads_every_variable() -> None:
     assert config.server_timing and config.debug_header
     assert config.sdk_log_level == "DEBUG"
     assert (config.offline_flags, config.offline_segments) == (str(DEMO_FLAGS), str(DEMO_SEGMENTS))
+    assert config.otel and config.otel_context_id
 
 
 def test_defaults() -> None:

@@ -15,10 +15,10 @@ import pytest
 from tests.conftest import DATA, DEMO_FLAGS, ROOT, EngineFactory, visitor, wait_until
 from vwo_heap_middleware.config import Config, FlagDefault
 from vwo_heap_middleware.decision import FlagDecision, Reason
-from vwo_heap_middleware.engine import ENGINE_FAILED, SETTINGS_LOADED, FlagEngine
+from vwo_heap_middleware.engine import DECIDED, ENGINE_FAILED, SETTINGS_LOADED, FlagEngine
 from vwo_heap_middleware.identity import HeapIdentity
 from vwo_heap_middleware.testing.gateway import LocalGateway, load_flags_file
-from vwo_heap_middleware.visitor import Visitor
+from vwo_heap_middleware.visitor import Visitor, short_hash
 from vwo_heap_middleware.vwo_sdk import SettingsRejected
 
 FLAGS = ("premium_checkout", "new_banner")
@@ -359,6 +359,22 @@ def test_an_unexpected_failure_gives_defaults_not_an_exception(
     }
     assert asyncio.run(engine.decide_async(broken, FLAGS)) == decisions
     assert caplog.text.count(ENGINE_FAILED) == 2
+
+
+def test_each_decision_is_logged_at_debug_with_extras(
+    demo_gateway: LocalGateway, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(demo_gateway)
+    with caplog.at_level("DEBUG", logger="vwo_heap_middleware"):
+        engine.decide(visitor(engine.config, "ada@example.com"), ["premium_checkout"])
+    decided = [r for r in caplog.records if r.msg == DECIDED]
+    assert [(r.flag_key, r.flag_reason) for r in decided] == [("premium_checkout", "targeted")]  # type: ignore[attr-defined]
+    assert decided[0].getMessage() == DECIDED % (
+        "premium_checkout",
+        "targeted",
+        short_hash("ada@example.com"),
+    )
+    assert "ada@example.com" not in caplog.text
 
 
 def test_engine_needs_a_config() -> None:

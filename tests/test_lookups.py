@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from vwo_heap_middleware.lookups import (
+    BREAKER_CLOSED,
+    BREAKER_OPENED,
     Answer,
     AnswerStatus,
     CachedLookup,
@@ -56,6 +58,17 @@ def answer(lookup: CachedLookup[str, bool], key: str) -> Answer[bool]:
     started = lookup.begin([key])
     concurrent.futures.wait(started.pending.values(), timeout=5)
     return started.finish()[key]
+
+
+def test_breaker_changes_are_logged(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
+    breaker = CircuitBreaker(threshold=2, clock=clock)
+    with caplog.at_level("INFO", logger="vwo_heap_middleware"):
+        breaker.failure()
+        breaker.failure()
+        breaker.failure()  # still open: no second line
+        breaker.success()
+    assert [r.getMessage() for r in caplog.records] == [BREAKER_OPENED % 2, BREAKER_CLOSED]
+    assert [getattr(r, "circuit", None) for r in caplog.records] == ["open", "closed"]
 
 
 def test_breaker_opens_after_a_streak_then_lets_one_trial_through(clock: Clock) -> None:

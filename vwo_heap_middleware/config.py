@@ -98,6 +98,10 @@ class Config:
     debug_header: bool = False
     # Let the VWO SDK log at this level; off by default (its lines may hold raw user ids).
     sdk_log_level: str | None = None
+    # OpenTelemetry span events, client spans and metrics (needs the [otel] extra).
+    otel: bool = False
+    # With otel: add a short hash of the user id to each evaluation event (never the identity).
+    otel_context_id: bool = False
     # Offline: decide from this flags TOML or settings JSON (a path, or the parsed document),
     # with no gateway and no network; impressions are counted, not sent.
     offline_flags: str | os.PathLike[str] | Mapping[str, Any] | None = None
@@ -357,6 +361,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_SERVER_TIMING": ("server_timing", _flag),
     "VWO_HEAP_DEBUG_HEADER": ("debug_header", _flag),
     "VWO_HEAP_SDK_LOG_LEVEL": ("sdk_log_level", _optional),
+    "VWO_HEAP_OTEL": ("otel", _flag),
+    "VWO_HEAP_OTEL_CONTEXT_ID": ("otel_context_id", _flag),
     "VWO_HEAP_OFFLINE_FLAGS": ("offline_flags", _optional),
     "VWO_HEAP_OFFLINE_SEGMENTS": ("offline_segments", _optional),
 }

@@ -29,6 +29,7 @@ class Plan:
     todo: dict[str, tuple[FlagNeeds, tuple[Any, ...]]] = field(default_factory=dict)
     details: DetailsKey | None = None
     pending: Pending | None = None
+    cached: int = 0  # results that came from the decision cache
 
 
 class Decider:
@@ -73,6 +74,7 @@ class Decider:
             cached = self._decisions.get(cache_key)
             if cached is not None:
                 plan.results[key] = cached
+                plan.cached += 1
             else:
                 plan.todo[key] = (needs, cache_key)
         if plan.todo:

@@ -29,14 +29,16 @@ from .gateway_client import Gateway, GatewayClient
 from .lookups import (
     GatewayLookups,
 )
+from .observers import Observer, Observers
 from .offline import FlagsSource, OfflineGateway, SegmentsSource
-from .visitor import Visitor
+from .visitor import Visitor, short_hash
 from .vwo_settings import SettingsLoop
 
 logger = logging.getLogger("vwo_heap_middleware")
 
 SETTINGS_LOADED = "VWO settings loaded: revision %s, %d flags"
 ENGINE_FAILED = "flag evaluation failed; serving defaults"
+DECIDED = "flag %s: %s for user %s"
 
 
 class FlagEngine:
@@ -60,8 +62,13 @@ class FlagEngine:
         self._start_lock = threading.RLock()
         self._decisions = DecisionCache(config.cache_size, config.decision_ttl)
         self._decider = Decider(config, self._lookups, self._sdk, self._decisions)
+        self.observers = self._lookups.observers = Observers()
+        if config.otel:
+            from .otel import FlagTelemetry  # the [otel] extra, only when asked for
+
+            self.add_observer(FlagTelemetry(self))
         self._settings = SettingsLoop(
-            lambda: self._client.fetch_settings(),
+            lambda: self._lookups.timed("settings", self._client.fetch_settings),
             self.apply_settings,
             config.settings_refresh_interval,
         )
@@ -136,6 +143,10 @@ class FlagEngine:
         return self.ready
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def ready(self) -> bool:
         """True once settings are loaded and the SDK can decide."""
         return self._index is not None and self._sdk.loaded and not self._closed
@@ -184,7 +195,26 @@ class FlagEngine:
         self._index = index
         self._ready.set()
         self._decisions.reset()
-        logger.info(SETTINGS_LOADED, index.revision, len(index.flags))
+        extra = {"settings_revision": index.revision, "flag_count": len(index.flags)}
+        logger.info(SETTINGS_LOADED, index.revision, len(index.flags), extra=extra)
+        self.observers.settings_loaded(index.revision, len(index.flags))
+
+    def _decided(self, visitor: Visitor, plan: Plan) -> None:
+        if self.observers:
+            self.observers.decided(plan.results, plan.cached)
+        if logger.isEnabledFor(logging.DEBUG):
+            user = short_hash(visitor.user_id or "")
+            for d in plan.results.values():
+                extra = {"flag_key": d.key, "flag_reason": d.reason.value, "user_hash": user}
+                logger.debug(DECIDED, d.key, d.reason.value, user, extra=extra)
+
+    def knows(self, key: str) -> bool:
+        """True when the settings in use have a flag ``key``."""
+        return self._index is not None and key in self._index.flags
+
+    def add_observer(self, observer: Observer) -> None:
+        """See what the engine does (``observers.Observer``): OpenFeature, OpenTelemetry."""
+        self.observers.add(observer)
 
     def decide(
         self, visitor: Visitor, keys: Iterable[str], *, timeout: float | None = None
@@ -200,6 +230,7 @@ class FlagEngine:
                 if plan.pending.futures:
                     concurrent.futures.wait(plan.pending.futures, timeout=_left(plan.deadline))
                 self._decider.finish(plan, visitor)
+            self._decided(visitor, plan)
             return plan.results
         except Exception:
             logger.exception(ENGINE_FAILED)
@@ -219,6 +250,7 @@ class FlagEngine:
                     for waiter in waiters:
                         waiter.cancel()  # only the asyncio view: the shared lookup goes on
                 self._decider.finish(plan, visitor)
+            self._decided(visitor, plan)
             return plan.results
         except Exception:
             logger.exception(ENGINE_FAILED)

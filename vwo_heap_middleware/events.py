@@ -72,7 +72,12 @@ class EventSender:
                 logger.exception(SEND_FAILED)
 
     def stats(self) -> dict[str, int]:
-        return {"events_sent": self.sent, "events_dropped": self.dropped, "events_held": self.held}
+        return {
+            "events_sent": self.sent,
+            "events_dropped": self.dropped,
+            "events_held": self.held,
+            "events_queued": self._queue.qsize(),
+        }
 
     def flush(self, timeout: float) -> bool:
         """Wait until queued events are sent, at most ``timeout`` seconds; True if all were."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -24,6 +25,11 @@ from cachetools import TLRUCache, TTLCache
 
 from .config import Config
 from .gateway_client import Gateway
+from .observers import Observer
+
+logger = logging.getLogger("vwo_heap_middleware")
+BREAKER_OPENED = "gateway circuit open after %d failures in a row: lookups answer without it"
+BREAKER_CLOSED = "gateway circuit closed: the gateway answers again"
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -68,6 +74,8 @@ class CircuitBreaker:
 
     def success(self) -> None:
         with self._lock:
+            if self._failures >= self.threshold:
+                logger.info(BREAKER_CLOSED, extra={"circuit": "closed"})
             self._failures = 0
             self._trial = False
             self._cooldown = self.base_cooldown
@@ -80,6 +88,7 @@ class CircuitBreaker:
             if self._failures >= self.threshold:
                 if not self._trial and self._failures == self.threshold:
                     self.opened += 1
+                    logger.warning(BREAKER_OPENED, self._failures, extra={"circuit": "open"})
                 self._open_until = self._clock() + self._cooldown
             self._trial = False
 
@@ -233,9 +242,10 @@ class GatewayLookups:
 
     def __init__(self, config: Config, client: Gateway) -> None:
         self.client = client
+        self.observers: Observer = Observer()
         self.breaker = CircuitBreaker()
         self.memberships: CachedLookup[MembershipKey, bool] = CachedLookup(
-            lambda key: self.client.is_member(*key),
+            lambda key: self.timed("membership", self.client.is_member, *key),
             executor=self._get_executor,
             breaker=self.breaker,
             ttl=lambda member: config.membership_ttl if member else config.non_membership_ttl,
@@ -266,6 +276,7 @@ class GatewayLookups:
             "membership_calls": self.memberships.calls,
             "user_details_calls": self.user_details.calls,
             "circuit_opened": self.breaker.opened,
+            "circuit_open": int(self.breaker.is_open),
         }
 
     def begin(self, memberships: Iterable[MembershipKey], details: DetailsKey | None) -> Pending:
@@ -287,8 +298,19 @@ class GatewayLookups:
                     )
         return self._executor
 
+    def timed(self, kind: str, call: Callable[..., V], *args: Any) -> V:
+        """``call(*args)``, with its duration and outcome told to the observers."""
+        started = time.perf_counter()
+        failed = True
+        try:
+            result = call(*args)
+            failed = False
+            return result
+        finally:
+            self.observers.lookup_done(kind, time.perf_counter() - started, failed)
+
     def _fetch_user_details(self, key: DetailsKey) -> Mapping[str, Any]:
-        details = self.client.user_details(*key)
+        details = self.timed("user_details", self.client.user_details, *key)
         return MappingProxyType(
             {"location": details.get("location") or {}, "userAgent": details.get("userAgent") or {}}
         )

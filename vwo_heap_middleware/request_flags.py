@@ -75,16 +75,21 @@ class RequestFlags:
         self.read = False  # the response depends on the visitor: it must Vary
         self.seconds = 0.0
         self._decisions: dict[str, FlagDecision] = {}
+        self._reported: set[str] = set()  # keys whose reading the observers saw
         self._token: contextvars.Token[RequestFlags | None] | None = None
 
     def enter(self) -> RequestFlags:
         """Make these the current request's flags (``get_flags()``) until ``close()``."""
         self._token = current_flags.set(self)
+        if self.engine.observers:
+            self.engine.observers.request_opened(self)
         return self
 
     def close(self) -> None:
         """The request is over: ``get_flags()`` no longer answers with these flags."""
         token, self._token = self._token, None
+        if token is not None and self.engine.observers:
+            self.engine.observers.request_closed(self)
         if token is not None:
             with contextlib.suppress(ValueError):  # set in another context (Flask's teardown)
                 current_flags.reset(token)
@@ -132,7 +137,14 @@ class RequestFlags:
             if not isinstance(key, str):
                 return FlagDecision(str(key), False, reason=Reason.UNKNOWN_FLAG)
             self.load([key])
-        return self._decisions[key]
+        decision = self._decisions[key]
+        if self.engine.observers and key not in self._reported:
+            self._report(decision)
+        return decision
+
+    def _report(self, decision: FlagDecision) -> None:
+        self._reported.add(decision.key)
+        self.engine.observers.flag_read(self, decision)
 
     __getitem__ = get
 
@@ -153,15 +165,13 @@ class RequestFlags:
         return key in self._decisions
 
     def __iter__(self) -> Iterator[FlagDecision]:
-        self.read = True
-        return iter(list(self._decisions.values()))
+        return iter([self.get(key) for key in list(self._decisions)])
 
     def __len__(self) -> int:
         return len(self._decisions)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        self.read = True
-        return {key: decision.to_dict() for key, decision in self._decisions.items()}
+        return {decision.key: decision.to_dict() for decision in self}
 
     def __repr__(self) -> str:
         states = ", ".join(
