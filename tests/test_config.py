@@ -40,6 +40,8 @@ def test_from_env_reads_every_variable() -> None:
         "VWO_HEAP_OTEL_CONTEXT_ID": "yes",
         "VWO_HEAP_OFFLINE_FLAGS": str(DEMO_FLAGS),
         "VWO_HEAP_OFFLINE_SEGMENTS": str(DEMO_SEGMENTS),
+        "VWO_HEAP_EVENT_SPOOL_SIZE": "2000",
+        "VWO_HEAP_FLUSH_TIMEOUT": "3",
     }
     assert set(environ) == set(ENVIRONMENT), "every documented variable is exercised"
     config = Config.from_env(environ)
@@ -68,6 +70,7 @@ def test_from_env_reads_every_variable() -> None:
     assert config.sdk_log_level == "DEBUG"
     assert (config.offline_flags, config.offline_segments) == (str(DEMO_FLAGS), str(DEMO_SEGMENTS))
     assert config.otel and config.otel_context_id
+    assert (config.event_spool_size, config.flush_timeout) == (2000, 3)
 
 
 def test_defaults() -> None:

@@ -1,86 +1,141 @@
-"""The event sender on its own: one thread, a bounded queue, flush, close, and what it counts."""
+"""The event spool against the local gateway over HTTP: batches, outages, refusals, limits."""
 
 from __future__ import annotations
 
-import functools
 import threading
 
 import pytest
 
-from vwo_heap_middleware.events import EVENT_DROPPED, SEND_FAILED, EventSender
+from tests.conftest import EngineFactory, visitor
+from vwo_heap_middleware.events import (
+    BATCH_PATH,
+    EVENTS_DROPPED,
+    EVENTS_LEFT,
+    EVENTS_REFUSED,
+    Event,
+    EventSpool,
+)
+from vwo_heap_middleware.testing.gateway import LocalGateway
+
+QUERY = {"en": "vwo_variationShown", "a": "123456", "env": "local-demo-sdk-key", "sn": "sdk"}
 
 
-def record(seen: list[tuple[int, str]], n: int) -> None:
-    seen.append((n, threading.current_thread().name))
+def event(n: int) -> Event:
+    body = {"d": {"msgId": f"m{n}", "event": {"name": "vwo_variationShown"}}}
+    return Event(body, QUERY)
 
 
-def test_sends_in_order_on_one_thread() -> None:
-    sender = EventSender(100)
-    seen: list[tuple[int, str]] = []
-    for n in range(20):
-        sender.submit(functools.partial(record, seen, n))
-    assert sender.flush(5.0)
-    assert [n for n, _ in seen] == list(range(20))
-    assert {name for _, name in seen} == {"vwo-heap-events"}
-    assert sender.sent == 20
-    sender.close(1.0)
+def delivered(gateway: LocalGateway) -> list[str]:
+    return [e["body"]["d"]["msgId"] for e in gateway.records()["event_log"]]
 
 
-def test_a_full_queue_drops_counts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
-    sender = EventSender(2)
-    gate = threading.Event()
-    running = threading.Event()
-
-    def blocked() -> None:
-        running.set()
-        gate.wait(5)
-
-    sender.submit(blocked)
-    assert running.wait(5)  # the thread holds the first event; the queue is empty again
-    sender.submit(lambda: None)
-    sender.submit(lambda: None)
-    sender.submit(lambda: None)  # the third does not fit
-    assert sender.dropped == 1
-    assert EVENT_DROPPED % (2, 1) in caplog.text
-    gate.set()
-    assert sender.flush(5.0)
-    assert sender.sent == 3
-    sender.close(1.0)
+def test_events_go_in_batches_in_order(demo_gateway: LocalGateway) -> None:
+    spool = EventSpool(10_000, demo_gateway.url, batch_size=500)
+    demo_gateway.refuse_connections()  # so that all 1200 wait in the spool
+    for n in range(1200):
+        spool.add(event(n))
+    demo_gateway.accept_connections()
+    assert spool.flush(10)
+    assert delivered(demo_gateway) == [f"m{n}" for n in range(1200)]
+    assert demo_gateway.records()["requests"]["batch_events"] == 3, "500 + 500 + 200"
+    assert spool.stats()["events_sent"] == 1200
+    names = {t.name for t in threading.enumerate()}
+    assert "vwo-heap-events" in names
+    spool.close(1)
 
 
-def test_a_failing_send_is_logged_and_the_sender_goes_on(
-    caplog: pytest.LogCaptureFixture,
+def test_an_outage_loses_nothing_and_the_backlog_drains(demo_gateway: LocalGateway) -> None:
+    spool = EventSpool(10_000, demo_gateway.url)
+    demo_gateway.refuse_connections()
+    for n in range(50):
+        spool.add(event(n))
+    assert not spool.flush(0.5), "the gateway is down"
+    demo_gateway.faults.set("batch_events", status=503)
+    demo_gateway.accept_connections()
+    assert not spool.flush(0.5), "it answers 503"
+    assert spool.stats()["events_queued"] == 50
+    demo_gateway.faults.clear()
+    assert spool.flush(10)
+    assert sorted(delivered(demo_gateway)) == sorted(f"m{n}" for n in range(50)), "once each"
+    assert spool.stats()["events_dropped"] == 0
+    spool.close(1)
+
+
+def test_a_refused_batch_is_dropped_counted_and_logged(
+    demo_gateway: LocalGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sender = EventSender(10)
-
-    def broken() -> None:
-        raise ConnectionError("gateway gone")
-
-    sender.submit(broken)
-    sender.submit(lambda: None)
-    assert sender.flush(5.0)
-    assert SEND_FAILED in caplog.text
-    assert sender.sent == 1
-    sender.close(1.0)
+    demo_gateway.faults.set("batch_events", status=400)
+    spool = EventSpool(100, demo_gateway.url)
+    spool.add(event(1))
+    assert spool.flush(5)
+    assert spool.stats()["events_dropped"] == 1
+    assert EVENTS_REFUSED % (1, "HTTP 400") in caplog.text
+    spool.close(1)
 
 
-def test_close_sends_what_is_queued_then_drops_the_rest() -> None:
-    sender = EventSender(10)
-    seen: list[tuple[int, str]] = []
-    for n in range(5):
-        sender.submit(functools.partial(record, seen, n))
-    sender.close(5.0)
-    assert [n for n, _ in seen] == list(range(5))
-    sender.submit(functools.partial(record, seen, 99))
-    assert sender.dropped == 1 and len(seen) == 5
+def test_a_full_spool_drops_new_events_and_says_so_once(
+    demo_gateway: LocalGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    demo_gateway.refuse_connections()
+    spool = EventSpool(3, demo_gateway.url)
+    for n in range(10):
+        spool.add(event(n))
+    assert spool.stats()["events_dropped"] == 7
+    assert caplog.text.count("event spool full") == 1, "logged once per interval"
+    assert EVENTS_DROPPED % (3, 1, 1) in caplog.text
+    demo_gateway.accept_connections()
+    assert spool.flush(10)
+    assert delivered(demo_gateway) == ["m0", "m1", "m2"]
+    spool.close(1)
 
 
-def test_after_a_fork_or_a_restart_the_sender_starts_afresh() -> None:
-    sender = EventSender(10)
-    sender.close(1.0)
-    sender.reset()
-    seen: list[int] = []
-    sender.submit(lambda: seen.append(1))
-    assert sender.flush(5.0)
-    assert seen == [1]
-    sender.close(1.0)
+def test_close_flushes_within_its_deadline_and_logs_what_is_left(
+    demo_gateway: LocalGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = EventSpool(100, demo_gateway.url)
+    spool.add(event(0))
+    spool.close(5)
+    assert delivered(demo_gateway) == ["m0"]
+    down = EventSpool(100, demo_gateway.url)
+    demo_gateway.refuse_connections()
+    for n in range(4):
+        down.add(event(n))
+    down.close(0.3)
+    assert EVENTS_LEFT % 4 in caplog.text
+    assert down.stats()["events_dropped"] == 4
+    down.add(event(9))
+    assert down.stats()["events_dropped"] == 5, "closed: nothing more is taken"
+
+
+def test_offline_events_are_held_not_sent(demo_gateway: LocalGateway) -> None:
+    spool = EventSpool(100, demo_gateway.url, deliver=False)
+    spool.add(event(1))
+    assert spool.stats()["events_held"] == 1 and spool.flush(0.1)
+    assert demo_gateway.records()["requests"].get("batch_events", 0) == 0
+
+
+def test_a_reset_spool_starts_empty(demo_gateway: LocalGateway) -> None:
+    spool = EventSpool(100, demo_gateway.url)
+    demo_gateway.refuse_connections()
+    spool.add(event(1))
+    spool.close(0.2)
+    spool.reset()  # an engine started again (or a forked child, which has no sender thread)
+    demo_gateway.accept_connections()
+    spool.add(event(2))
+    assert spool.flush(5)
+    assert delivered(demo_gateway) == ["m2"]
+    spool.close(1)
+
+
+def test_the_engine_spools_every_impression_of_the_sdk(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    demo_gateway.refuse_connections()
+    for n in range(30):
+        engine.decide(visitor(engine.config, f"user{n}@example.com"), ["new_banner"])
+    demo_gateway.accept_connections()
+    assert engine.flush_events(10)
+    shown = [e for e in demo_gateway.records()["event_log"] if e["name"] == "vwo_variationShown"]
+    assert len(shown) == 30
+    assert demo_gateway.records()["requests"].get("events", 0) == 0, f"all through {BATCH_PATH}"

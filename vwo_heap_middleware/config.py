@@ -90,8 +90,11 @@ class Config:
     cache_size: int = 100_000
     # Seconds between settings refreshes from the gateway.
     settings_refresh_interval: float = 60.0
-    # SDK events (impressions) queued for sending at most; more are dropped and counted.
-    impression_queue_size: int = 10_000
+    # Events (impressions) kept for sending at most: 5 minutes of 500 impressions/s; beyond
+    # that, new ones are dropped, counted and logged. While the gateway fails they wait here.
+    event_spool_size: int = 150_000
+    # Seconds close() (lifespan shutdown, exit) spends sending what is spooled.
+    flush_timeout: float = 5.0
     # Add ``Server-Timing: flags;dur=<ms>`` to responses.
     server_timing: bool = False
     # Add ``X-Flags`` listing the decisions (debugging only: it tells visitors their flags).
@@ -203,7 +206,8 @@ class Config:
         ):
             _number(self, name, low=0.0, high=7 * 86400.0)
         _number(self, "settings_refresh_interval", low=1.0, high=86400.0)
-        for name in ("cache_size", "impression_queue_size"):
+        _number(self, "flush_timeout", low=0.0, high=600.0)
+        for name in ("cache_size", "event_spool_size"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
@@ -358,6 +362,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_DECISION_TTL": ("decision_ttl", _seconds),
     "VWO_HEAP_CACHE_SIZE": ("cache_size", _whole),
     "VWO_HEAP_SETTINGS_REFRESH": ("settings_refresh_interval", _seconds),
+    "VWO_HEAP_EVENT_SPOOL_SIZE": ("event_spool_size", _whole),
+    "VWO_HEAP_FLUSH_TIMEOUT": ("flush_timeout", _seconds),
     "VWO_HEAP_SERVER_TIMING": ("server_timing", _flag),
     "VWO_HEAP_DEBUG_HEADER": ("debug_header", _flag),
     "VWO_HEAP_SDK_LOG_LEVEL": ("sdk_log_level", _optional),

@@ -23,7 +23,7 @@ from . import vwo_sdk
 from .config import Config
 from .decider import Decider, Plan
 from .decision import DecisionCache, FlagDecision, Reason
-from .events import EventSender
+from .events import EventSpool
 from .flag_index import FlagIndex
 from .gateway_client import Gateway, GatewayClient
 from .lookups import (
@@ -51,8 +51,10 @@ class FlagEngine:
         if self._offline is not None:
             config = self._offline.account_filled_in(config)
         self.config = config
-        self.events = EventSender(config.impression_queue_size, deliver=self._offline is None)
-        self._sdk = vwo_sdk.VwoSdk(config, self.events.submit)
+        self.events = EventSpool(
+            config.event_spool_size, config.gateway_url, deliver=self._offline is None
+        )
+        self._sdk = vwo_sdk.VwoSdk(config, self.events.add)
         self._client = self._new_client()
         self._lookups = GatewayLookups(config, self._client)
         self._index: FlagIndex | None = None
@@ -107,7 +109,6 @@ class FlagEngine:
             if self._pid in (None, os.getpid()) or self._closed:
                 return
             self._renew()
-            self._sdk.after_fork()
             self.start()
 
     def _renew(self) -> None:
@@ -127,12 +128,13 @@ class FlagEngine:
         if self._index is not None:
             self._ready.set()
 
-    def close(self, timeout: float = 1.0) -> None:
-        """Stop every thread the engine or the SDK started; queued events get ``timeout`` s."""
+    def close(self, timeout: float | None = None) -> None:
+        """Stop every thread the engine or the SDK started; spooled events get ``timeout`` s
+        (default ``Config.flush_timeout``) to be sent, and what is left is logged."""
         self._closed = True
         self._lookups.close()
-        self.events.close(timeout)
-        self._settings.stop(timeout)
+        self.events.close(self.config.flush_timeout if timeout is None else timeout)
+        self._settings.stop(1.0)
         self._client.close()
         self._sdk.release()
 
@@ -173,7 +175,7 @@ class FlagEngine:
         }
 
     def flush_events(self, timeout: float = 2.0) -> bool:
-        """Wait until queued SDK events are sent (tests, graceful shutdown)."""
+        """Send spooled events now, waiting at most ``timeout`` s; True when all were sent."""
         return self.events.flush(timeout)
 
     def _ensure_process(self) -> None:

@@ -1,109 +1,199 @@
-"""One long-lived sender for the SDK's impressions and events, instead of a thread per event.
+"""Impressions and the SDK's other events: spooled, sent in batches, retried, flushed.
 
-The SDK hands each network send to ``NetworkManager.execute_in_background``, which starts a new
-``ThreadPoolExecutor`` every time. ``EventSender`` runs the same send functions, unchanged, on one
-daemon thread fed by a bounded queue; when the queue is full an event is dropped and counted,
-so a slow gateway never blocks a request.
+An impression is VWO's record that a visitor saw a variation, so none is dropped silently. The
+SDK's sends are captured as they are made (no network on the request path) into a bounded,
+per-process spool. One daemon thread sends them in VWO's batch format (``POST
+/server-side/batch-events-v2``, body ``{"ev": [...]}``, one POST per batch): when the gateway
+fails it keeps them and retries with capped, jittered back-off; when it returns the backlog
+drains batch by batch. Only a full spool drops (counted, logged once per interval); ``close()``
+flushes within a deadline and logs what was left; a batch the gateway refuses as malformed
+(HTTP 4xx) is dropped, counted and logged.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
+import random
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from .gateway_client import EventClient, Sent
 
 logger = logging.getLogger("vwo_heap_middleware")
-EVENT_DROPPED = "event queue full (%d): dropped an SDK event (%d dropped so far)"
-SEND_FAILED = "an SDK event send failed"
+
+EVENTS_DROPPED = "event spool full (%d events): dropped %d events (%d in all; logged every 10 s)"
+EVENTS_REFUSED = "the gateway refused a batch of %d events (%s): dropped"
+EVENTS_RETRY = "cannot send %d events (%s); %d waiting, next try in %.1f s"
+EVENTS_LEFT = "closing with %d events not sent: lost"
+BATCH_PATH = "/server-side/batch-events-v2"
+BATCH_SIZE = 500
+FIRST_RETRY, MAX_RETRY = 0.5, 30.0
+DROP_LOG_INTERVAL = 10.0
+LINGER = 0.05  # seconds a small batch waits for company before it is sent
 
 
-class EventSender:
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event the SDK sent: its JSON body and the query of the request it made."""
+
+    body: Mapping[str, Any]
+    query: Mapping[str, str]
+
+
+class EventSpool:
     """``deliver=False`` (the offline engine): events are counted in ``held``, never sent."""
 
-    def __init__(self, maxsize: int, *, deliver: bool = True) -> None:
+    def __init__(
+        self,
+        maxsize: int,
+        gateway_url: str,
+        *,
+        deliver: bool = True,
+        batch_size: int = BATCH_SIZE,
+        linger: float = LINGER,
+    ) -> None:
         self.maxsize = maxsize
+        self.gateway_url = gateway_url
         self.deliver = deliver
-        self.sent = 0
-        self.dropped = 0
-        self.held = 0
-        self.closed = False
-        self._queue: queue.Queue[Callable[[], object] | threading.Event | None] = queue.Queue(
-            maxsize
-        )
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self.batch_size = batch_size
+        self.linger = linger
+        self.sent = self.dropped = self.held = 0
+        self.reset()
 
-    def submit(self, send: Callable[[], object]) -> None:
+    def reset(self) -> None:
+        """Start afresh: in a forked child (its events are its own; it has no sender thread)
+        or after ``close()``."""
+        self.closed = False
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._spool: collections.deque[Event] = collections.deque()
+        self._in_flight = 0
+        self._flushing = False
+        self._retry_at = 0.0
+        self._thread: threading.Thread | None = None
+        self._client = EventClient()
+        self._dropped_since, self._drop_logged_at = 0, -DROP_LOG_INTERVAL
+
+    def add(self, event: Event) -> None:
+        """Keep an event for sending; never blocks on the network."""
         if not self.deliver:
             self.held += 1
             return
-        if self.closed:  # the engine closed: the process is going away
-            self.dropped += 1
-            return
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait(send)
-        except queue.Full:
-            self.dropped += 1
-            logger.warning(EVENT_DROPPED, self.maxsize, self.dropped)
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(
-                        target=self._run, name="vwo-heap-events", daemon=True
-                    )
-                    self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            send = self._queue.get()
-            if send is None:
+        with self._lock:
+            if len(self._spool) >= self.maxsize or self.closed:
+                self._drop(1)
                 return
-            if isinstance(send, threading.Event):  # a flush marker
-                send.set()
-                continue
-            try:
-                send()
-                self.sent += 1
-            except Exception:
-                logger.exception(SEND_FAILED)
+            self._spool.append(event)
+            if len(self._spool) == self.batch_size:
+                self._wake.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="vwo-heap-events", daemon=True
+                )
+                self._thread.start()
 
     def stats(self) -> dict[str, int]:
         return {
             "events_sent": self.sent,
             "events_dropped": self.dropped,
             "events_held": self.held,
-            "events_queued": self._queue.qsize(),
+            "events_queued": len(self._spool) + self._in_flight,
         }
 
     def flush(self, timeout: float) -> bool:
-        """Wait until queued events are sent, at most ``timeout`` seconds; True if all were."""
-        done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
-        self._ensure_thread()
-        return done.wait(timeout)
+        """Send what is spooled now (retrying at once), waiting at most ``timeout`` s; True
+        if nothing is left."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._flushing = True
+            self._wake.notify_all()
+            try:
+                while (self._spool or self._in_flight) and self._thread is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
+                return not self._spool and not self._in_flight
+            finally:
+                self._flushing = False
 
     def close(self, timeout: float) -> None:
-        """Send what is queued within ``timeout``, then stop the (daemon) thread."""
-        self.closed = True
-        thread = self._thread
-        if thread is None:
-            return
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
-        thread.join(timeout)
+        """Flush within ``timeout`` s, stop the thread, and log what could not be sent."""
+        self.flush(timeout)
+        with self._lock:
+            self.closed = True
+            self._wake.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+        with self._lock:
+            left = len(self._spool) + self._in_flight
+            self._spool.clear()
+            self.dropped += left
+        if left:
+            logger.error(EVENTS_LEFT, left)
 
-    def reset(self) -> None:
-        """Start afresh (a forked child, or an engine started again after ``close()``)."""
-        self.closed = False
-        self._queue = queue.Queue(self.maxsize)
-        self._thread = None
-        self._lock = threading.Lock()
+    def _run(self) -> None:
+        delay = FIRST_RETRY
+        while True:
+            with self._lock:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._in_flight = len(batch)
+            sent = self._send(batch)
+            with self._lock:
+                self._in_flight = 0
+                if sent.error is None:
+                    self.sent += len(batch)
+                    delay, self._retry_at = FIRST_RETRY, 0.0
+                elif sent.status is not None and 400 <= sent.status < 500:
+                    self.dropped += len(batch)
+                    logger.error(EVENTS_REFUSED, len(batch), sent.error)
+                else:  # keep them, in order, for the next try
+                    self._spool.extendleft(reversed(batch))
+                    wait = delay * random.uniform(0.5, 1.0)  # jitter: workers do not retry in step
+                    self._retry_at = time.monotonic() + wait
+                    delay = min(delay * 2, MAX_RETRY)
+                    logger.warning(EVENTS_RETRY, len(batch), sent.error, len(self._spool), wait)
+                self._wake.notify_all()
+
+    def _next_batch(self) -> list[Event] | None:
+        """Wait (holding the lock) for a batch worth sending now; None once closed."""
+        lingered = False
+        while not self.closed:
+            now = time.monotonic()
+            if self._spool and (self._flushing or now >= self._retry_at):
+                if len(self._spool) >= self.batch_size or self._flushing or lingered:
+                    count = min(self.batch_size, len(self._spool))
+                    return [self._spool.popleft() for _ in range(count)]
+                lingered = True  # let a batch gather, briefly
+                self._wake.wait(self.linger)
+            elif self._spool:
+                self._wake.wait(self._retry_at - now)
+            else:
+                self._wake.wait(1.0)
+        return None
+
+    def _send(self, batch: list[Event]) -> Sent:
+        first = batch[0].query
+        query = {name: first[name] for name in ("a", "env", "sn", "sv") if name in first}
+        url = f"{self.gateway_url}{BATCH_PATH}?{urlencode(query)}"
+        headers = {"Authorization": str(query.get("env", ""))}
+        return self._client.send(
+            "POST", url, headers=headers, json_body={"ev": [e.body for e in batch]}, timeout=5.0
+        )
+
+    def _drop(self, count: int) -> None:
+        """Count a drop (holding the lock); log at most once per interval."""
+        self.dropped += count
+        self._dropped_since += count
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
+            logger.error(EVENTS_DROPPED, self.maxsize, self._dropped_since, self.dropped)
+            self._dropped_since, self._drop_logged_at = 0, now

@@ -3,7 +3,7 @@
 The SDK's client retries three times with 2, 4 and 8 s sleeps; on a request path that turns a
 gateway hiccup into a 14 s page. ``GatewayClient`` (settings, memberships, user details) makes
 one attempt within its timeout and fails fast; the callers (settings loop, lookups) decide what
-failing means. ``EventClient`` sends the SDK's events with two quick retries.
+failing means. ``EventClient`` sends batches of events, one try each; the spool retries.
 """
 
 from __future__ import annotations
@@ -44,17 +44,10 @@ class Sent:
 
 
 class EventClient:
-    """POSTs (or GETs) the SDK's event payloads: same URL, headers and JSON body as the SDK."""
+    """Sends event batches: one try each, pooled keep-alive connections (the spool retries)."""
 
     def __init__(self) -> None:
-        retry = urllib3.Retry(
-            total=2,
-            backoff_factor=0.2,
-            allowed_methods=None,
-            status_forcelist=(500, 502, 503, 504),
-            raise_on_status=False,
-        )
-        self._pool = urllib3.PoolManager(num_pools=2, maxsize=4, retries=retry)
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=2, retries=False)
 
     def send(
         self,

@@ -24,14 +24,15 @@ from types import MappingProxyType
 from typing import Any
 
 from .config import Config
+from .events import Event
 from .flag_index import INLIST
-from .gateway_client import EventClient
 from .visitor import short_hash
 
 logger = logging.getLogger("vwo_heap_middleware")
 sdk_logger = logging.getLogger("vwo_heap_middleware.sdk")
 
 SDK_FAILED = "the VWO SDK failed on flag %r for user %s"
+NO_SPOOL = "an SDK event with no engine to take it (no engine uses the SDK now): not sent"
 
 PATCHES: Mapping[str, str] = MappingProxyType(
     {
@@ -44,13 +45,15 @@ PATCHES: Mapping[str, str] = MappingProxyType(
         "gateway_lookups": "membership and user details come from the engine",
         # ``get_flag`` re-validates the whole settings JSON on every call (half its CPU time).
         "validate_once": "schema validation of the settings on every get_flag call",
-        # Each impression starts a new ThreadPoolExecutor; sends go to the engine's sender.
+        # Each impression starts a new ThreadPoolExecutor; here the send runs at once and only
+        # hands the event to the engine's spool (no network on the request path).
         "event_sender": "a new thread pool per impression",
         # ``init`` fetches settings (blocking) and starts a non-daemon polling timer that keeps
         # the process alive; the engine fetches and refreshes settings itself.
         "prefetched_settings": "blocking init and a non-daemon polling timer",
-        # Events go through ``requests`` with 2, 4 and 8 s sleeps between retries.
-        "event_client": "14 s of retry sleeps per failed event, and requests' CPU cost",
+        # Events go through ``requests`` with 2, 4 and 8 s sleeps between retries, then are lost;
+        # here they go to the engine's spool, which batches and retries without losing them.
+        "event_client": "14 s of retry sleeps per failed event, then the event is lost",
     }
 )
 EMPTY_USER_DETAILS: Mapping[str, Any] = MappingProxyType({"location": {}, "userAgent": {}})
@@ -88,7 +91,7 @@ class _Call:
 
 
 _current_call: ContextVar[_Call | None] = ContextVar("vwo_heap_sdk_call", default=None)
-_event_sink: list[Callable[[Callable[[], object]], None]] = []
+_event_sink: list[Callable[[Event], None]] = []
 _installed: dict[str, bool] = {}
 _process_lock = threading.Lock()  # patches and hooks
 _sdk_lock = threading.Lock()  # every SDK call in the process: its state is in singletons
@@ -134,7 +137,8 @@ def install() -> tuple[str, ...]:
             _patch_gateway_lookups()
             _patch_validate_once()
             _patch_event_sender()
-            # prefetched_settings and event_client apply per init (VwoSdk.load).
+            _patch_event_client()
+            # prefetched_settings applies per init (VwoSdk.load).
             _installed.update(dict.fromkeys(set(PATCHES) - {"inlist"}, True))
     return installed()
 
@@ -142,7 +146,7 @@ def install() -> tuple[str, ...]:
 class VwoSdk:
     """One engine's VWO SDK client, over the process-wide SDK."""
 
-    def __init__(self, config: Config, event_sink: Callable[[Callable[[], object]], None]) -> None:
+    def __init__(self, config: Config, event_sink: Callable[[Event], None]) -> None:
         self._config = config
         self._event_sink = event_sink
         self._client: Any = None
@@ -168,10 +172,6 @@ class VwoSdk:
             if _current[0] is self:
                 _current[0] = None
                 _event_sink.clear()
-
-    def after_fork(self) -> None:
-        """In a forked child: fresh connections for the SDK's events."""
-        _use_event_client()
 
     def load(self, settings: dict[str, Any]) -> None:
         """Start the SDK on ``settings``, or update it; raise ``SettingsRejected`` if refused."""
@@ -368,15 +368,22 @@ def _patch_validate_once() -> None:
 def _patch_event_sender() -> None:
     from wingify.packages.network_layer.manager.network_manager import NetworkManager
 
-    stock = NetworkManager.execute_in_background
-
     def execute_in_background(self: Any, func: Callable[[], object]) -> None:
-        if _event_sink:
-            _event_sink[0](func)
-        else:
-            stock(self, func)
+        func()  # it only hands the event to the spool: no thread, no network
 
     NetworkManager.execute_in_background = execute_in_background
+
+
+def _patch_event_client() -> None:
+    from wingify.packages.network_layer.manager.network_manager import NetworkManager
+
+    stock = NetworkManager.attach_client
+
+    def attach_client(self: Any) -> None:
+        stock(self)
+        self.client = _SdkNetworkClient()  # from init on, the SDK's own init event included
+
+    NetworkManager.attach_client = attach_client
 
 
 class LogTransport:
@@ -396,45 +403,28 @@ class LogTransport:
 
 
 class _SdkNetworkClient:
-    """The SDK's ``NetworkClient`` interface (``get``/``post`` a ``RequestModel``) over the
-    project's ``EventClient``: same URL, headers and JSON body, two quick retries."""
-
-    def __init__(self) -> None:
-        self._events = EventClient()
+    """The SDK's ``NetworkClient`` (``get``/``post`` a ``RequestModel``): each event it posts
+    goes to the current engine's spool, which sends it later in a batch."""
 
     def get(self, request_model: Any) -> Any:
-        return self._send("GET", request_model)
+        return self._capture(request_model)
 
     def post(self, request_model: Any) -> Any:
-        return self._send("POST", request_model)
+        return self._capture(request_model)
 
-    def _send(self, method: str, request_model: Any) -> Any:
+    def _capture(self, request_model: Any) -> Any:
         from wingify.packages.network_layer.models.response_model import ResponseModel
 
-        options = request_model.get_options()
-        sent = self._events.send(
-            method,
-            options["url"],
-            headers=options.get("headers") or {},
-            json_body=options.get("json"),
-            timeout=options.get("timeout") or 3.0,
-        )
-        answer = ResponseModel()
-        if sent.status is not None:
-            answer.set_status_code(sent.status)
-            answer.set_headers(sent.headers)
-            answer.set_data(sent.data)
-        if sent.error is not None:
-            answer.set_error(sent.error)
+        body = request_model.get_body()
+        query = request_model.get_query() or {}
+        if isinstance(body, dict) and _event_sink:
+            _event_sink[0](Event(body, {str(k): str(v) for k, v in query.items()}))
+        else:
+            logger.debug(NO_SPOOL)
+        answer = ResponseModel()  # taken: the spool answers for its delivery from here on
+        answer.set_status_code(200)
+        answer.set_data({"status": "queued"})
         return answer
-
-
-def _use_event_client() -> None:
-    """Give the SDK's network manager (after ``init``, or in a forked child) our client."""
-    from wingify.packages.network_layer.manager.network_manager import NetworkManager
-
-    if NetworkManager._instance is not None:
-        NetworkManager._instance.client = _SdkNetworkClient()
 
 
 def _init_client(options: dict[str, Any], settings: dict[str, Any]) -> Any:
@@ -453,6 +443,4 @@ def _init_client(options: dict[str, Any], settings: dict[str, Any]) -> Any:
 
     options = {**options, "is_via_vwo": True}  # what vwo.init sets: VWO's branding and hosts
     options["vwoBuilder"] = PrefetchedSettingsBuilder(options)
-    client = vwo.init(options)
-    _use_event_client()
-    return client
+    return vwo.init(options)
