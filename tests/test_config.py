@@ -42,6 +42,9 @@ def test_from_env_reads_every_variable() -> None:
         "VWO_HEAP_OFFLINE_SEGMENTS": str(DEMO_SEGMENTS),
         "VWO_HEAP_EVENT_SPOOL_SIZE": "2000",
         "VWO_HEAP_FLUSH_TIMEOUT": "3",
+        "VWO_HEAP_STARTUP_WAIT": "1.5",
+        "VWO_HEAP_RESOLVER_READS": "Authorization, Cookie",
+        "VWO_HEAP_CACHE_CONTROL_PRIVATE": "false",
     }
     assert set(environ) == set(ENVIRONMENT), "every documented variable is exercised"
     config = Config.from_env(environ)
@@ -71,6 +74,8 @@ def test_from_env_reads_every_variable() -> None:
     assert (config.offline_flags, config.offline_segments) == (str(DEMO_FLAGS), str(DEMO_SEGMENTS))
     assert config.otel and config.otel_context_id
     assert (config.event_spool_size, config.flush_timeout) == (2000, 3)
+    assert config.startup_wait == 1.5 and not config.cache_control_private
+    assert config.resolver_reads == ("Authorization", "Cookie")
 
 
 def test_defaults() -> None:

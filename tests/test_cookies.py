@@ -18,6 +18,8 @@ from vwo_heap_middleware.cookies import MAX_COOKIE_HEADER, iter_cookies
         ("novalue; =orphan; c=3", [("c", "3")]),
         ("  spaced  =  v  ;;d=", [("spaced", "v"), ("d", "")]),
         ("x=a=b", [("x", "a=b")]),
+        ("a=1,b=2", [("a", "1"), ("b", "2")]),  # two Cookie headers, joined by a WSGI server
+        ('j={"x":1,"y":2}; c=3', [("j", '{"x":1,"y":2}'), ("c", "3")]),
         ("", []),
     ],
 )

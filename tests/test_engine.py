@@ -15,7 +15,13 @@ import pytest
 from tests.conftest import DATA, DEMO_FLAGS, ROOT, EngineFactory, visitor, wait_until
 from vwo_heap_middleware.config import Config, FlagDefault
 from vwo_heap_middleware.decision import FlagDecision, Reason
-from vwo_heap_middleware.engine import DECIDED, ENGINE_FAILED, SETTINGS_LOADED, FlagEngine
+from vwo_heap_middleware.engine import (
+    DECIDED,
+    ENGINE_FAILED,
+    SETTINGS_LOADED,
+    UNKNOWN_FLAGS,
+    FlagEngine,
+)
 from vwo_heap_middleware.identity import HeapIdentity
 from vwo_heap_middleware.testing.gateway import LocalGateway, load_flags_file
 from vwo_heap_middleware.visitor import Visitor, short_hash
@@ -133,7 +139,7 @@ def test_failing_gateway_opens_the_circuit_and_nobody_waits(
 ) -> None:
     engine = make_engine(demo_gateway, evaluation_timeout=1.0)
     demo_gateway.faults.set("check_attribute", status=500)
-    for n in range(5):
+    for n in range(10):  # the breaker's minimum of calls in its window
         decision = engine.decide(
             visitor(engine.config, f"user{n}@example.com"), ["premium_checkout"]
         )
@@ -156,7 +162,7 @@ def test_open_circuit_serves_stale_answers(
         "premium_checkout"
     ].enabled
     demo_gateway.faults.set("check_attribute", status=503)
-    for n in range(5):
+    for n in range(10):
         engine.decide(visitor(engine.config, f"x{n}@example.com"), ["premium_checkout"])
     assert engine.readiness()["gateway_circuit_open"]
     decision = engine.decide(visitor(engine.config, "ada@example.com"), ["premium_checkout"])
@@ -412,11 +418,10 @@ def test_decide_before_start_starts_the_engine(demo_gateway: LocalGateway) -> No
     config = Config(account_id="123456", sdk_key="local-demo-sdk-key", gateway_url=demo_gateway.url)
     engine = FlagEngine(config)
     try:
-        assert (
-            engine.decide(visitor(config, "ada@example.com"), FLAGS)["new_banner"].reason
-            is Reason.NOT_READY
+        decisions = engine.decide(visitor(config, "ada@example.com"), FLAGS)
+        assert decisions["premium_checkout"].reason is Reason.TARGETED, (
+            "the first decision waited for the first settings answer"
         )
-        wait_until(lambda: engine.ready, what="lazy start")
     finally:
         engine.close()
 
@@ -450,3 +455,38 @@ def test_a_child_forked_during_start_up_gets_ready() -> None:
         assert done.returncode == 0, done.stderr
         stuck += done.stdout.strip() != "0"
     assert stuck == 0, f"{stuck} of 30 children never became ready"
+
+
+def test_start_up_answers_within_a_second_when_the_gateway_refuses(
+    demo_gateway: LocalGateway,
+) -> None:
+    demo_gateway.refuse_connections()
+    engine = FlagEngine(
+        Config(account_id="123456", sdk_key="local-demo-sdk-key", gateway_url=demo_gateway.url)
+    )
+    try:
+        started = time.monotonic()
+        assert engine.wait_started(5.0) is False
+        decision = engine.decide(visitor(engine.config, "ada@example.com"), ["new_banner"])
+        assert time.monotonic() - started < 1.0, "the first attempt failed at once: no waiting"
+        assert decision["new_banner"].reason is Reason.NOT_READY
+    finally:
+        engine.close()
+
+
+def test_configuration_mistakes_are_said_clearly(
+    demo_gateway: LocalGateway, make_engine: EngineFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = make_engine(demo_gateway, flags=("premium_checkout", "premium_chekout"))
+    assert UNKNOWN_FLAGS % ("premium_chekout", "new_banner, premium_checkout") in caplog.text
+    wrong = FlagEngine(Config(account_id="123456", sdk_key="typo", gateway_url=demo_gateway.url))
+    try:
+        wrong.wait_started(5.0)
+        error = wrong.readiness()["last_error"]
+        assert error == (
+            "GatewayError: /server-side/v2-settings: HTTP 400 (sdk key does not match this account)"
+        )
+        assert error in caplog.text
+    finally:
+        wrong.close()
+    assert engine.ready

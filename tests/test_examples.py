@@ -3,6 +3,7 @@ configured only through the environment, against a local gateway with data they 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -43,6 +44,24 @@ SERVERS = {
         "{port}",
         "--log-level",
         "warning",
+    ],
+    "fastapi-uvicorn-h11": [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "examples.fastapi_app.app:app",
+        "--port",
+        "{port}",
+        "--http",
+        "h11",
+        "--log-level",
+        "warning",
+    ],
+    "flask-werkzeug": [
+        sys.executable,
+        "-c",
+        "from werkzeug.serving import run_simple; from examples.flask_app.app import app; "
+        "run_simple('127.0.0.1', {port}, app, threaded=True)",
     ],
     "flask-gunicorn": [
         sys.executable,
@@ -162,3 +181,33 @@ def test_raw_bytes_that_are_not_utf8_are_anonymous(server: str) -> None:
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200")
     assert b'"identity":null' in answer.replace(b" ", b"")
+
+
+def raw_get(server: str, *header_lines: bytes) -> dict[str, Any]:
+    """GET /api/flags with headers exactly as given (duplicates, spaces), over a raw socket."""
+    port = int(server.rsplit(":", 1)[1])
+    request = b"GET /api/flags HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        line + b"\r\n" for line in header_lines
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request + b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    if b"chunked" in head.lower():
+        size, _, rest = body.partition(b"\r\n")
+        body = rest[: int(size, 16)]
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def test_the_same_request_is_decided_the_same_way_on_every_server(server: str) -> None:
+    member = MEMBER.encode()
+    spaced = raw_get(server, b"X-Heap-Identity:   " + member + b"  ")
+    assert spaced["identity"] == MEMBER, "spaces around a header value are not the identity"
+    twice = raw_get(server, b"X-Heap-Identity: " + member, b"X-Heap-Identity: other@example.net")
+    assert twice["identity"] is None, "two identity headers name nobody"
+    cookies = raw_get(server, b"Cookie: theme=dark", b"Cookie: " + heap_cookie(MEMBER).encode())
+    assert cookies["identity"] == MEMBER, "two Cookie headers count as one"

@@ -188,6 +188,9 @@ def test_user_id_kept_as_string_and_checked() -> None:
         ("x" * 256, None),
         ("tab\there", None),
         (None, None),
+        ("  ada@example.com\t ", "ada@example.com"),
+        ("ada@example.com,bob@example.com", None),
+        (b"ada@example.com, ada@example.com", None),
     ],
 )
 def test_header_identity(value: str | bytes | None, expected: str | None) -> None:

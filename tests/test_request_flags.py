@@ -15,9 +15,10 @@ def test_reading_loading_and_overriding(
 ) -> None:
     engine = make_engine(demo_gateway, server_timing=True)
     flags = RequestFlags(engine, visitor(engine.config, "ada@example.com"))
-    assert not flags.read and len(flags) == 0 and "new_banner" not in flags
+    assert not flags.read
     flags.load(["new_banner"])
-    assert "new_banner" in flags and not flags.read, "loading is not reading"
+    assert not flags.read, "loading is not reading"
+    assert "new_banner" in flags and flags.read, "asking is reading"
     assert flags.variable("premium_checkout", "discount_pct", 0) == 15, "decided on first access"
     assert flags.read and len(flags) == 2
     assert flags.identity == "ada@example.com" and flags.user_id == "ada@example.com"
@@ -54,7 +55,41 @@ def test_untrusted_header_identity_is_not_in_vary(
     engine = make_engine(demo_gateway, trust_client_identity=False)
     flags = RequestFlags(engine, visitor(engine.config))
     flags.enabled("new_banner")
-    assert flags.response_headers() == ResponseHeaders(("Cookie",))
+    assert flags.response_headers() == ResponseHeaders((), (), "private"), "all are anonymous"
+
+
+def test_vary_names_what_the_resolver_reads(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(
+        demo_gateway,
+        identity_resolver=lambda request: None,
+        resolver_reads=("Authorization",),
+        trust_client_identity=False,
+    )
+    flags = RequestFlags(engine, visitor(engine.config))
+    assert flags.identity is None, "reading the identity is reading the visitor"
+    assert flags.response_headers().vary == ("Authorization",)
+
+
+def test_any_read_of_the_visitor_marks_the_response(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    for read in (
+        lambda f: f.identity,
+        lambda f: f.user_id,
+        lambda f: "x" in f,
+        lambda f: len(f),
+        lambda f: f.to_dict(),
+        lambda f: f.enabled("new_banner"),
+    ):
+        flags = RequestFlags(engine, visitor(engine.config, "ada@example.com"))
+        assert not flags.response_headers(), "nothing read yet"
+        read(flags)
+        assert flags.response_headers() == ResponseHeaders(
+            ("Cookie", "X-Heap-Identity"), (), "private"
+        )
 
 
 def test_merge_vary() -> None:

@@ -64,6 +64,10 @@ def starlette_app(engine: FlagEngine, tmp_path: Path | None = None) -> Starlette
     async def plain(request: Request) -> Response:
         return PlainTextResponse("no flags read")
 
+    async def own_cache_policy(request: Request) -> Response:
+        request.state.flags.enabled("premium_checkout")
+        return PlainTextResponse("x", headers={"Cache-Control": "no-store"})
+
     async def echo(websocket: WebSocket) -> None:
         await websocket.accept()
         await websocket.send_text("scope" + str("flags" in websocket.scope.get("state", {})))
@@ -77,6 +81,7 @@ def starlette_app(engine: FlagEngine, tmp_path: Path | None = None) -> Starlette
         Route("/redirected", redirected),
         Route("/handled", handled),
         Route("/plain", plain),
+        Route("/own-cache-policy", own_cache_policy),
         WebSocketRoute("/ws", echo),
     ]
     if tmp_path is not None:
@@ -109,8 +114,11 @@ def test_vary_only_when_flags_were_read(engine: FlagEngine) -> None:
     with TestClient(starlette_app(engine)) as client:
         read = client.get("/state", headers=MEMBER)
         unread = client.get("/plain", headers=MEMBER)
+        own = client.get("/own-cache-policy", headers=MEMBER)
     assert read.headers["vary"] == "Cookie, X-Heap-Identity"
-    assert "vary" not in unread.headers
+    assert read.headers["cache-control"] == "private"
+    assert "vary" not in unread.headers and "cache-control" not in unread.headers
+    assert own.headers["cache-control"] == "no-store", "the app's own policy stays"
     assert "server-timing" not in read.headers and "x-flags" not in read.headers
 
 

@@ -74,6 +74,9 @@ class Config:
     flag_defaults: Mapping[str, FlagDefault] = field(default_factory=dict)
     # Seconds a request waits for its flags at most; then defaults, reason ``timeout``.
     evaluation_timeout: float = 0.2
+    # Seconds a new process's first decision (and the ASGI lifespan) waits for the first
+    # settings answer; a gateway that refuses answers at once, a slow one within this.
+    startup_wait: float = 2.0
     # Seconds one gateway lookup (segment membership or user details) may take.
     lookup_timeout: float = 0.1
     # Seconds a "member" answer is cached.
@@ -95,6 +98,11 @@ class Config:
     event_spool_size: int = 150_000
     # Seconds close() (lifespan shutdown, exit) spends sending what is spooled.
     flush_timeout: float = 5.0
+    # Request headers the identity_resolver, fallback_user_id and context_enricher read (a
+    # session cookie, Authorization): a response that depends on the visitor lists them in Vary.
+    resolver_reads: tuple[str, ...] = ("Cookie",)
+    # Responses that read flags get ``Cache-Control: private`` unless they set their own.
+    cache_control_private: bool = True
     # Add ``Server-Timing: flags;dur=<ms>`` to responses.
     server_timing: bool = False
     # Add ``X-Flags`` listing the decisions (debugging only: it tells visitors their flags).
@@ -207,6 +215,16 @@ class Config:
             _number(self, name, low=0.0, high=7 * 86400.0)
         _number(self, "settings_refresh_interval", low=1.0, high=86400.0)
         _number(self, "flush_timeout", low=0.0, high=600.0)
+        _number(self, "startup_wait", low=0.0, high=60.0)
+        reads = (
+            (self.resolver_reads,) if isinstance(self.resolver_reads, str) else self.resolver_reads
+        )
+        for header in reads:
+            if not isinstance(header, str) or not _HEADER.match(header):
+                raise _invalid(
+                    "resolver_reads", f"resolver_reads must be header names, got {header!r}"
+                )
+        fix(self, "resolver_reads", tuple(reads))
         for name in ("cache_size", "event_spool_size"):
             value = getattr(self, name)
             if (
@@ -221,6 +239,20 @@ class Config:
     @property
     def header_identity_allowed(self) -> bool:
         return self.trust_client_identity and "header" in self.identity_sources
+
+    @property
+    def vary(self) -> tuple[str, ...]:
+        """The request headers a visitor's flags can depend on, for ``Vary``."""
+        headers: list[str] = []
+        if self.trust_client_identity and "cookie" in self.identity_sources:
+            headers.append("Cookie")
+        if self.header_identity_allowed:
+            headers.append(self.identity_header)
+        hooks = (self.identity_resolver, self.fallback_user_id, self.context_enricher)
+        if any(hook is not None for hook in hooks):
+            headers += self.resolver_reads
+        unique = {h.lower(): h for h in reversed(headers)}  # once each, the first spelling
+        return tuple(unique[h.lower()] for h in dict.fromkeys(h.lower() for h in headers))
 
     def default_for(self, key: str) -> FlagDefault:
         return self.flag_defaults.get(key, _OFF)
@@ -364,6 +396,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_SETTINGS_REFRESH": ("settings_refresh_interval", _seconds),
     "VWO_HEAP_EVENT_SPOOL_SIZE": ("event_spool_size", _whole),
     "VWO_HEAP_FLUSH_TIMEOUT": ("flush_timeout", _seconds),
+    "VWO_HEAP_STARTUP_WAIT": ("startup_wait", _seconds),
+    "VWO_HEAP_RESOLVER_READS": ("resolver_reads", _list),
+    "VWO_HEAP_CACHE_CONTROL_PRIVATE": ("cache_control_private", _flag),
     "VWO_HEAP_SERVER_TIMING": ("server_timing", _flag),
     "VWO_HEAP_DEBUG_HEADER": ("debug_header", _flag),
     "VWO_HEAP_SDK_LOG_LEVEL": ("sdk_log_level", _optional),

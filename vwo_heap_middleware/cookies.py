@@ -2,21 +2,25 @@
 
 ``SimpleCookie.load()`` drops every cookie when an earlier one holds a space, a stray quote or
 JSON, which real Cookie headers do. Here each ``name=value`` pair stands alone: a broken pair is
-skipped, the rest still count.
+skipped, the rest still count. Several Cookie headers count as one whichever way the server
+joined them (ASGI servers with ``; ``, gunicorn and werkzeug with ``,``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 MAX_COOKIE_HEADER = 64 * 1024
+# A pair ends at ";", or at "," when a new name=value follows (two headers, joined by a server).
+_PAIRS = re.compile(r";|,(?=\s*[^\s;,=]+=)")
 
 
 def iter_cookies(header: str) -> Iterator[tuple[str, str]]:
     """Yield ``(name, value)`` in header order; values are raw (not unquoted or decoded)."""
     if len(header) > MAX_COOKIE_HEADER:
         header = header[:MAX_COOKIE_HEADER]
-    for pair in header.split(";"):
+    for pair in _PAIRS.split(header):
         name, sep, value = pair.partition("=")
         if not sep:
             continue

@@ -8,6 +8,7 @@ fresh answers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,10 @@ class Plan:
     details: DetailsKey | None = None
     pending: Pending | None = None
     cached: int = 0  # results that came from the decision cache
+
+    def left(self) -> float:
+        """Seconds of the budget still left to wait for lookups."""
+        return max(self.deadline - time.monotonic(), 0.0)
 
 
 class Decider:

@@ -37,6 +37,7 @@ from .vwo_settings import SettingsLoop
 logger = logging.getLogger("vwo_heap_middleware")
 
 SETTINGS_LOADED = "VWO settings loaded: revision %s, %d flags"
+UNKNOWN_FLAGS = "VWO_HEAP_FLAGS names flags these settings lack: %s; they have: %s"
 ENGINE_FAILED = "flag evaluation failed; serving defaults"
 DECIDED = "flag %s: %s for user %s"
 
@@ -62,6 +63,7 @@ class FlagEngine:
         self._closed = False
         self._ready = threading.Event()
         self._start_lock = threading.RLock()
+        self._first_decision = True  # until this process waited for the first settings answer
         self._decisions = DecisionCache(config.cache_size, config.decision_ttl)
         self._decider = Decider(config, self._lookups, self._sdk, self._decisions)
         self.observers = self._lookups.observers = Observers()
@@ -116,6 +118,7 @@ class FlagEngine:
         self._lookups.reset(self._client)
         self.events.reset()
         self._settings.forget_thread()
+        self._first_decision = not self.ready
 
     def _new_client(self) -> Gateway:
         return self._offline if self._offline is not None else GatewayClient(self.config)
@@ -142,6 +145,16 @@ class FlagEngine:
         """Block until settings are loaded, at most ``timeout`` seconds; returns ``ready``."""
         self._ensure_process()
         self._ready.wait(timeout)
+        return self.ready
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Block until the first settings attempt has an answer (loaded, or failed), at most
+        ``timeout`` (default ``Config.startup_wait``) seconds; returns ``ready``."""
+        self._ensure_process()
+        if not self.ready:
+            wait = self.config.startup_wait if timeout is None else timeout
+            self._settings.answered.wait(wait)
+        self._first_decision = False  # waited once in this process: never again
         return self.ready
 
     @property
@@ -199,6 +212,9 @@ class FlagEngine:
         self._decisions.reset()
         extra = {"settings_revision": index.revision, "flag_count": len(index.flags)}
         logger.info(SETTINGS_LOADED, index.revision, len(index.flags), extra=extra)
+        missing = [key for key in self.config.flags if key not in index.flags]
+        if missing:  # once per revision: a typo would otherwise show only as unknown_flag
+            logger.warning(UNKNOWN_FLAGS, ", ".join(missing), ", ".join(sorted(index.flags)))
         self.observers.settings_loaded(index.revision, len(index.flags))
 
     def _decided(self, visitor: Visitor, plan: Plan) -> None:
@@ -230,7 +246,7 @@ class FlagEngine:
             plan = self._plan(visitor, keys, timeout)
             if plan.pending is not None:
                 if plan.pending.futures:
-                    concurrent.futures.wait(plan.pending.futures, timeout=_left(plan.deadline))
+                    concurrent.futures.wait(plan.pending.futures, timeout=plan.left())
                 self._decider.finish(plan, visitor)
             self._decided(visitor, plan)
             return plan.results
@@ -244,11 +260,12 @@ class FlagEngine:
         """``decide`` for async code: gateway lookups run concurrently, off the event loop."""
         keys = list(keys)
         try:
+            await self._started()
             plan = self._plan(visitor, keys, timeout)
             if plan.pending is not None:
                 if plan.pending.futures:
                     waiters = [asyncio.wrap_future(f) for f in plan.pending.futures]
-                    await asyncio.wait(waiters, timeout=_left(plan.deadline))
+                    await asyncio.wait(waiters, timeout=plan.left())
                     for waiter in waiters:
                         waiter.cancel()  # only the asyncio view: the shared lookup goes on
                 self._decider.finish(plan, visitor)
@@ -258,15 +275,17 @@ class FlagEngine:
             logger.exception(ENGINE_FAILED)
             return self._decider.defaults(keys, Reason.ERROR)
 
+    async def _started(self) -> None:
+        if self._first_decision:
+            await asyncio.to_thread(self.wait_started)
+
     def _plan(self, visitor: Visitor, keys: list[str], timeout: float | None) -> Plan:
         self._ensure_process()
+        if self._first_decision:  # a new worker's first decision: not a default while loading
+            self.wait_started()
         budget = self.config.evaluation_timeout if timeout is None else timeout
         ready = self._index if self.ready else None
         return self._decider.plan(ready, visitor, keys, time.monotonic() + budget)
-
-
-def _left(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.0)
 
 
 def _after_fork_in_child(engine: weakref.ref[FlagEngine]) -> Callable[[], object]:

@@ -59,6 +59,8 @@ class HeapFlags:
         if flags is not None:
             added = flags.response_headers()
             response.vary.update(added.vary)
+            if added.cache_control and "Cache-Control" not in response.headers:
+                response.headers["Cache-Control"] = added.cache_control
             for name, value in added.extra:
                 response.headers.add(name, value)
         return response

@@ -30,7 +30,15 @@ class Gateway(Protocol):
 
 
 class GatewayError(Exception):
-    """The gateway did not answer usefully: no connection, a timeout, an error status, junk."""
+    """The gateway did not answer usefully: no connection, a timeout, an error status, junk.
+
+    ``gateway_fault`` is False when the gateway refused what was asked (HTTP 4xx): that says
+    nothing about its health, so the circuit breaker does not count it.
+    """
+
+    def __init__(self, message: str, *, gateway_fault: bool = True) -> None:
+        super().__init__(message)
+        self.gateway_fault = gateway_fault
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,10 @@ class GatewayClient:
         except urllib3.exceptions.HTTPError as exc:
             raise GatewayError(f"{path}: {type(exc).__name__}") from None
         if not 200 <= response.status < 300:
-            raise GatewayError(f"{path}: HTTP {response.status}")
+            raise GatewayError(
+                f"{path}: HTTP {response.status}{_reason(response.data)}",
+                gateway_fault=not 400 <= response.status < 500,
+            )
         try:
             return json.loads(response.data)
         except ValueError:
@@ -150,3 +161,16 @@ class GatewayClient:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+def _reason(body: bytes) -> str:
+    """What the gateway said about an error status (``{"error": ...}`` or text), in short."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        document = json.loads(text)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        text = str(document.get("error") or document.get("message") or "")
+    text = " ".join(text.split())[:200]
+    return f" ({text})" if text else ""

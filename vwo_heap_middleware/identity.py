@@ -117,13 +117,19 @@ def identity_from_cookies(cookie_header: str | None, app_id: str | None = None) 
 
 
 def identity_from_header(value: str | bytes | None) -> HeapIdentity:
-    """An identity sent in a request header by an app or mobile client (UTF-8)."""
+    """An identity sent in a request header by an app or mobile client (UTF-8).
+
+    Leading and trailing spaces and tabs are not part of it (servers differ in keeping them).
+    A value with a comma names nobody: it is what servers make of the header sent twice.
+    """
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")
         except UnicodeDecodeError:
             return ANONYMOUS
-    identity = clean_identity(value)
+    if value is None or "," in value:
+        return ANONYMOUS
+    identity = clean_identity(value.strip(" \t"))
     return HeapIdentity(identity=identity, source="header") if identity else ANONYMOUS
 
 

@@ -11,6 +11,7 @@ A ``CachedLookup`` answers ``key -> value`` (a segment membership, a visitor's u
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import enum
 import logging
@@ -28,7 +29,7 @@ from .gateway_client import Gateway
 from .observers import Observer
 
 logger = logging.getLogger("vwo_heap_middleware")
-BREAKER_OPENED = "gateway circuit open after %d failures in a row: lookups answer without it"
+BREAKER_OPENED = "gateway circuit open (%d of the last %d calls failed): lookups answer without it"
 BREAKER_CLOSED = "gateway circuit closed: the gateway answers again"
 
 K = TypeVar("K", bound=Hashable)
@@ -38,59 +39,73 @@ DetailsKey = tuple[str | None, str | None]  # (user agent, ip address)
 
 
 class CircuitBreaker:
-    """Closed until ``threshold`` failures in a row; then open for ``cooldown`` seconds
-    (doubling up to ``max_cooldown`` while trials fail); then one trial call decides."""
+    """Keeps lookups off a failing gateway, judged on a window of recent calls.
+
+    It opens when, over the last ``window`` seconds, at least ``min_calls`` calls were made and
+    ``ratio`` of them failed: a few slow calls on a busy machine do not open it, a gateway that
+    is down does. While open, one probe call every ``probe_interval`` seconds tries the gateway,
+    and the first that succeeds closes it: new visitors get answers soon after a fault clears.
+    """
 
     def __init__(
         self,
-        threshold: int = 5,
-        cooldown: float = 2.0,
-        max_cooldown: float = 30.0,
+        window: float = 10.0,
+        min_calls: int = 10,
+        ratio: float = 0.5,
+        probe_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.window, self.min_calls, self.ratio = window, min_calls, ratio
+        self.probe_interval = probe_interval
         self._clock = clock
-        self.threshold = threshold
-        self.base_cooldown = cooldown
-        self.max_cooldown = max_cooldown
         self._lock = threading.Lock()
-        self._failures = 0
-        self._cooldown = cooldown
-        self._open_until = 0.0
-        self._trial = False
+        self._calls: collections.deque[tuple[float, bool]] = collections.deque()
+        self._open = False
+        self._probing = False
+        self._next_probe = 0.0
         self.opened = 0
 
     @property
     def is_open(self) -> bool:
-        return self._failures >= self.threshold
+        return self._open
 
     def allow(self) -> bool:
+        """May a call go to the gateway now? While open: only the probe."""
         with self._lock:
-            if self._failures < self.threshold:
+            if not self._open:
                 return True
-            if self._trial or self._clock() < self._open_until:
+            now = self._clock()
+            if self._probing or now < self._next_probe:
                 return False
-            self._trial = True  # half-open: one call tries the gateway
+            self._probing, self._next_probe = True, now + self.probe_interval
             return True
 
     def success(self) -> None:
         with self._lock:
-            if self._failures >= self.threshold:
+            if self._open:
+                self._open = self._probing = False
+                self._calls.clear()
                 logger.info(BREAKER_CLOSED, extra={"circuit": "closed"})
-            self._failures = 0
-            self._trial = False
-            self._cooldown = self.base_cooldown
+            else:
+                self._record(True)
 
     def failure(self) -> None:
         with self._lock:
-            self._failures += 1
-            if self._trial:
-                self._cooldown = min(self._cooldown * 2, self.max_cooldown)
-            if self._failures >= self.threshold:
-                if not self._trial and self._failures == self.threshold:
-                    self.opened += 1
-                    logger.warning(BREAKER_OPENED, self._failures, extra={"circuit": "open"})
-                self._open_until = self._clock() + self._cooldown
-            self._trial = False
+            if self._open:
+                self._probing = False
+                return
+            self._record(False)
+            failed = sum(1 for _, ok in self._calls if not ok)
+            if len(self._calls) >= self.min_calls and failed >= self.ratio * len(self._calls):
+                self._open, self._next_probe = True, self._clock() + self.probe_interval
+                self.opened += 1
+                logger.warning(BREAKER_OPENED, failed, len(self._calls), extra={"circuit": "open"})
+
+    def _record(self, ok: bool) -> None:
+        now = self._clock()
+        self._calls.append((now, ok))
+        while self._calls and self._calls[0][0] < now - self.window:
+            self._calls.popleft()
 
 
 class AnswerStatus(str, enum.Enum):
@@ -199,8 +214,9 @@ class CachedLookup(Generic[K, V]):
         self.calls += 1
         try:
             value = self._fetch(key)
-        except BaseException:
-            self.breaker.failure()
+        except BaseException as error:
+            if getattr(error, "gateway_fault", True):  # a 4xx about one value is not an outage
+                self.breaker.failure()
             with self._lock:
                 self._in_flight.pop(key, None)
             raise
@@ -264,8 +280,9 @@ class GatewayLookups:
         self._lock = threading.Lock()
 
     def reset(self, client: Gateway) -> None:
-        """After a fork: forget the parent's caches, threads and connections."""
+        """After a fork: forget the parent's caches, threads, connections and breaker."""
         self.client = client
+        self.breaker = self.memberships.breaker = self.user_details.breaker = CircuitBreaker()
         self._executor = None
         self._lock = threading.Lock()
         self.memberships.reset()

@@ -29,9 +29,10 @@ class ResponseHeaders:
 
     vary: tuple[str, ...] = ()
     extra: tuple[tuple[str, str], ...] = ()
+    cache_control: str | None = None  # to set unless the response has a Cache-Control
 
     def __bool__(self) -> bool:
-        return bool(self.vary or self.extra)
+        return bool(self.vary or self.extra or self.cache_control)
 
     def merged_vary(self, existing: str | None) -> str:
         """``existing`` (a ``Vary`` value, or None) with ``vary`` added once each."""
@@ -108,10 +109,12 @@ class RequestFlags:
 
     @property
     def identity(self) -> str | None:
+        self.read = True
         return self.visitor.identity
 
     @property
     def user_id(self) -> str | None:
+        self.read = True
         return self.visitor.user_id
 
     def load(self, keys: Iterable[str]) -> None:
@@ -162,12 +165,15 @@ class RequestFlags:
 
     def __contains__(self, key: object) -> bool:
         """True when ``key`` has been decided for this request."""
+        self.read = True
         return key in self._decisions
 
     def __iter__(self) -> Iterator[FlagDecision]:
+        self.read = True
         return iter([self.get(key) for key in list(self._decisions)])
 
     def __len__(self) -> int:
+        self.read = True
         return len(self._decisions)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -180,15 +186,14 @@ class RequestFlags:
         return f"<RequestFlags {states}>"
 
     def response_headers(self) -> ResponseHeaders:
-        """``Vary`` when flags were read, and the opt-in debug headers."""
+        """When anything of the visitor was read: ``Vary`` with every request header the
+        identity can come from, and ``Cache-Control: private``; the opt-in debug headers."""
         config = self.engine.config
         vary: tuple[str, ...] = ()
+        private = None
         if self.read:
-            vary = (
-                ("Cookie", config.identity_header)
-                if config.header_identity_allowed
-                else ("Cookie",)
-            )
+            vary = config.vary
+            private = "private" if config.cache_control_private else None
         extra = []
         if config.server_timing:
             extra.append(("Server-Timing", f"flags;dur={self.seconds * 1000:.2f}"))
@@ -198,7 +203,7 @@ class RequestFlags:
                 for k, d in self._decisions.items()
             )
             extra.append(("X-Flags", listed))
-        return ResponseHeaders(vary, tuple(extra))
+        return ResponseHeaders(vary, tuple(extra), private)
 
 
 def merge_vary(existing: str | None, added: Iterable[str]) -> str:

@@ -27,12 +27,15 @@ from .visitor import RequestFacts
 class HeapFlagsMiddleware:
     """Decides ``Config.flags`` once per HTTP request into ``request.state.flags``.
 
-    Starts the engine on lifespan start-up (waiting up to ``startup_wait`` seconds for settings)
-    and closes it on shutdown; without lifespan events the engine starts on the first request.
+    Starts the engine on lifespan start-up (waiting for the first settings answer, at most
+    ``startup_wait`` seconds, default ``Config.startup_wait``) and closes it on shutdown; without
+    lifespan events the engine starts on the first request.
     Answers ``FlagRequired`` from ``@requires_flag`` with the app's own handler for that status.
     """
 
-    def __init__(self, app: ASGIApp, *, engine: FlagEngine, startup_wait: float = 2.0) -> None:
+    def __init__(
+        self, app: ASGIApp, *, engine: FlagEngine, startup_wait: float | None = None
+    ) -> None:
         if not isinstance(engine, FlagEngine):
             raise TypeError("HeapFlagsMiddleware needs engine=FlagEngine(config)")
         self.app = app
@@ -62,6 +65,8 @@ class HeapFlagsMiddleware:
                     headers = MutableHeaders(scope=message)
                     if added.vary:
                         headers["Vary"] = added.merged_vary(headers.get("vary"))
+                    if added.cache_control and "cache-control" not in headers:
+                        headers["Cache-Control"] = added.cache_control
                     for name, value in added.extra:
                         headers.append(name, value)
             await send(message)
@@ -81,7 +86,7 @@ class HeapFlagsMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.engine.start()
-                await asyncio.to_thread(self.engine.wait_ready, self.startup_wait)
+                await asyncio.to_thread(self.engine.wait_started, self.startup_wait)
             return message
 
         return wrapped

@@ -67,13 +67,13 @@ class RequestFacts:
     def from_asgi(cls, scope: Mapping[str, Any], identity_header: bytes) -> RequestFacts:
         """From an ASGI HTTP scope; ``identity_header`` is the lower-case header name."""
         cookie: list[str] = []
-        identity: bytes | None = None
+        identity: list[bytes] = []
         user_agent = forwarded_for = forwarded = None
         for name, value in scope["headers"]:
             if name == b"cookie":
                 cookie.append(value.decode("latin-1"))
             elif name == identity_header:
-                identity = value
+                identity.append(value)  # several: joined as WSGI servers join them
             elif name == b"user-agent":
                 user_agent = value.decode("latin-1")
             elif name == b"x-forwarded-for":
@@ -83,7 +83,7 @@ class RequestFacts:
         client = scope.get("client")
         return cls(
             cookie="; ".join(cookie) or None,
-            identity_header=identity,
+            identity_header=b",".join(identity) if identity else None,
             user_agent=user_agent,
             peer=client[0] if client else None,
             forwarded_for=forwarded_for,

@@ -88,6 +88,7 @@ class Outcome:
 class _Call:
     answers: Answers
     missing: bool = False
+    failed: bool = False  # the SDK logged an error during the call
 
 
 _current_call: ContextVar[_Call | None] = ContextVar("vwo_heap_sdk_call", default=None)
@@ -217,7 +218,7 @@ class VwoSdk:
             return Outcome(False, MappingProxyType({}), call.missing, error=True)
         finally:
             _current_call.reset(token)
-        return Outcome(enabled, MappingProxyType(variables), call.missing)
+        return Outcome(enabled, MappingProxyType(variables), call.missing, error=call.failed)
 
     def _options(self) -> dict[str, Any]:
         level = self._config.sdk_log_level
@@ -398,6 +399,9 @@ class LogTransport:
         self.config: dict[str, Any] = {}  # the SDK's LogManager reads it
 
     def log(self, level: str, message: str) -> None:
+        call = _current_call.get()
+        if call is not None and str(level).upper() == "ERROR":
+            call.failed = True  # the SDK swallows its failures: this is how they show
         if self.enabled:
             sdk_logger.log(getattr(logging, str(level).upper(), logging.INFO), "%s", message)
 

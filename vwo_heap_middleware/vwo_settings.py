@@ -30,6 +30,7 @@ class SettingsLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self.answered = threading.Event()  # the first attempt is over: loaded, or failed
 
     @property
     def running(self) -> bool:
@@ -49,6 +50,7 @@ class SettingsLoop:
     def forget_thread(self) -> None:
         """In a forked child: the parent's thread is not here."""
         self._thread = None
+        self.answered = threading.Event()
 
     def _run(self) -> None:
         delay = FIRST_RETRY
@@ -61,4 +63,5 @@ class SettingsLoop:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 wait, delay = delay, min(delay * 2, MAX_RETRY_DELAY)
                 logger.warning(SETTINGS_FAILED, self.last_error, wait)
+            self.answered.set()
             self._stop.wait(wait)

@@ -34,6 +34,8 @@ def with_flag_headers(
     if added.vary:
         existing = ", ".join(v for n, v in headers if n.lower() == "vary")
         result.append(("Vary", added.merged_vary(existing)))
+    if added.cache_control and not any(n.lower() == "cache-control" for n, _ in headers):
+        result.append(("Cache-Control", added.cache_control))
     return result + list(added.extra)
 
 
