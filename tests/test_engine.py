@@ -26,6 +26,7 @@ from vwo_heap_middleware.identity import HeapIdentity
 from vwo_heap_middleware.testing.gateway import LocalGateway, load_flags_file
 from vwo_heap_middleware.visitor import Visitor, short_hash
 from vwo_heap_middleware.vwo_sdk import SettingsRejected
+from vwo_heap_middleware.vwo_settings import MAX_RETRY_DELAY
 
 FLAGS = ("premium_checkout", "new_banner")
 PREMIUM = {"tier_label": "Premium", "discount_pct": 15}
@@ -109,13 +110,15 @@ def test_gateway_down_at_start_then_back(
 ) -> None:
     demo_gateway.refuse_connections()
     engine = make_engine(demo_gateway, ready=False)
+    assert not engine.wait_started(), "the first attempt was refused"
     started = time.monotonic()
     decisions = engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)
     assert time.monotonic() - started < 0.5
     assert {d.reason for d in decisions.values()} == {Reason.NOT_READY}
     assert not engine.ready
     demo_gateway.accept_connections()
-    wait_until(lambda: engine.ready, timeout=5.0, what="settings after the gateway returns")
+    # On the engine's readiness, not on the clock: its retries back off up to MAX_RETRY_DELAY.
+    assert engine.wait_ready(MAX_RETRY_DELAY + 5.0), "settings after the gateway returns"
     decisions = engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)
     assert decisions["premium_checkout"].reason is Reason.TARGETED
 

@@ -30,6 +30,7 @@ EVENTS_DROPPED = "event spool full (%d events): dropped %d events (%d in all; lo
 EVENTS_REFUSED = "the gateway refused a batch of %d events (%s): dropped"
 EVENTS_RETRY = "cannot send %d events (%s); %d waiting, next try in %.1f s"
 EVENTS_LEFT = "closing with %d events not sent: lost"
+EVENTS_CLOSED = "event spool closed: %d events sent, %d dropped"
 BATCH_PATH = "/server-side/batch-events-v2"
 BATCH_SIZE = 500
 FIRST_RETRY, MAX_RETRY = 0.5, 30.0
@@ -137,6 +138,7 @@ class EventSpool:
             self.dropped += left
         if left:
             logger.error(EVENTS_LEFT, left)
+        logger.info(EVENTS_CLOSED, self.sent, self.dropped)
 
     def _run(self) -> None:
         delay = FIRST_RETRY
