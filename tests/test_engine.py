@@ -346,6 +346,7 @@ def test_a_closed_engine_is_not_ready_until_started_again(
     engine.start()
     assert engine.wait_ready(5)
     assert engine.decide(ada, FLAGS)["premium_checkout"].reason is Reason.TARGETED
+    assert any(t.name == "vwo-heap-settings" for t in threading.enumerate()), "refreshing again"
 
 
 def test_settings_loads_are_logged(

@@ -9,9 +9,11 @@ import pytest
 from tests.conftest import EngineFactory, visitor
 from vwo_heap_middleware.events import (
     BATCH_PATH,
+    EVENTS_CLOSED,
     EVENTS_DROPPED,
     EVENTS_LEFT,
     EVENTS_REFUSED,
+    EVENTS_RETRY,
     Event,
     EventSpool,
 )
@@ -44,7 +46,9 @@ def test_events_go_in_batches_in_order(demo_gateway: LocalGateway) -> None:
     spool.close(1)
 
 
-def test_an_outage_loses_nothing_and_the_backlog_drains(demo_gateway: LocalGateway) -> None:
+def test_an_outage_loses_nothing_and_the_backlog_drains(
+    demo_gateway: LocalGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     spool = EventSpool(10_000, demo_gateway.url)
     demo_gateway.refuse_connections()
     for n in range(50):
@@ -58,7 +62,13 @@ def test_an_outage_loses_nothing_and_the_backlog_drains(demo_gateway: LocalGatew
     assert spool.flush(10)
     assert sorted(delivered(demo_gateway)) == sorted(f"m{n}" for n in range(50)), "once each"
     assert spool.stats()["events_dropped"] == 0
-    spool.close(1)
+    assert any(
+        r.msg == EVENTS_RETRY and r.getMessage().startswith("cannot send 50 events")
+        for r in caplog.records
+    )
+    with caplog.at_level("INFO", logger="vwo_heap_middleware"):
+        spool.close(1)
+    assert EVENTS_CLOSED % (50, 0) in caplog.text
 
 
 def test_a_refused_batch_is_dropped_counted_and_logged(

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +16,7 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from flask import Flask, g
+from werkzeug.test import Client
 
 from tests.conftest import DEMO_FLAGS, DEMO_SEGMENTS, ROOT, visitor
 from vwo_heap_middleware import FlagDecision, FlagEngine, Reason, requires_flag
@@ -24,6 +25,7 @@ from vwo_heap_middleware.flask import HeapFlags
 from vwo_heap_middleware.starlette import HeapFlagsMiddleware
 from vwo_heap_middleware.testing import override_flags
 from vwo_heap_middleware.testing.pytest_plugin import NO_FLAGS_FILE
+from vwo_heap_middleware.wsgi import ENVIRON_KEY, HeapFlagsWSGIMiddleware
 
 STRANGER = "bob@example.com"  # not in the demo segment
 
@@ -126,6 +128,18 @@ def test_flask_app_factories_and_overrides() -> None:
         assert second.test_client().get("/").text == "on"
     for app in (first, second):
         app.extensions["vwo_heap"].engine.close()
+
+
+def test_plain_wsgi_sees_overrides(engine: FlagEngine) -> None:
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+        flags = environ[ENVIRON_KEY]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"on" if flags.enabled("premium_checkout") else b"off"]  # type: ignore[attr-defined]
+
+    client = Client(HeapFlagsWSGIMiddleware(app, engine=engine))
+    assert client.get("/").get_data() == b"off"
+    with override_flags({"premium_checkout": True}):
+        assert client.get("/").get_data() == b"on"
 
 
 def test_the_pytest_plugin(pytester: pytest.Pytester) -> None:

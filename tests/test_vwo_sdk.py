@@ -120,6 +120,21 @@ def test_evaluate_answers_the_sdks_lookups_and_says_what_was_missing(
     assert demo_gateway.records()["membership_lookups"] == [], "the SDK itself asked nothing"
 
 
+def test_an_event_with_no_engine_to_take_it_is_said(caplog: pytest.LogCaptureFixture) -> None:
+    from wingify.packages.network_layer.models.request_model import RequestModel
+
+    saved = list(vwo_sdk._event_sink)
+    vwo_sdk._event_sink.clear()
+    try:
+        with caplog.at_level("DEBUG", logger="vwo_heap_middleware"):
+            request = RequestModel("h", "POST", "/events/t", {}, {"d": {}}, {}, "http", None)
+            answer = vwo_sdk._SdkNetworkClient().post(request)
+    finally:
+        vwo_sdk._event_sink[:] = saved
+    assert answer.get_status_code() == 200
+    assert vwo_sdk.NO_SPOOL in caplog.text
+
+
 def test_settings_problem_names_the_place() -> None:
     assert vwo_sdk.settings_problem([]) == "settings must be a JSON object"
     problem = vwo_sdk.settings_problem(

@@ -20,7 +20,7 @@ def iter_cookies(header: str) -> Iterator[tuple[str, str]]:
     """Yield ``(name, value)`` in header order; values are raw (not unquoted or decoded)."""
     if len(header) > MAX_COOKIE_HEADER:
         header = header[:MAX_COOKIE_HEADER]
-    for pair in _PAIRS.split(header):
+    for pair in _PAIRS.split(header) if "," in header else header.split(";"):
         name, sep, value = pair.partition("=")
         if not sep:
             continue

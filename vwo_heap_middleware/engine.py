@@ -92,7 +92,8 @@ class FlagEngine:
             if self._closed:
                 self._closed = False
                 self._renew()
-            if self._pid == os.getpid() and (self._settings.running or self.ready):
+            running = self._settings.running if self._offline is None else self.ready
+            if self._pid == os.getpid() and running:
                 return
             self._sdk.prepare()
             if self._pid is None:  # the first start: never at import
