@@ -4,16 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test chaos demo lint bench gateway clean
+.PHONY: test chaos demo lint bench gateway clean redis-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[flask,starlette,fastapi,gateway,openfeature,otel,dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[flask,starlette,fastapi,gateway,openfeature,otel,redis,dev,bench]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) redis-server
 	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
+
+# The Redis tests need a real redis-server: installed from Debian when missing and possible.
+redis-server:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server \
+		>/dev/null; } || echo "redis-server cannot be installed here: the Redis tests are skipped"
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -m chaos -s -p no:cacheprovider tests/test_chaos.py
@@ -30,8 +36,9 @@ gateway: $(STAMP)
 	$(BIN)/python -m vwo_heap_middleware.testing.gateway --flags examples/gateway/flags.toml \
 		--segments examples/gateway/segments.json --port 8787
 
-bench: $(STAMP)
+bench: $(STAMP) redis-server
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.shared
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,3 +154,64 @@ MEMBER = {"X-Heap-Identity": "vip@example.com"}
 def shop_gateway() -> Iterator[LocalGateway]:
     with LocalGateway(compile_flags(SHOP), {"vip": ["vip@example.com"]}) as gateway:
         yield gateway
+
+
+REDIS_MISSING = (
+    "redis-server is not installed: `make test` installs it with apt-get where it can "
+    "(Debian package redis-server); these tests need a real Redis"
+)
+
+
+class RedisServer:
+    """A real redis-server on a free port, that a test can stop and start again."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary, self.directory = binary, directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, timeout=10, what="redis-server to answer")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(REDIS_MISSING)
+    server = RedisServer(binary, tmp_path)
+    server.start()
+    yield server
+    server.stop()

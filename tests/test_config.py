@@ -45,6 +45,10 @@ def test_from_env_reads_every_variable() -> None:
         "VWO_HEAP_STARTUP_WAIT": "1.5",
         "VWO_HEAP_RESOLVER_READS": "Authorization, Cookie",
         "VWO_HEAP_CACHE_CONTROL_PRIVATE": "false",
+        "VWO_HEAP_REDIS_URL": "redis://127.0.0.1:6379/2",
+        "VWO_HEAP_REDIS_TIMEOUT": "0.1",
+        "VWO_HEAP_REDIS_PREFIX": "shop",
+        "VWO_HEAP_STICKY_TTL": "86400",
     }
     assert set(environ) == set(ENVIRONMENT), "every documented variable is exercised"
     config = Config.from_env(environ)
@@ -76,6 +80,8 @@ def test_from_env_reads_every_variable() -> None:
     assert (config.event_spool_size, config.flush_timeout) == (2000, 3)
     assert config.startup_wait == 1.5 and not config.cache_control_private
     assert config.resolver_reads == ("Authorization", "Cookie")
+    assert (config.redis_url, config.redis_timeout) == ("redis://127.0.0.1:6379/2", 0.1)
+    assert (config.redis_prefix, config.sticky_ttl) == ("shop", 86400)
 
 
 def test_defaults() -> None:

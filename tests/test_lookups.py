@@ -8,14 +8,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from vwo_heap_middleware.circuit_breaker import BREAKER_CLOSED, BREAKER_OPENED, CircuitBreaker
 from vwo_heap_middleware.gateway_client import GatewayError
 from vwo_heap_middleware.lookups import (
-    BREAKER_CLOSED,
-    BREAKER_OPENED,
     Answer,
     AnswerStatus,
     CachedLookup,
-    CircuitBreaker,
 )
 
 

@@ -113,6 +113,15 @@ class Config:
     otel: bool = False
     # With otel: add a short hash of the user id to each evaluation event (never the identity).
     otel_context_id: bool = False
+    # Redis shared by every worker and host (the [redis] extra): memberships, sticky
+    # decisions, one impression per visitor and flag. None: each worker on its own.
+    redis_url: str | None = None
+    # Seconds one Redis call may take; slower or down, the engine goes on without Redis.
+    redis_timeout: float = 0.05
+    # Prefix of every Redis key (then the account id).
+    redis_prefix: str = "vwo-heap"
+    # Seconds a visitor keeps the variation they were bucketed into (sticky decisions).
+    sticky_ttl: float = 90 * 86400.0
     # Offline: decide from this flags TOML or settings JSON (a path, or the parsed document),
     # with no gateway and no network; impressions are counted, not sent.
     offline_flags: str | os.PathLike[str] | Mapping[str, Any] | None = None
@@ -216,6 +225,16 @@ class Config:
         _number(self, "settings_refresh_interval", low=1.0, high=86400.0)
         _number(self, "flush_timeout", low=0.0, high=600.0)
         _number(self, "startup_wait", low=0.0, high=60.0)
+        _number(self, "redis_timeout", low=0.001, high=10.0)
+        _number(self, "sticky_ttl", low=1.0, high=3650 * 86400.0)
+        if self.redis_url is not None and not str(self.redis_url).startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise _invalid("redis_url", f"redis_url must be a redis:// URL, got {self.redis_url!r}")
+        if not isinstance(self.redis_prefix, str) or not _NAME.match(self.redis_prefix):
+            raise _invalid(
+                "redis_prefix", f"redis_prefix must be a name, got {self.redis_prefix!r}"
+            )
         reads = (
             (self.resolver_reads,) if isinstance(self.resolver_reads, str) else self.resolver_reads
         )
@@ -404,6 +423,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_SDK_LOG_LEVEL": ("sdk_log_level", _optional),
     "VWO_HEAP_OTEL": ("otel", _flag),
     "VWO_HEAP_OTEL_CONTEXT_ID": ("otel_context_id", _flag),
+    "VWO_HEAP_REDIS_URL": ("redis_url", _optional),
+    "VWO_HEAP_REDIS_TIMEOUT": ("redis_timeout", _seconds),
+    "VWO_HEAP_REDIS_PREFIX": ("redis_prefix", _text),
+    "VWO_HEAP_STICKY_TTL": ("sticky_ttl", _seconds),
     "VWO_HEAP_OFFLINE_FLAGS": ("offline_flags", _optional),
     "VWO_HEAP_OFFLINE_SEGMENTS": ("offline_segments", _optional),
 }

@@ -52,12 +52,13 @@ class FlagEngine:
         if self._offline is not None:
             config = self._offline.account_filled_in(config)
         self.config = config
-        self.events = EventSpool(
-            config.event_spool_size, config.gateway_url, deliver=self._offline is None
-        )
-        self._sdk = vwo_sdk.VwoSdk(config, self.events.add)
         self._client = self._new_client()
         self._lookups = GatewayLookups(config, self._client)
+        shared = self._lookups.shared  # Redis, when configured: impressions once, sticky decisions
+        first, storage = (shared.first_impression, shared.storage()) if shared else (None, None)
+        deliver = self._offline is None
+        self.events = EventSpool(config.event_spool_size, config.gateway_url, deliver, first)
+        self._sdk = vwo_sdk.VwoSdk(config, self.events.add, storage)
         self._index: FlagIndex | None = None
         self._pid: int | None = None
         self._closed = False

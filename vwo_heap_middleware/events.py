@@ -17,7 +17,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -53,17 +53,19 @@ class EventSpool:
         self,
         maxsize: int,
         gateway_url: str,
-        *,
         deliver: bool = True,
+        first: Callable[[Event], bool] | None = None,
+        *,
         batch_size: int = BATCH_SIZE,
         linger: float = LINGER,
     ) -> None:
         self.maxsize = maxsize
+        self.first = first  # with Redis: is this the first of its kind across workers?
         self.gateway_url = gateway_url
         self.deliver = deliver
         self.batch_size = batch_size
         self.linger = linger
-        self.sent = self.dropped = self.held = 0
+        self.sent = self.dropped = self.held = self.duplicates = 0
         self.reset()
 
     def reset(self) -> None:
@@ -85,6 +87,9 @@ class EventSpool:
         if not self.deliver:
             self.held += 1
             return
+        if self.first is not None and not self.first(event):
+            self.duplicates += 1  # another worker sent this impression already
+            return
         with self._lock:
             if len(self._spool) >= self.maxsize or self.closed:
                 self._drop(1)
@@ -104,6 +109,7 @@ class EventSpool:
             "events_dropped": self.dropped,
             "events_held": self.held,
             "events_queued": len(self._spool) + self._in_flight,
+            "events_duplicates": self.duplicates,
         }
 
     def flush(self, timeout: float) -> bool:

@@ -11,101 +11,29 @@ A ``CachedLookup`` answers ``key -> value`` (a segment membership, a visitor's u
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import enum
-import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cachetools import TLRUCache, TTLCache
 
+from .circuit_breaker import CircuitBreaker
 from .config import Config
 from .gateway_client import Gateway
 from .observers import Observer
 
-logger = logging.getLogger("vwo_heap_middleware")
-BREAKER_OPENED = "gateway circuit open (%d of the last %d calls failed): lookups answer without it"
-BREAKER_CLOSED = "gateway circuit closed: the gateway answers again"
+if TYPE_CHECKING:
+    from .redis_store import RedisStore
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 MembershipKey = tuple[str, str]  # (attribute list id, attribute value)
 DetailsKey = tuple[str | None, str | None]  # (user agent, ip address)
-
-
-class CircuitBreaker:
-    """Keeps lookups off a failing gateway, judged on a window of recent calls.
-
-    It opens when, over the last ``window`` seconds, at least ``min_calls`` calls were made and
-    ``ratio`` of them failed: a few slow calls on a busy machine do not open it, a gateway that
-    is down does. While open, one probe call every ``probe_interval`` seconds tries the gateway,
-    and the first that succeeds closes it: new visitors get answers soon after a fault clears.
-    """
-
-    def __init__(
-        self,
-        window: float = 10.0,
-        min_calls: int = 10,
-        ratio: float = 0.5,
-        probe_interval: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.window, self.min_calls, self.ratio = window, min_calls, ratio
-        self.probe_interval = probe_interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._calls: collections.deque[tuple[float, bool]] = collections.deque()
-        self._open = False
-        self._probing = False
-        self._next_probe = 0.0
-        self.opened = 0
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
-    def allow(self) -> bool:
-        """May a call go to the gateway now? While open: only the probe."""
-        with self._lock:
-            if not self._open:
-                return True
-            now = self._clock()
-            if self._probing or now < self._next_probe:
-                return False
-            self._probing, self._next_probe = True, now + self.probe_interval
-            return True
-
-    def success(self) -> None:
-        with self._lock:
-            if self._open:
-                self._open = self._probing = False
-                self._calls.clear()
-                logger.info(BREAKER_CLOSED, extra={"circuit": "closed"})
-            else:
-                self._record(True)
-
-    def failure(self) -> None:
-        with self._lock:
-            if self._open:
-                self._probing = False
-                return
-            self._record(False)
-            failed = sum(1 for _, ok in self._calls if not ok)
-            if len(self._calls) >= self.min_calls and failed >= self.ratio * len(self._calls):
-                self._open, self._next_probe = True, self._clock() + self.probe_interval
-                self.opened += 1
-                logger.warning(BREAKER_OPENED, failed, len(self._calls), extra={"circuit": "open"})
-
-    def _record(self, ok: bool) -> None:
-        now = self._clock()
-        self._calls.append((now, ok))
-        while self._calls and self._calls[0][0] < now - self.window:
-            self._calls.popleft()
 
 
 class AnswerStatus(str, enum.Enum):
@@ -158,9 +86,11 @@ class CachedLookup(Generic[K, V]):
         stale_ttl: float,
         maxsize: int,
         clock: Callable[[], float] = time.monotonic,
+        shared: Callable[[list[K]], Mapping[K, V]] | None = None,
     ) -> None:
         self._clock = clock
         self._fetch = fetch
+        self._shared = shared  # answers other processes have (Redis), asked before the gateway
         self._executor = executor
         self.breaker = breaker
         self._ttl = ttl
@@ -181,6 +111,7 @@ class CachedLookup(Generic[K, V]):
     def begin(self, keys: Iterable[K]) -> Started[K, V]:
         """Answer what the cache knows; start (or join) gateway calls for the rest."""
         started: Started[K, V] = Started(self)
+        missing: list[K] = []
         for key in keys:
             with self._lock:
                 try:
@@ -189,11 +120,21 @@ class CachedLookup(Generic[K, V]):
                 except KeyError:
                     future = self._in_flight.get(key)
             if future is None:
-                if not self.breaker.allow():
-                    started.answers[key] = self.fallback(key, AnswerStatus.FAILED)
-                    continue
-                future = self._start(key)
-            started.pending[key] = future
+                missing.append(key)
+            else:
+                started.pending[key] = future
+        if missing and self._shared is not None:
+            for key, value in self._shared(missing).items():
+                with self._lock:
+                    self._fresh[key] = self._stale[key] = value
+                started.answers[key] = Answer(value, AnswerStatus.FRESH)
+        for key in missing:
+            if key in started.answers:
+                continue
+            if not self.breaker.allow():
+                started.answers[key] = self.fallback(key, AnswerStatus.FAILED)
+                continue
+            started.pending[key] = self._start(key)
         return started
 
     def _start(self, key: K) -> concurrent.futures.Future[V]:
@@ -260,13 +201,19 @@ class GatewayLookups:
         self.client = client
         self.observers: Observer = Observer()
         self.breaker = CircuitBreaker()
+        self.shared: RedisStore | None = None
+        if config.redis_url is not None:
+            from .redis_store import RedisStore  # the [redis] extra, only when asked for
+
+            self.shared = RedisStore(config)
         self.memberships: CachedLookup[MembershipKey, bool] = CachedLookup(
-            lambda key: self.timed("membership", self.client.is_member, *key),
+            self._fetch_membership,
             executor=self._get_executor,
             breaker=self.breaker,
             ttl=lambda member: config.membership_ttl if member else config.non_membership_ttl,
             stale_ttl=config.stale_membership_ttl,
             maxsize=config.cache_size,
+            shared=lambda keys: self.shared.memberships(keys) if self.shared else {},
         )
         self.user_details: CachedLookup[DetailsKey, Mapping[str, Any]] = CachedLookup(
             self._fetch_user_details,
@@ -325,6 +272,12 @@ class GatewayLookups:
             return result
         finally:
             self.observers.lookup_done(kind, time.perf_counter() - started, failed)
+
+    def _fetch_membership(self, key: MembershipKey) -> bool:
+        def ask() -> bool:
+            return self.timed("membership", self.client.is_member, *key)
+
+        return self.shared.fetch_membership(key, ask) if self.shared is not None else ask()
 
     def _fetch_user_details(self, key: DetailsKey) -> Mapping[str, Any]:
         details = self.timed("user_details", self.client.user_details, *key)

@@ -147,9 +147,12 @@ def install() -> tuple[str, ...]:
 class VwoSdk:
     """One engine's VWO SDK client, over the process-wide SDK."""
 
-    def __init__(self, config: Config, event_sink: Callable[[Event], None]) -> None:
+    def __init__(
+        self, config: Config, event_sink: Callable[[Event], None], storage: Any = None
+    ) -> None:
         self._config = config
         self._event_sink = event_sink
+        self._storage = storage  # the SDK's storage connector: sticky decisions (Redis)
         self._client: Any = None
         self._settings: dict[str, Any] | None = None
 
@@ -191,8 +194,11 @@ class VwoSdk:
 
     def _set_up(self, settings: dict[str, Any]) -> None:
         """Set the SDK's singletons up for this engine (holding ``_sdk_lock``)."""
+        from wingify.packages.storage.storage import Storage
+
         _current[0] = self
         _event_sink[:] = [self._event_sink]  # before init: it sends an event of its own
+        Storage.get_instance().attach_connector(None)  # init keeps the last engine's otherwise
         client = _init_client(self._options(), settings)
         if client is None or getattr(client, "_settings", None) is None:
             _current[0] = None
@@ -222,12 +228,15 @@ class VwoSdk:
 
     def _options(self) -> dict[str, Any]:
         level = self._config.sdk_log_level
-        return {
+        options = {
             "account_id": self._config.account_id,
             "sdk_key": self._config.sdk_key,
             "gateway_service": {"url": self._config.gateway_url},
             "logger": {"level": (level or "ERROR").upper(), "transport": LogTransport(level)},
         }
+        if self._storage is not None:
+            options["storage"] = self._storage
+        return options
 
 
 _held_for_fork: list[bool] = []
