@@ -37,10 +37,10 @@ def everything_stored(redis_server: RedisServer) -> bytes:
 
 def test_memberships_are_shared_and_hold_no_identity(redis_server: RedisServer) -> None:
     one, other = RedisStore(config(redis_server)), RedisStore(config(redis_server))
-    assert one.fetch_membership(("vip", "ada@example.com"), lambda: True) is True
-    assert one.fetch_membership(("vip", "bob@example.com"), lambda: False) is False
-    found = other.memberships(
-        [("vip", "ada@example.com"), ("vip", "bob@example.com"), ("vip", "x")]
+    assert one.fetch_once("m", ("vip", "ada@example.com"), lambda: True, lambda _: 60) is True
+    assert one.fetch_once("m", ("vip", "bob@example.com"), lambda: False, lambda _: 60) is False
+    found = other.answers(
+        "m", [("vip", "ada@example.com"), ("vip", "bob@example.com"), ("vip", "x")]
     )
     assert found == {("vip", "ada@example.com"): True, ("vip", "bob@example.com"): False}
     stored = everything_stored(redis_server)
@@ -60,7 +60,8 @@ def test_one_worker_asks_the_gateway_for_a_key(redis_server: RedisServer) -> Non
     def worker() -> None:
         store = RedisStore(config(redis_server, lookup_timeout=2.0))  # a process of its own
         barrier.wait()
-        answers.append(store.fetch_membership(("vip", "grace@example.com"), gateway))
+        found = store.fetch_once("m", ("vip", "grace@example.com"), gateway, lambda _: 60)
+        answers.append(found)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for thread in threads:
@@ -111,8 +112,10 @@ def test_a_dead_redis_costs_nothing_but_redis(redis_server: RedisServer) -> None
     redis_server.stop()
     started = time.monotonic()
     for n in range(20):
-        assert store.memberships([("vip", f"u{n}")]) == {}
-        assert store.fetch_membership(("vip", f"u{n}"), lambda: True) is True, "the gateway answers"
+        assert store.answers("m", [("vip", f"u{n}")]) == {}
+        assert store.fetch_once("m", ("vip", f"u{n}"), lambda: True, lambda _: 60) is True, (
+            "the gateway answers"
+        )
         assert store.first_impression(Event({"d": {}}, {"en": "vwo_variationShown"})), "sent"
     assert time.monotonic() - started < 2.0
     assert store.breaker.is_open, "after a few failures Redis is not even tried"
@@ -189,3 +192,30 @@ def test_visitors_keep_their_variation_when_the_split_changes(
     finally:
         sticky.close()
         plain.close()
+
+
+def test_user_details_are_shared_too(raw_gateway: LocalGateway, redis_server: RedisServer) -> None:
+    engines = [
+        FlagEngine(
+            Config(
+                account_id="999001",
+                sdk_key="raw-sdk-key",
+                gateway_url=raw_gateway.url,
+                redis_url=redis_server.url,
+            )
+        )
+        for _ in range(2)
+    ]
+    try:
+        for engine in engines:
+            engine.start()
+            assert engine.wait_ready(10)
+            berlin = visitor(
+                engine.config, "someone@example.com", peer="198.51.100.4", user_agent="UA"
+            )
+            assert engine.decide(berlin, ["berlin_only"])["berlin_only"].enabled
+    finally:
+        for engine in engines:
+            engine.close()
+    assert raw_gateway.records()["requests"]["user_details"] == 1, "the second read Redis"
+    assert b"198.51.100.4" not in everything_stored(redis_server), "the IP is hashed"

@@ -198,6 +198,7 @@ class GatewayLookups:
     """Segment memberships and user details for the engine, on a small thread pool."""
 
     def __init__(self, config: Config, client: Gateway) -> None:
+        self._config = config
         self.client = client
         self.observers: Observer = Observer()
         self.breaker = CircuitBreaker()
@@ -213,7 +214,7 @@ class GatewayLookups:
             ttl=lambda member: config.membership_ttl if member else config.non_membership_ttl,
             stale_ttl=config.stale_membership_ttl,
             maxsize=config.cache_size,
-            shared=lambda keys: self.shared.memberships(keys) if self.shared else {},
+            shared=lambda keys: self.shared.answers("m", keys) if self.shared else {},
         )
         self.user_details: CachedLookup[DetailsKey, Mapping[str, Any]] = CachedLookup(
             self._fetch_user_details,
@@ -222,6 +223,7 @@ class GatewayLookups:
             ttl=lambda details: config.user_details_ttl,
             stale_ttl=config.stale_membership_ttl,
             maxsize=config.cache_size,
+            shared=lambda keys: self.shared.answers("u", keys) if self.shared else {},
         )
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -277,10 +279,22 @@ class GatewayLookups:
         def ask() -> bool:
             return self.timed("membership", self.client.is_member, *key)
 
-        return self.shared.fetch_membership(key, ask) if self.shared is not None else ask()
+        def ttl(member: bool) -> float:
+            return self._config.membership_ttl if member else self._config.non_membership_ttl
+
+        if self.shared is None:
+            return ask()
+        return self.shared.fetch_once("m", key, ask, ttl)
 
     def _fetch_user_details(self, key: DetailsKey) -> Mapping[str, Any]:
-        details = self.timed("user_details", self.client.user_details, *key)
-        return MappingProxyType(
-            {"location": details.get("location") or {}, "userAgent": details.get("userAgent") or {}}
-        )
+        def ask() -> dict[str, Any]:
+            details = self.timed("user_details", self.client.user_details, *key)
+            return {
+                "location": details.get("location") or {},
+                "userAgent": details.get("userAgent") or {},
+            }
+
+        if self.shared is None:
+            return MappingProxyType(ask())
+        ttl = self._config.user_details_ttl
+        return MappingProxyType(self.shared.fetch_once("u", key, ask, lambda details: ttl))

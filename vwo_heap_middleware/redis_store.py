@@ -2,9 +2,10 @@
 
 Three things every worker of every host shares through one Redis:
 
-- **memberships**: ``/check-attribute`` answers, with the same TTLs as in memory. A worker asks
-  its own cache, then Redis (one ``MGET`` for all the lists a request needs), then the gateway;
-  one worker per key asks the gateway (``SET NX``), the others wait briefly for its answer;
+- **gateway answers**: ``/check-attribute`` memberships and ``/get-user-details``, with the same
+  TTLs as in memory. A worker asks its own cache, then Redis (one ``MGET`` for all a request
+  needs), then the gateway; one worker per key asks the gateway (``SET NX``), the others wait
+  briefly for its answer;
 - **sticky decisions**: the SDK's storage connector, so a visitor keeps the variation they were
   bucketed into while the flag's rule exists, even when the traffic split changes;
 - **one impression** per visitor, campaign and variation within the decision's lifetime.
@@ -28,8 +29,6 @@ import redis
 from .circuit_breaker import CircuitBreaker
 from .config import Config
 from .events import Event
-
-MembershipKey = tuple[str, str]  # (attribute list id, attribute value)
 
 logger = logging.getLogger("vwo_heap_middleware")
 T = TypeVar("T")
@@ -67,42 +66,45 @@ class RedisStore:
         self.breaker.success()
         return result
 
-    # Memberships -----------------------------------------------------------------------------
+    # Gateway answers: memberships and user details -----------------------------------------
 
-    def _membership_key(self, key: MembershipKey) -> str:
-        list_id, value = key
-        return f"{self._prefix}:m:{list_id}:{digest(value)}"
+    def _name(self, kind: str, key: tuple[str | None, ...]) -> str:
+        if kind == "m":  # (list id, value): the list id stays readable
+            return f"{self._prefix}:m:{key[0]}:{digest(str(key[1]))}"
+        return f"{self._prefix}:{kind}:{digest(json.dumps(key))}"
 
-    def memberships(self, keys: Iterable[MembershipKey]) -> dict[MembershipKey, bool]:
-        """The answers other workers already have, in one round trip."""
+    def answers(self, kind: str, keys: Iterable[tuple[str | None, ...]]) -> dict[Any, Any]:
+        """The answers other workers already have (``kind`` ``m``: memberships, ``u``: user
+        details), in one round trip."""
         keys = list(keys)
         if not keys:
             return {}
-        names = [self._membership_key(k) for k in keys]
+        names = [self._name(kind, k) for k in keys]
         nothing: list[bytes | str | None] = [None] * len(keys)
         found = self._call(lambda: self._redis.mget(names), nothing)
-        return {
-            k: value in (b"1", "1")
-            for k, value in zip(keys, found, strict=True)
-            if value is not None
-        }
+        return {k: json.loads(v) for k, v in zip(keys, found, strict=True) if v is not None}
 
-    def fetch_membership(self, key: MembershipKey, fetch: Callable[[], bool]) -> bool:
+    def fetch_once(
+        self,
+        kind: str,
+        key: tuple[str | None, ...],
+        fetch: Callable[[], T],
+        ttl: Callable[[T], float],
+    ) -> T:
         """One worker of all asks the gateway for ``key``; the others wait briefly for it."""
-        name = self._membership_key(key)
+        name = self._name(kind, key)
         lock = f"{name}:lock"
         if self._set(lock, b"1", LOCK_SECONDS, only_new=True, default=True):
-            member = fetch()
-            ttl = self._config.membership_ttl if member else self._config.non_membership_ttl
-            if ttl > 0:
-                self._set(name, b"1" if member else b"0", ttl)
+            value = fetch()
+            if ttl(value) > 0:
+                self._set(name, json.dumps(value), ttl(value))
             self._call(lambda: self._redis.delete(lock), None)
-            return member
+            return value
         deadline = time.monotonic() + self._config.lookup_timeout
         while time.monotonic() < deadline:
-            value = self._call(lambda: self._redis.get(name), None)
-            if value is not None:
-                return value == b"1"
+            found = self._call(lambda: self._redis.get(name), None)
+            if found is not None:
+                return json.loads(found)  # type: ignore[no-any-return]
             time.sleep(POLL)
         return fetch()  # the other worker is slow: ask ourselves
 
