@@ -131,9 +131,11 @@ def test_a_reset_spool_starts_empty(demo_gateway: LocalGateway) -> None:
     spool.close(0.2)
     spool.reset()  # an engine started again (or a forked child, which has no sender thread)
     demo_gateway.accept_connections()
+    assert spool.stats()["events_dropped"] == 0, "the counts start afresh too"
     spool.add(event(2))
     assert spool.flush(5)
     assert delivered(demo_gateway) == ["m2"]
+    assert spool.stats()["events_sent"] == 1
     spool.close(1)
 
 

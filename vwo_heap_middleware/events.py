@@ -65,12 +65,12 @@ class EventSpool:
         self.deliver = deliver
         self.batch_size = batch_size
         self.linger = linger
-        self.sent = self.dropped = self.held = self.duplicates = 0
         self.reset()
 
     def reset(self) -> None:
-        """Start afresh: in a forked child (its events are its own; it has no sender thread)
-        or after ``close()``."""
+        """Start afresh: in a forked child (its events and counts are its own; it has no sender
+        thread) or after ``close()``."""
+        self.sent = self.dropped = self.held = self.duplicates = 0
         self.closed = False
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
