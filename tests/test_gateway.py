@@ -198,11 +198,15 @@ def test_status_and_malformed_faults_are_observed(demo_gateway: LocalGateway) ->
 
 
 def test_refused_connections_are_observed(demo_gateway: LocalGateway) -> None:
+    # Fresh pools: a pooled keep-alive connection to a port an earlier test's gateway had (ports
+    # are reused under load) would fail with a reset instead of a refusal.
     demo_gateway.refuse_connections()
     with pytest.raises(urllib3.exceptions.NewConnectionError):
-        http.connection_from_url(demo_gateway.url).urlopen("GET", "/_gateway/health", retries=False)
+        fresh = urllib3.PoolManager(retries=False, timeout=5.0)
+        fresh.connection_from_url(demo_gateway.url).urlopen("GET", "/_gateway/health")
     demo_gateway.accept_connections()
-    assert get(f"{demo_gateway.url}/_gateway/health").status == 200
+    fresh = urllib3.PoolManager(retries=False, timeout=5.0)
+    assert fresh.request("GET", f"{demo_gateway.url}/_gateway/health").status == 200
 
 
 def test_control_endpoint_is_off_unless_enabled(
