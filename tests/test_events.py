@@ -151,3 +151,13 @@ def test_the_engine_spools_every_impression_of_the_sdk(
     shown = [e for e in demo_gateway.records()["event_log"] if e["name"] == "vwo_variationShown"]
     assert len(shown) == 30
     assert demo_gateway.records()["requests"].get("events", 0) == 0, f"all through {BATCH_PATH}"
+
+
+def test_a_flush_retries_a_failing_gateway_without_hammering_it(demo_gateway: LocalGateway) -> None:
+    demo_gateway.faults.set("batch_events", status=503)
+    spool = EventSpool(100, demo_gateway.url)
+    spool.add(event(1))
+    assert not spool.flush(1.0)
+    tries = demo_gateway.records()["requests"]["batch_events"]
+    assert 2 <= tries <= 8, f"{tries} tries in one second"
+    spool.close(0)

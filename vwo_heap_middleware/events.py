@@ -36,6 +36,7 @@ BATCH_SIZE = 500
 FIRST_RETRY, MAX_RETRY = 0.5, 30.0
 DROP_LOG_INTERVAL = 10.0
 LINGER = 0.05  # seconds a small batch waits for company before it is sent
+FLUSH_RETRY = 0.25  # while flushing, seconds between tries of a failing gateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ class EventSpool:
         self._spool: collections.deque[Event] = collections.deque()
         self._in_flight = 0
         self._flushing = False
-        self._retry_at = 0.0
+        self._retry_at = self._failed_at = 0.0
         self._thread: threading.Thread | None = None
         self._client = EventClient()
         self._dropped_since, self._drop_logged_at = 0, -DROP_LOG_INTERVAL
@@ -166,7 +167,8 @@ class EventSpool:
                 else:  # keep them, in order, for the next try
                     self._spool.extendleft(reversed(batch))
                     wait = delay * random.uniform(0.5, 1.0)  # jitter: workers do not retry in step
-                    self._retry_at = time.monotonic() + wait
+                    self._failed_at = time.monotonic()
+                    self._retry_at = self._failed_at + wait
                     delay = min(delay * 2, MAX_RETRY)
                     logger.warning(EVENTS_RETRY, len(batch), sent.error, len(self._spool), wait)
                 self._wake.notify_all()
@@ -176,14 +178,20 @@ class EventSpool:
         lingered = False
         while not self.closed:
             now = time.monotonic()
-            if self._spool and (self._flushing or now >= self._retry_at):
+            # A flush retries sooner than the back-off, but not in a tight loop.
+            retry_at = (
+                min(self._retry_at, self._failed_at + FLUSH_RETRY)
+                if self._flushing
+                else self._retry_at
+            )
+            if self._spool and now >= retry_at:
                 if len(self._spool) >= self.batch_size or self._flushing or lingered:
                     count = min(self.batch_size, len(self._spool))
                     return [self._spool.popleft() for _ in range(count)]
                 lingered = True  # let a batch gather, briefly
                 self._wake.wait(self.linger)
             elif self._spool:
-                self._wake.wait(self._retry_at - now)
+                self._wake.wait(retry_at - now)
             else:
                 self._wake.wait(1.0)
         return None
