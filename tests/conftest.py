@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import urllib3
 from hypothesis import settings
 
 from vwo_heap_middleware.config import Config
@@ -60,6 +61,27 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, in_a_row: int = 10) -> None:
+    """Poll ``url``/healthz over new connections until ``in_a_row`` ready answers (so every
+    worker of a forking server has loaded its settings); fail if the server dies first."""
+    pool = urllib3.PoolManager(retries=False, timeout=5.0)
+    streak = [0]
+
+    def serving() -> bool:
+        if process.poll() is not None:
+            said = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise AssertionError(f"the server died at start-up: {said}")
+        try:
+            response = pool.request("GET", f"{url}/healthz", headers={"Connection": "close"})
+            ok = response.status == 200
+        except urllib3.exceptions.HTTPError:
+            ok = False
+        streak[0] = streak[0] + 1 if ok else 0
+        return streak[0] >= in_a_row
+
+    wait_until(serving, timeout=30.0, what=f"{url} to serve")
 
 
 EngineFactory = Callable[..., FlagEngine]

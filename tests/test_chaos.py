@@ -30,7 +30,7 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.conftest import DATA, ROOT, free_port, visitor, wait_until
+from tests.conftest import DATA, ROOT, free_port, visitor, wait_until, wait_until_serving
 from vwo_heap_middleware import FlagEngine
 from vwo_heap_middleware.flags_file import load_flags_file
 from vwo_heap_middleware.testing.gateway import LocalGateway
@@ -164,9 +164,8 @@ def test_chaos(name: str, gateway: LocalGateway, tmp_path: Path) -> None:
         log_path.open("wb") as log,
         subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log) as server,
     ):
-        http = urllib3.PoolManager(retries=False, timeout=5.0)
         try:
-            wait_until(lambda: _ready(http, url, server), timeout=30, what=f"{name} to serve")
+            wait_until_serving(server, url)
             load = Load(url)
             threads = [threading.Thread(target=load.run, args=(n,)) for n in range(16)]
             for thread in threads:
@@ -210,14 +209,6 @@ def test_chaos(name: str, gateway: LocalGateway, tmp_path: Path) -> None:
         f"{name}: {sum(load.statuses.values())} requests {dict(load.statuses)}, "
         f"flags p99 {p99:.1f} ms, SIGTERM {exited:.2f} s, {received} events"
     )
-
-
-def _ready(http: urllib3.PoolManager, url: str, server: subprocess.Popen[bytes]) -> bool:
-    assert server.poll() is None, "the server died at start-up"
-    try:
-        return http.request("GET", f"{url}/healthz").status == 200
-    except urllib3.exceptions.HTTPError:
-        return False
 
 
 def test_memory_is_bounded_by_the_cache_sizes() -> None:

@@ -15,7 +15,7 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.conftest import DATA, ROOT, free_port, wait_until
+from tests.conftest import DATA, ROOT, free_port, wait_until_serving
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 http = urllib3.PoolManager(retries=False, timeout=5.0)
@@ -94,21 +94,8 @@ def server(request: pytest.FixtureRequest, gateway: LocalGateway) -> Iterator[st
         command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     ) as process:
         base = f"http://127.0.0.1:{port}"
-
-        in_a_row = [0]
-
-        def healthy() -> bool:
-            """Ten ready answers in a row, so every forked worker has loaded its settings."""
-            try:
-                ok = http.request("GET", f"{base}/healthz").status == 200
-            except urllib3.exceptions.HTTPError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                ok = False
-            in_a_row[0] = in_a_row[0] + 1 if ok else 0
-            return in_a_row[0] >= 10
-
         try:
-            wait_until(healthy, timeout=30.0, what=f"{request.param} to serve")
+            wait_until_serving(process, base)
             yield base
         finally:
             process.terminate()

@@ -16,10 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.conftest import DATA, ROOT, free_port, wait_until
+from tests.conftest import DATA, ROOT, free_port, wait_until_serving
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 MEMBER = "mira@example.net"
@@ -215,16 +214,7 @@ def test_fuzzed_requests_never_fail_and_members_keep_their_flags(
         ) as process,
     ):
         try:
-            http = urllib3.PoolManager(retries=False, timeout=5.0)
-
-            def ready() -> bool:
-                try:
-                    return http.request("GET", f"http://127.0.0.1:{port}/healthz").status == 200
-                except urllib3.exceptions.HTTPError:
-                    assert process.poll() is None, "the server died at start-up"
-                    return False
-
-            wait_until(ready, timeout=30, what=f"{name} to serve")
+            wait_until_serving(process, f"http://127.0.0.1:{port}")
             fuzzer, connection = Fuzzer(seed=20261128), Connection(port)
             statuses: dict[int, int] = {}
             member = [b"Host: x", b"Cookie: " + heap_cookie(MEMBER).encode()]

@@ -17,7 +17,7 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.conftest import DATA, ROOT, RedisServer, free_port, wait_until
+from tests.conftest import DATA, ROOT, RedisServer, free_port, wait_until, wait_until_serving
 from vwo_heap_middleware.flags_file import load_flags_file
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
@@ -58,20 +58,7 @@ def start_host(stack: ExitStack, gateway: LocalGateway, redis_url: str) -> str:
     stack.callback(process.wait, 15)
     stack.callback(process.terminate)
     url = f"http://127.0.0.1:{port}"
-    in_a_row = [0]
-
-    def ready() -> bool:
-        assert process.poll() is None, "the host died at start-up"
-        try:
-            ok = (
-                http.request("GET", f"{url}/healthz", headers={"Connection": "close"}).status == 200
-            )
-        except urllib3.exceptions.HTTPError:
-            ok = False
-        in_a_row[0] = in_a_row[0] + 1 if ok else 0
-        return in_a_row[0] >= 10  # every worker of the host
-
-    wait_until(ready, timeout=30, what="a host to serve")
+    wait_until_serving(process, url)  # every worker of the host
     return url
 
 

@@ -51,7 +51,6 @@ class RedisStore:
         self._prefix = f"{config.redis_prefix}:{config.account_id}"
         self._config = config
         self.breaker = CircuitBreaker(window=10.0, min_calls=3, ratio=0.5, probe_interval=1.0)
-        self.failures = 0
 
     def _call(self, call: Callable[[], T], default: T) -> T:
         """``call()`` against Redis, or ``default`` when Redis fails or is being skipped."""
@@ -60,7 +59,6 @@ class RedisStore:
         try:
             result = call()
         except (redis.RedisError, OSError):
-            self.failures += 1
             self.breaker.failure()
             return default
         self.breaker.success()
