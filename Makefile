@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test chaos demo lint bench gateway clean redis-server
+.PHONY: test chaos differential demo lint bench gateway clean redis-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP) redis-server
-	$(BIN)/python -m pytest -m "not chaos" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not chaos and not differential" $(PYTEST_ARGS)
 
 # The Redis tests need a real redis-server: installed from Debian when missing and possible.
 redis-server:
@@ -23,6 +23,11 @@ redis-server:
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -m chaos -s -p no:cacheprovider tests/test_chaos.py
+
+# The native evaluator against the SDK on 250,000 generated cases (VWO_HEAP_DIFFERENTIAL_CASES,
+# VWO_HEAP_DIFFERENTIAL_SEED change the run).
+differential: $(STAMP)
+	$(BIN)/python -m pytest -m differential -p no:cacheprovider tests/test_native_evaluator.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

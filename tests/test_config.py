@@ -25,6 +25,7 @@ def test_from_env_reads_every_variable() -> None:
         "VWO_HEAP_TRUST_CLIENT_IDENTITY": "false",
         "VWO_HEAP_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
         "VWO_HEAP_EVALUATION_TIMEOUT": "0.5",
+        "VWO_HEAP_EVALUATION": "shadow",
         "VWO_HEAP_LOOKUP_TIMEOUT": "0.05",
         "VWO_HEAP_MEMBERSHIP_TTL": "120",
         "VWO_HEAP_NON_MEMBERSHIP_TTL": "30",
@@ -62,6 +63,7 @@ def test_from_env_reads_every_variable() -> None:
     assert config.trust_client_identity is False
     assert [str(n) for n in config.proxy_networks] == ["10.0.0.0/8", "127.0.0.1/32"]
     assert (config.evaluation_timeout, config.lookup_timeout) == (0.5, 0.05)
+    assert config.evaluation == "shadow"
     assert (config.membership_ttl, config.non_membership_ttl, config.stale_membership_ttl) == (
         120,
         30,
@@ -134,6 +136,7 @@ def test_keyword_overrides_win() -> None:
         ({**BASE, "HEAP_APP_ID": "app"}, "heap_app_id must be your Heap app id"),
         ({**BASE, "VWO_HEAP_IDENTITY_HEADER": "X Heap"}, "identity_header must be"),
         ({**BASE, "VWO_HEAP_CACHE_SIZE": "0"}, "cache_size must be"),
+        ({**BASE, "VWO_HEAP_EVALUATION": "fast"}, "evaluation must be one of native, sdk, shadow"),
     ],
 )
 def test_bad_settings_name_what_to_fix(environ: dict[str, str], message: str) -> None:

@@ -39,7 +39,7 @@ def test_member_gets_the_flag_and_its_variables(
     engine = make_engine(demo_gateway)
     decisions = engine.decide(visitor(engine.config, "ada@example.com"), FLAGS)
     assert decisions["premium_checkout"] == FlagDecision(
-        "premium_checkout", True, PREMIUM, Reason.TARGETED
+        "premium_checkout", True, PREMIUM, Reason.TARGETED, evaluator="native"
     )
     assert decisions["new_banner"].to_dict() == {
         "enabled": True,
@@ -63,7 +63,7 @@ def test_non_member_and_anonymous_visitors_do_not(
     engine = make_engine(demo_gateway)
     other = engine.decide(visitor(engine.config, "ADA@example.com"), FLAGS)
     assert other["premium_checkout"] == FlagDecision(
-        "premium_checkout", False, {}, Reason.NOT_TARGETED
+        "premium_checkout", False, {}, Reason.NOT_TARGETED, evaluator="native"
     )
     assert other["new_banner"].enabled
     nobody = engine.decide(visitor(engine.config), FLAGS)

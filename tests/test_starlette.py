@@ -128,7 +128,7 @@ def test_opt_in_debug_headers(shop_gateway: LocalGateway, make_engine: EngineFac
     )
     with TestClient(starlette_app(engine)) as client:
         response = client.get("/plain", headers=MEMBER)
-    assert response.headers["x-flags"] == "premium_checkout=on;targeted"
+    assert response.headers["x-flags"] == "premium_checkout=on;targeted;native"
     assert response.headers["server-timing"].startswith("flags;dur=")
 
 

@@ -18,6 +18,7 @@ ContextEnricher = Callable[[Any], Mapping[str, object]]
 """``enricher(request) -> {name: value}``: extra VWO custom variables for the request."""
 
 IDENTITY_SOURCES = ("resolver", "header", "cookie")
+EVALUATIONS = ("native", "sdk", "shadow")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 _TRUE = {"1", "true", "yes", "on"}
@@ -107,6 +108,10 @@ class Config:
     server_timing: bool = False
     # Add ``X-Flags`` listing the decisions (debugging only: it tells visitors their flags).
     debug_header: bool = False
+    # Who decides flags: "native" (this project's evaluator, proven equal to the SDK; flags it
+    # does not cover go to the SDK), "sdk" (the SDK for everything), or "shadow" (the SDK
+    # decides, the evaluator runs beside it and any difference is logged).
+    evaluation: str = "native"
     # Let the VWO SDK log at this level; off by default (its lines may hold raw user ids).
     sdk_log_level: str | None = None
     # OpenTelemetry span events, client spans and metrics (needs the [otel] extra).
@@ -212,6 +217,11 @@ class Config:
                 )
             defaults[key] = FlagDefault(default.enabled, MappingProxyType(dict(default.variables)))
         fix(self, "flag_defaults", MappingProxyType(defaults))
+        if self.evaluation not in EVALUATIONS:
+            raise _invalid(
+                "evaluation",
+                f"evaluation must be one of {', '.join(EVALUATIONS)}, got {self.evaluation!r}",
+            )
         for name in ("evaluation_timeout", "lookup_timeout"):
             _number(self, name, low=0.001, high=60.0)
         for name in (
@@ -420,6 +430,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_CACHE_CONTROL_PRIVATE": ("cache_control_private", _flag),
     "VWO_HEAP_SERVER_TIMING": ("server_timing", _flag),
     "VWO_HEAP_DEBUG_HEADER": ("debug_header", _flag),
+    "VWO_HEAP_EVALUATION": ("evaluation", _text),
     "VWO_HEAP_SDK_LOG_LEVEL": ("sdk_log_level", _optional),
     "VWO_HEAP_OTEL": ("otel", _flag),
     "VWO_HEAP_OTEL_CONTEXT_ID": ("otel_context_id", _flag),

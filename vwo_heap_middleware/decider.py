@@ -1,24 +1,37 @@
-"""One ``decide`` call, planned and finished: the engine's decisions over lookups and the SDK.
+"""One ``decide`` call, planned and finished: the engine's decisions over lookups, the native
+evaluator and the SDK.
 
+``Decider.load`` gives the SDK new settings and compiles them for the native evaluator.
 ``Decider.plan`` answers what overrides and the decision cache know and starts the gateway
 lookups the rest needs; the engine waits on them within the request's budget; ``finish`` turns
-the answers (or their absence) and the SDK's outcomes into decisions, caching the ones made on
-fresh answers.
+the answers (or their absence) into decisions, each flag evaluated natively where it can be
+(``Config.evaluation``) and by the SDK otherwise, caching the ones made on fresh answers.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from . import overrides, vwo_sdk
 from .config import Config
 from .decision import DecisionCache, FlagDecision, Reason
+from .events import Event
 from .flag_index import FlagIndex, FlagNeeds
 from .lookups import AnswerStatus, DetailsKey, GatewayLookups, Pending
-from .visitor import Visitor
+from .native_evaluator import Fallback, NativeOutcome, NativeSettings
+from .visitor import Visitor, short_hash
+
+logger = logging.getLogger("vwo_heap_middleware")
+
+NATIVE_OFF = "native evaluation is off: %s; the VWO SDK decides every flag"
+BY_SDK = "flag %r is decided by the VWO SDK: the native evaluator does not cover %s"
+FELL_BACK = "flag %r for user %s: decided by the VWO SDK (%s)"
+SHADOW_DIFFERS = "shadow evaluation: flag %r for user %s differs: SDK %s, native %s"
 
 
 @dataclass
@@ -44,11 +57,32 @@ class Decider:
         lookups: GatewayLookups,
         sdk: vwo_sdk.VwoSdk,
         decisions: DecisionCache,
+        emit: Callable[[Event], None],
     ) -> None:
         self.config = config
         self._lookups = lookups
         self._sdk = sdk
         self._decisions = decisions
+        self._emit = emit  # the engine's event spool
+        self._native: NativeSettings | None = None
+        self.by_sdk: Mapping[str, str] = {}  # flags the SDK decides, and why
+
+    def load(self, settings: dict[str, Any]) -> None:
+        """New settings for the SDK (``SettingsRejected`` if it refuses them), then for the
+        native evaluator unless ``evaluation="sdk"`` or this SDK is not one it was proven on."""
+        self._sdk.load(settings)
+        self._native, self.by_sdk = None, {}
+        if self.config.evaluation == "sdk":
+            return
+        problem = self._sdk.native_problem()
+        if problem is not None:
+            logger.warning(NATIVE_OFF, problem)
+            self.by_sdk = {str(f.get("key")): problem for f in settings.get("features") or []}
+            return
+        native = NativeSettings(settings, self._sdk.native_facts())
+        for key, why in native.unsupported.items():
+            logger.info(BY_SDK, key, why)
+        self._native, self.by_sdk = native, MappingProxyType(dict(native.unsupported))
 
     def plan(
         self, index: FlagIndex | None, visitor: Visitor, keys: list[str], deadline: float
@@ -113,7 +147,7 @@ class Decider:
         without_details = vwo_sdk.Answers(known)
         for key, (needs, cache_key) in plan.todo.items():
             answers = with_details if needs.user_details else without_details
-            outcome = self._sdk.evaluate(key, visitor.context or {}, answers, visitor.user_id or "")
+            outcome, evaluator = self._evaluate(key, visitor, answers)
             if outcome.error:
                 decision = self._default(key, Reason.ERROR)
             elif outcome.missing and not outcome.enabled:
@@ -121,7 +155,44 @@ class Decider:
                 decision = self._default(key, Reason.TIMEOUT if timed_out else Reason.GATEWAY_ERROR)
             else:
                 reason = Reason.TARGETED if outcome.enabled else Reason.NOT_TARGETED
-                decision = FlagDecision(key, outcome.enabled, outcome.variables, reason, stale)
+                decision = FlagDecision(
+                    key, outcome.enabled, outcome.variables, reason, stale, evaluator
+                )
                 if statuses <= {AnswerStatus.FRESH} and not outcome.missing:
                     self._decisions.put(cache_key, decision)
             plan.results[key] = decision
+
+    def _evaluate(
+        self, key: str, visitor: Visitor, answers: vwo_sdk.Answers
+    ) -> tuple[vwo_sdk.Outcome, str]:
+        """One flag, natively where the evaluator covers it, else (or in shadow) by the SDK."""
+        context, user = visitor.context or {}, visitor.user_id or ""
+        native = self._native
+        if native is None or key not in native.flags:
+            return self._sdk.evaluate(key, context, answers, user), "sdk"
+        shadow = self.config.evaluation == "shadow"
+        try:
+            mine = native.evaluate(key, context, answers.memberships, usage_meta=not shadow)
+        except Fallback as why:
+            logger.debug(FELL_BACK, key, short_hash(user), why)
+            return self._sdk.evaluate(key, context, answers, user), "sdk"
+        if shadow:
+            outcome = self._sdk.evaluate(key, context, answers, user)
+            _compare(key, user, outcome, mine)
+            return outcome, "sdk"
+        for event in mine.events:
+            self._emit(event)
+        return vwo_sdk.Outcome(mine.enabled, mine.variables, mine.missing), "native"
+
+
+def _compare(key: str, user: str, sdk: vwo_sdk.Outcome, native: NativeOutcome) -> None:
+    theirs = (sdk.enabled, dict(sdk.variables), [_shown(e) for e in sdk.events])
+    ours = (native.enabled, dict(native.variables), [_shown(e) for e in native.events])
+    if sdk.error or theirs != ours:
+        logger.warning(SHADOW_DIFFERS, key, short_hash(user), theirs, ours)
+
+
+def _shown(event: Event) -> tuple[Any, ...]:
+    """What an impression says, without its timestamps, random number and usage block."""
+    props = event.body.get("d", {}).get("event", {}).get("props", {})
+    return (event.query.get("en"), props.get("id"), props.get("variation"))

@@ -42,6 +42,7 @@ class FlagDecision:
     variables: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     reason: Reason = Reason.NOT_TARGETED
     stale: bool = False  # decided on a segment answer kept from before the gateway failed
+    evaluator: str = ""  # "native" or "sdk" when VWO's rules were evaluated; "" otherwise
 
     def variable(self, name: str, default: Any = None) -> Any:
         """The value of a flag variable, or ``default`` when the decision has none."""

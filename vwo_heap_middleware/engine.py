@@ -1,9 +1,9 @@
 """``FlagEngine``: the one configured core every adapter shares.
 
 It loads VWO settings in the background, looks up Heap segment memberships and user details
-before evaluation (``lookups``), has the SDK decide (``vwo_sdk``), caches decisions per settings
-revision, and never lets a request wait longer than its budget. Offline (``FlagEngine.offline``)
-it reads settings and segments from files and makes no network call.
+before evaluation (``lookups``), decides natively or through the SDK (``decider``), caches
+decisions per settings revision, and never lets a request wait longer than its budget.
+Offline (``FlagEngine.offline``) it reads settings and segments from files, with no network.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from .decision import DecisionCache, FlagDecision, Reason
 from .events import EventSpool
 from .flag_index import FlagIndex
 from .gateway_client import Gateway, GatewayClient
-from .lookups import (
-    GatewayLookups,
-)
+from .lookups import GatewayLookups
 from .observers import Observer, Observers
 from .offline import FlagsSource, OfflineGateway, SegmentsSource
 from .visitor import Visitor, short_hash
@@ -66,7 +64,7 @@ class FlagEngine:
         self._start_lock = threading.RLock()
         self._first_decision = True  # until this process waited for the first settings answer
         self._decisions = DecisionCache(config.cache_size, config.decision_ttl)
-        self._decider = Decider(config, self._lookups, self._sdk, self._decisions)
+        self._decider = Decider(config, self._lookups, self._sdk, self._decisions, self.events.add)
         self.observers = self._lookups.observers = Observers()
         if config.otel:
             from .otel import FlagTelemetry  # the [otel] extra, only when asked for
@@ -179,6 +177,8 @@ class FlagEngine:
             "last_error": self._settings.last_error,
             "sdk_version": vwo_sdk.sdk_version(),
             "sdk_patches": list(vwo_sdk.installed()),
+            "evaluation": self.config.evaluation,
+            "decided_by_sdk": dict(self._decider.by_sdk),
         }
 
     def stats(self) -> dict[str, int]:
@@ -208,7 +208,7 @@ class FlagEngine:
         index = FlagIndex.from_settings(settings)
         if self._index is not None and index.revision == self._index.revision:
             return
-        self._sdk.load(settings)
+        self._decider.load(settings)
         self._index = index
         self._ready.set()
         self._decisions.reset()

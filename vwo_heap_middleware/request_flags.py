@@ -198,12 +198,19 @@ class RequestFlags:
         if config.server_timing:
             extra.append(("Server-Timing", f"flags;dur={self.seconds * 1000:.2f}"))
         if config.debug_header:
-            listed = ", ".join(
-                f"{k}={'on' if d.enabled else 'off'};{d.reason.value}{';stale' if d.stale else ''}"
-                for k, d in self._decisions.items()
-            )
+            listed = ", ".join(_debug_entry(k, d) for k, d in self._decisions.items())
             extra.append(("X-Flags", listed))
         return ResponseHeaders(vary, tuple(extra), private)
+
+
+def _debug_entry(key: str, decision: FlagDecision) -> str:
+    """``key=on;targeted[;stale][;native|;sdk]``: what ``X-Flags`` says of one decision."""
+    parts = ["on" if decision.enabled else "off", decision.reason.value]
+    if decision.stale:
+        parts.append("stale")
+    if decision.evaluator:
+        parts.append(decision.evaluator)
+    return f"{key}={';'.join(parts)}"
 
 
 def merge_vary(existing: str | None, added: Iterable[str]) -> str:

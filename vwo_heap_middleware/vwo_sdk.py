@@ -26,6 +26,7 @@ from typing import Any
 from .config import Config
 from .events import Event
 from .flag_index import INLIST
+from .native_evaluator import VERIFIED_SDKS, SdkFacts
 from .visitor import short_hash
 
 logger = logging.getLogger("vwo_heap_middleware")
@@ -76,12 +77,14 @@ class Answers:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One ``get_flag`` call. ``missing``: the SDK asked for an answer the engine lacked."""
+    """One ``get_flag`` call. ``missing``: the SDK asked for an answer the engine lacked;
+    ``events``: what it sent (already in the spool)."""
 
     enabled: bool
     variables: Mapping[str, Any]
     missing: bool = False
     error: bool = False
+    events: tuple[Event, ...] = ()
 
 
 @dataclass
@@ -89,6 +92,7 @@ class _Call:
     answers: Answers
     missing: bool = False
     failed: bool = False  # the SDK logged an error during the call
+    events: list[Event] = field(default_factory=list)
 
 
 _current_call: ContextVar[_Call | None] = ContextVar("vwo_heap_sdk_call", default=None)
@@ -155,6 +159,7 @@ class VwoSdk:
         self._storage = storage  # the SDK's storage connector: sticky decisions (Redis)
         self._client: Any = None
         self._settings: dict[str, Any] | None = None
+        self._usage_pending = False  # the SDK's usage block waits for its first impression
 
     @property
     def loaded(self) -> bool:
@@ -204,6 +209,42 @@ class VwoSdk:
             _current[0] = None
             raise SettingsRejected("the VWO SDK did not accept the settings")
         self._client = client
+        self._usage_pending = True
+
+    def native_problem(self) -> str | None:
+        """Why native evaluation must not stand in for this SDK, or None when it may."""
+        version = sdk_version()
+        if VERIFIED_SDKS.get(version) != ("inlist" in installed()):
+            proven = ", ".join(VERIFIED_SDKS)
+            return f"vwo-fme-python-sdk {version} is not a release it was proven on ({proven})"
+        if self._storage is not None:
+            return "sticky decisions (Redis storage) are kept by the SDK"
+        return None
+
+    def native_facts(self) -> SdkFacts:
+        """What the SDK puts in the impressions it sends, for a native evaluator."""
+        from wingify.services.settings_manager import SettingsManager
+
+        with _sdk_lock:
+            name = SettingsManager.get_instance().get_sdk_name()
+        config = self._config
+        return SdkFacts(name, sdk_version(), config.account_id, config.sdk_key, self._usage_meta)
+
+    def _usage_meta(self) -> Mapping[str, Any] | None:
+        """The SDK's usage block (``vwoMeta``), taken once: it rides on the first impression
+        after ``init``, whoever sends it."""
+        if not self._usage_pending:
+            return None
+        from wingify.utils.usage_stats_util import UsageStatsUtil
+
+        with _sdk_lock:
+            self._usage_pending = False
+            if _current[0] is not self:
+                return None
+            stats = UsageStatsUtil()
+            data = stats.get_usage_stats()
+            stats.clear_usage_stats()
+            return data or None
 
     def evaluate(
         self, key: str, context: Mapping[str, Any], answers: Answers, user_id: str
@@ -221,10 +262,11 @@ class VwoSdk:
             variables = {v["key"]: v["value"] for v in flag.get_variables() or []}
         except Exception:
             logger.exception(SDK_FAILED, key, short_hash(user_id))
-            return Outcome(False, MappingProxyType({}), call.missing, error=True)
+            return Outcome(False, MappingProxyType({}), call.missing, True, tuple(call.events))
         finally:
             _current_call.reset(token)
-        return Outcome(enabled, MappingProxyType(variables), call.missing, error=call.failed)
+        found = MappingProxyType(variables)
+        return Outcome(enabled, found, call.missing, call.failed, tuple(call.events))
 
     def _options(self) -> dict[str, Any]:
         level = self._config.sdk_log_level
@@ -431,7 +473,11 @@ class _SdkNetworkClient:
         body = request_model.get_body()
         query = request_model.get_query() or {}
         if isinstance(body, dict) and _event_sink:
-            _event_sink[0](Event(body, {str(k): str(v) for k, v in query.items()}))
+            event = Event(body, {str(k): str(v) for k, v in query.items()})
+            _event_sink[0](event)
+            call = _current_call.get()
+            if call is not None:
+                call.events.append(event)
         else:
             logger.debug(NO_SPOOL)
         answer = ResponseModel()  # taken: the spool answers for its delivery from here on
