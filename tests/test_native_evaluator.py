@@ -36,6 +36,7 @@ def test_native_decisions_equal_the_sdks_on_generated_cases() -> None:
 
 
 @pytest.mark.differential
+@pytest.mark.timeout(3600)
 def test_native_decisions_equal_the_sdks_on_a_large_run() -> None:
     seed = int(os.environ.get("VWO_HEAP_DIFFERENTIAL_SEED", "1"))
     tally = run_generated(seed=seed, cases=LARGE_CASES)
