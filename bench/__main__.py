@@ -7,10 +7,15 @@ load generator and the local gateway on core 1):
   B  seed       a hand-written middleware calling the stock SDK's get_flag per flag per request
   C  returning  this middleware, returning visitors (100 identities, warm caches)
   D  new        this middleware, a new identity on every request
+  R  mix        this middleware, identities drawn Zipf(1.1) over 50,000 (the realistic mix)
+  G  growthbook GrowthBook deciding the same two flags for R's visitors, from local features
+  L  launchdarkly LaunchDarkly (TestData) deciding the same two flags for R's visitors
   E1 down       D while the gateway refuses connections
   E2 slow       D while the gateway answers membership lookups after 2 s
 
-Rounds alternate between the cases; each figure is the median of its rounds.
+Rounds alternate between the cases; each figure is the median of its rounds. Besides req/s and
+latency, each case reports the server's CPU time per request (all its processes) and the
+impressions it made and the gateway received by the end of the case.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 import urllib3
 
-from .load import Result, ensure_wrk, pinned, run_python, run_wrk
+from .load import Result, cpu_seconds, ensure_wrk, pinned, run_python, run_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -39,6 +44,9 @@ CASES = {
     "B": ("seed", "returning", None),
     "C": ("middleware", "returning", None),
     "D": ("middleware", "new", None),
+    "R": ("middleware", "zipf", None),
+    "G": ("growthbook", "zipf", None),
+    "L": ("launchdarkly", "zipf", None),
     "E1": ("middleware", "new", "down"),
     "E2": ("middleware", "new", "slow"),
 }
@@ -137,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         LOAD_CORE,
     )
     servers: list[subprocess.Popen[bytes]] = []
+    pids: dict[tuple[str, str], int] = {}
     rounds: dict[str, dict[str, list[Result]]] = {f: {c: [] for c in cases} for f in frameworks}
     try:
         wait_for(f"{gateway_url}/_gateway/health")
@@ -155,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 command = [part.format(port=port) for part in SERVERS[framework]]
                 servers.append(start(command, SERVER_CORE, env))
+                pids[framework, case] = servers[-1].pid
                 urls[framework, case] = f"http://127.0.0.1:{port}"
         for (_, case), url in urls.items():
             wait_for(f"{url}/healthz")
@@ -168,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 for case in cases:
                     _, traffic, fault = CASES[case]
                     url = urls[framework, case]
+                    made, received = events_made(url), events_received(gateway_url)
+                    cpu = cpu_seconds(pids[framework, case])
                     set_fault(gateway_url, fault, args.seconds)
                     try:
                         result = (
@@ -179,12 +191,17 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     finally:
                         clear_fault(gateway_url, fault)
+                    cpu = cpu_seconds(pids[framework, case]) - cpu
+                    result.cpu_us = cpu / max(result.requests, 1) * 1e6
                     settle(gateway_url)
+                    result.impressions = events_made(url) - made
+                    result.delivered = events_received(gateway_url) - received
                     rounds[framework][case].append(result)
                     print(
                         f"round {number + 1} {framework:9} {case:3} {result.rps:9.0f} req/s  "
                         f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                        f"errors {result.errors}",
+                        f"cpu {result.cpu_us:6.0f} us/req  events {result.delivered}/"
+                        f"{result.impressions}  errors {result.errors}",
                         flush=True,
                     )
         micro = {} if args.no_micro else run_micro(gateway_url)
@@ -220,6 +237,17 @@ def clear_fault(gateway_url: str, fault: str | None) -> None:
         wait_for(f"{gateway_url}/_gateway/health", 30.0)
     elif fault == "slow":
         http.request("DELETE", f"{gateway_url}/_gateway/faults")
+
+
+def events_made(url: str) -> int:
+    """Events (impressions) a server's engine made so far: sent, waiting or dropped."""
+    stats = http.request("GET", f"{url}/stats").json()
+    return sum(stats.get(k, 0) for k in ("events_sent", "events_queued", "events_dropped"))
+
+
+def events_received(gateway_url: str) -> int:
+    records = http.request("GET", f"{gateway_url}/_gateway/records?summary").json()
+    return int(sum(records["events"].values()))
 
 
 def settle(gateway_url: str, quiet: float = 1.0, limit: float = 60.0) -> None:
@@ -266,6 +294,9 @@ def summarise(
                 "p50_ms": statistics.median(r.p50_ms for r in results),
                 "p99_ms": statistics.median(r.p99_ms for r in results),
                 "errors": sum(r.errors for r in results),
+                "cpu_us": statistics.median(r.cpu_us for r in results),
+                "impressions": sum(r.impressions for r in results),
+                "delivered": sum(r.delivered for r in results),
             }
             for case, results in by_case.items()
             if results
@@ -275,6 +306,11 @@ def summarise(
         ratios[framework] = {
             f"{a}/{b}": _ratio(f, a, b) for a, b in (("C", "A"), ("D", "A"), ("C", "B"))
         }
+        for case in ("C", "D", "R", "G", "L"):  # the issue's measure: bare CPU / case CPU
+            if case in f and "A" in f and f[case]["cpu_us"]:
+                ratios[framework][f"cpu A/{case}"] = round(f["A"]["cpu_us"] / f[case]["cpu_us"], 3)
+        if "C" in f and "A" in f and f["A"]["p99_ms"]:
+            ratios[framework]["p99 C/A"] = round(f["C"]["p99_ms"] / f["A"]["p99_ms"], 2)
         for e in ("E1", "E2"):
             if e in f and "D" in f:
                 ratios[framework][f"{e} p99 - D p99 (ms)"] = round(
@@ -320,14 +356,16 @@ def write(report: dict[str, Any], out: Path) -> None:
         for case, figure in figures.items():
             print(
                 f"{framework:9} {case:3} {figure['rps']:9.0f} req/s  "
-                f"p50 {figure['p50_ms']:7.2f} ms  p99 {figure['p99_ms']:7.2f} ms"
+                f"p50 {figure['p50_ms']:7.2f} ms  p99 {figure['p99_ms']:7.2f} ms  "
+                f"cpu {figure['cpu_us']:6.0f} us/req  events {figure['delivered']}/"
+                f"{figure['impressions']}"
             )
     if report["micro_us"]:
         print("micro (us): " + ", ".join(f"{k} {v}" for k, v in report["micro_us"].items()))
     print(
         " | ".join(
             f"{framework}: "
-            + " ".join(f"{k}={v}" for k, v in ratios.items() if "/" in k and "ms" not in k)
+            + " ".join(f"{k}={v}" for k, v in ratios.items() if "/" in k and "(ms)" not in k)
             for framework, ratios in report["ratios"].items()
         )
     )
@@ -360,7 +398,8 @@ def chart_png(report: dict[str, Any], path: Path) -> Path | None:
         axis.legend()
     axes[1].set_yscale("log")
     figure.suptitle(
-        "vwo-heap-middleware: A bare, B seed recipe, C returning, D new visitor, E1 down, E2 slow"
+        "A bare, B seed recipe, C returning, D new, R mix, G GrowthBook, L LaunchDarkly, "
+        "E1 down, E2 slow"
     )
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -2,12 +2,18 @@
 
 ``BENCH_CASE`` picks the case: ``bare`` (no flags), ``seed`` (a hand-written middleware calling
 the stock SDK's ``get_flag`` per flag per request with the seed's context, as a user following
-VWO's guide would), or ``middleware`` (this library). The gateway comes from the environment.
+VWO's guide would), ``middleware`` (this library), or a peer deciding the same two flags for the
+same visitors from local data: ``growthbook`` (a GrowthBook instance per request, as its docs
+do it in web apps) and ``launchdarkly`` (one client with TestData, events off: there is no
+LaunchDarkly service here). The gateway comes from the environment.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 CASE = os.environ.get("BENCH_CASE", "bare")
@@ -25,6 +31,69 @@ def render(banner: tuple[bool, dict[str, Any]], premium: bool) -> str:
         text=variables.get("text", "Welcome") if enabled else "Welcome",
         checkout="Premium checkout" if premium else "Standard checkout",
     )
+
+
+BANNER_OFF = {"text": "Welcome", "color": "#444444"}
+BANNER_ON = {"text": "Welcome back!", "color": "#0a7d4f"}
+Decide = Callable[[str | None], tuple[tuple[bool, dict[str, Any]], bool]]
+
+
+def members() -> list[str]:
+    """The bench segment's members, as the peers get them (the gateway has the same list)."""
+    segments = json.loads((Path(__file__).parent / "segments.json").read_text())
+    return list(segments["heap_premium_users"])
+
+
+def growthbook_peer() -> Decide:
+    from growthbook import GrowthBook
+
+    features = {
+        "premium_checkout": {
+            "defaultValue": False,
+            "rules": [{"condition": {"id": {"$in": members()}}, "force": True}],
+        },
+        "new_banner": {
+            "defaultValue": BANNER_OFF,
+            "rules": [{"force": BANNER_ON, "coverage": 1.0, "hashAttribute": "id"}],
+        },
+    }
+
+    def decide(identity: str | None) -> tuple[tuple[bool, dict[str, Any]], bool]:
+        gb = GrowthBook(attributes={"id": identity or ""}, features=features)
+        try:
+            banner = gb.get_feature_value("new_banner", BANNER_OFF)
+            return (banner != BANNER_OFF, banner), gb.is_on("premium_checkout")
+        finally:
+            gb.destroy()
+
+    return decide
+
+
+def launchdarkly_peer() -> Decide:
+    from ldclient import Context, LDClient
+    from ldclient.config import Config as LDConfig
+    from ldclient.integrations.test_data import TestData
+
+    data = TestData.data_source()
+    premium = data.flag("premium_checkout").boolean_flag().fallthrough_variation(False)
+    data.update(premium.if_match("key", *members()).then_return(True))
+    data.update(data.flag("new_banner").variations(BANNER_OFF, BANNER_ON).fallthrough_variation(1))
+    client = LDClient(LDConfig("bench-sdk-key", update_processor_class=data, send_events=False))
+
+    def decide(identity: str | None) -> tuple[tuple[bool, dict[str, Any]], bool]:
+        context = Context.create(identity or "anonymous")
+        banner = client.variation("new_banner", context, BANNER_OFF)
+        return (banner != BANNER_OFF, banner), bool(
+            client.variation("premium_checkout", context, False)
+        )
+
+    return decide
+
+
+PEERS: dict[str, Callable[[], Decide]] = {
+    "growthbook": growthbook_peer,
+    "launchdarkly": launchdarkly_peer,
+}
 
 
 def seed_client() -> Any:
@@ -62,7 +131,7 @@ def seed_flags(client: Any, context: dict[str, Any]) -> dict[str, tuple[bool, di
 def starlette_app() -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, PlainTextResponse
+    from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
     from starlette.routing import Route
     from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -74,6 +143,8 @@ def starlette_app() -> Any:
         if CASE == "seed":
             decisions = request.scope["seed_flags"]
             return HTMLResponse(render(decisions["new_banner"], decisions["premium_checkout"][0]))
+        if CASE in PEERS:
+            return HTMLResponse(render(*request.scope["peer_flags"]))
         flags = request.state.flags
         banner = flags["new_banner"]
         return HTMLResponse(
@@ -84,7 +155,12 @@ def starlette_app() -> Any:
         ready = engine is None or engine.ready
         return PlainTextResponse("ok" if ready else "loading", status_code=200 if ready else 503)
 
-    app: Any = Starlette(routes=[Route("/", page), Route("/healthz", healthz)])
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse(engine.stats() if engine is not None else {})
+
+    app: Any = Starlette(
+        routes=[Route("/", page), Route("/healthz", healthz), Route("/stats", stats)]
+    )
     if CASE == "seed":
         client = seed_client()
 
@@ -103,6 +179,22 @@ def starlette_app() -> Any:
                 await self.app(scope, receive, send)
 
         app = SeedMiddleware(app)
+    elif CASE in PEERS:
+        decide = PEERS[CASE]()
+
+        class PeerMiddleware:
+            def __init__(self, app: ASGIApp) -> None:
+                self.app = app
+
+            async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+                if scope["type"] == "http":
+                    headers = dict(scope["headers"])
+                    scope["peer_flags"] = decide(
+                        headers.get(b"x-heap-identity", b"").decode() or None
+                    )
+                await self.app(scope, receive, send)
+
+        app = PeerMiddleware(app)
     elif CASE == "middleware":
         from vwo_heap_middleware import Config, FlagEngine
         from vwo_heap_middleware.starlette import HeapFlagsMiddleware
@@ -129,6 +221,13 @@ def flask_app() -> Any:
             )
             g.seed_flags = seed_flags(client, context)
 
+    elif CASE in PEERS:
+        decide = PEERS[CASE]()
+
+        @app.before_request
+        def peer() -> None:
+            g.peer_flags = decide(request.headers.get("X-Heap-Identity"))
+
     elif CASE == "middleware":
         from vwo_heap_middleware import Config, FlagEngine
         from vwo_heap_middleware.flask import HeapFlags
@@ -142,6 +241,8 @@ def flask_app() -> Any:
             return render((False, {}), False)
         if CASE == "seed":
             return render(g.seed_flags["new_banner"], g.seed_flags["premium_checkout"][0])
+        if CASE in PEERS:
+            return render(*g.peer_flags)
         banner = g.flags["new_banner"]
         return render((banner.enabled, dict(banner.variables)), g.flags.enabled("premium_checkout"))
 
@@ -149,6 +250,10 @@ def flask_app() -> Any:
     def healthz() -> tuple[str, int]:
         ready = engine is None or engine.ready
         return ("ok" if ready else "loading"), 200 if ready else 503
+
+    @app.get("/stats")
+    def stats() -> dict[str, int]:
+        return engine.stats() if engine is not None else {}
 
     return app
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import os
 import random
 import re
@@ -19,6 +21,7 @@ USER_AGENT = (
     "Chrome/130.0 Safari/537.36"
 )
 RETURNING = 100  # returning visitors cycle through this many identities
+ZIPF_IDS, ZIPF_S = 50_000, 1.1  # the realistic mix: identities drawn Zipf(1.1) over 50,000
 
 WRK_SCRIPT = """
 counter = 0
@@ -27,20 +30,43 @@ function setup(thread)
   tid = tid + 1
   thread:set("tid", tid)
 end
+cdf = nil
 function init(args)
   math.randomseed(os.time() + (tid or 0))
+  if os.getenv("BENCH_TRAFFIC") == "zipf" then
+    cdf = {}
+    local total = 0
+    for k = 1, ZIPF_IDS do
+      total = total + 1 / (k ^ ZIPF_S)
+      cdf[k] = total
+    end
+    for k = 1, ZIPF_IDS do cdf[k] = cdf[k] / total end
+  end
+end
+function zipf()
+  local u, lo, hi = math.random(), 1, ZIPF_IDS
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cdf[mid] < u then lo = mid + 1 else hi = mid end
+  end
+  return lo
 end
 function request()
   counter = counter + 1
   local id
-  if os.getenv("BENCH_TRAFFIC") == "new" then
+  local traffic = os.getenv("BENCH_TRAFFIC")
+  if traffic == "new" then
     id = "new-" .. tid .. "-" .. counter .. "-" .. math.random(1000000000) .. "@example.com"
+  elseif traffic == "zipf" then
+    -- rank k to a scrambled identity, so the segment's members (ret-0..49) are spread out
+    id = "ret-" .. ((zipf() * 7919) % ZIPF_IDS) .. "@example.com"
   else
     id = "ret-" .. (counter % RETURNING) .. "@example.com"
   end
   return wrk.format("GET", "/", {["X-Heap-Identity"] = id, ["User-Agent"] = "USER_AGENT"})
 end
 """.replace("RETURNING", str(RETURNING)).replace("USER_AGENT", USER_AGENT)
+WRK_SCRIPT = WRK_SCRIPT.replace("ZIPF_IDS", str(ZIPF_IDS)).replace("ZIPF_S", str(ZIPF_S))
 
 
 @dataclass
@@ -50,6 +76,10 @@ class Result:
     p99_ms: float
     errors: int
     tool: str
+    requests: int = 0
+    cpu_us: float = 0.0  # the server's CPU time per request (every process of it)
+    impressions: int = 0  # vwo_variationShown events the server made during the case
+    delivered: int = 0  # ... and the gateway received by the end of the case
 
 
 def ensure_wrk() -> str | None:
@@ -122,9 +152,43 @@ def parse_wrk(output: str) -> Result:
             r"(?:Non-2xx or 3xx responses:|timeout|read|write|connect) (\d+)", output
         )
     )
-    if not rps:
+    count = re.search(r"(\d+) requests in", output)
+    if not rps or not count:
         raise ValueError(f"wrk printed no Requests/sec:\n{output}")
-    return Result(float(rps.group(1)), latency("50"), latency("99"), errors, "wrk")
+    result = Result(float(rps.group(1)), latency("50"), latency("99"), errors, "wrk")
+    result.requests = int(count.group(1))
+    return result
+
+
+def zipf_identity(draw: float, cdf: list[float]) -> str:
+    """The Python generator's twin of the wrk script's Zipf draw."""
+    rank = bisect.bisect_left(cdf, draw) + 1
+    return f"ret-{(rank * 7919) % ZIPF_IDS}@example.com"
+
+
+def zipf_cdf() -> list[float]:
+    weights = list(itertools.accumulate(1 / k**ZIPF_S for k in range(1, ZIPF_IDS + 1)))
+    return [w / weights[-1] for w in weights]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children (a gunicorn master's worker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            pending += [
+                int(child)
+                for task in Path(f"/proc/{current}/task").iterdir()
+                for child in (task / "children").read_text().split()
+            ]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def run_python(url: str, seconds: float, connections: int, traffic: str) -> Result:
@@ -133,6 +197,7 @@ def run_python(url: str, seconds: float, connections: int, traffic: str) -> Resu
     latencies: list[float] = []
     errors = 0
     counter = 0
+    cdf = zipf_cdf() if traffic == "zipf" else []
 
     async def connection() -> None:
         nonlocal errors, counter
@@ -141,11 +206,14 @@ def run_python(url: str, seconds: float, connections: int, traffic: str) -> Resu
         try:
             while time.monotonic() < deadline:
                 counter += 1
-                identity = (
-                    f"new-{counter}-{random.randrange(10**9)}"
-                    if traffic == "new"
-                    else f"ret-{counter % RETURNING}"
-                ) + "@example.com"
+                if traffic == "zipf":
+                    identity = zipf_identity(random.random(), cdf)
+                else:
+                    identity = (
+                        f"new-{counter}-{random.randrange(10**9)}"
+                        if traffic == "new"
+                        else f"ret-{counter % RETURNING}"
+                    ) + "@example.com"
                 request = (
                     f"GET / HTTP/1.1\r\nHost: {host}\r\nX-Heap-Identity: {identity}\r\n"
                     f"User-Agent: {USER_AGENT}\r\n\r\n"
@@ -174,4 +242,5 @@ def run_python(url: str, seconds: float, connections: int, traffic: str) -> Resu
         p99_ms=latencies[int(len(latencies) * 0.99) - 1] if latencies else 0.0,
         errors=errors,
         tool="python",
+        requests=len(latencies),
     )

@@ -1,10 +1,12 @@
-"""Micro-figures, in microseconds: identity parsing + context, a warm and a cold decision.
+"""Micro-figures, in microseconds: identity parsing + context, a warm and a cold decision, and
+a new (visitor, flag) decision in-process, native and by the SDK.
 
 Run as ``python -m bench.micro GATEWAY_URL``; prints one JSON object.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -27,6 +29,32 @@ def per_call(function: Callable[[int], object], calls: int) -> float:
     for n in range(calls):
         function(n)
     return (time.perf_counter() - started) / calls * 1e6
+
+
+def new_decision(config: Config, evaluation: str, calls: int = 5000) -> float:
+    """A new (visitor, flag) decided in-process, with its membership answer already known: the
+    cost of deciding (and making its impression), without the lookup."""
+    engine = FlagEngine(dataclasses.replace(config, evaluation=evaluation))
+    engine.start()
+    engine.wait_ready(10)
+    identity = "ret-1@example.com"  # a member: the flag is on, an impression is made
+    visitors = [
+        build_visitor(
+            engine.config, RequestFacts(identity_header=identity, user_agent=USER_AGENT), None
+        )
+        for _ in range(2)
+    ]
+    engine.decide(visitors[0], ["premium_checkout"], timeout=2.0)  # the lookup, cached now
+    base = visitors[1]  # the same identity and membership answer, a new VWO user id each
+    fresh = [
+        dataclasses.replace(
+            base, user_id=f"user-{n}", context={**(base.context or {}), "id": f"user-{n}"}
+        )
+        for n in range(calls)
+    ]
+    took = per_call(lambda n: engine.decide(fresh[n], ["premium_checkout"]), calls)
+    engine.close()
+    return took
 
 
 def main() -> None:
@@ -66,6 +94,7 @@ def main() -> None:
 
     cold_us = per_call(cold, 300)
     engine.close()
+    new_us = {mode: new_decision(config, mode) for mode in ("native", "sdk")}
     print(
         json.dumps(
             {
@@ -73,6 +102,8 @@ def main() -> None:
                 "identity_and_context_new_cookie_us": round(parse_new_us, 2),
                 "warm_decision_us": round(warm_us, 2),
                 "cold_decision_us": round(cold_us, 1),
+                "new_decision_native_us": round(new_us["native"], 2),
+                "new_decision_sdk_us": round(new_us["sdk"], 2),
             }
         )
     )

@@ -209,6 +209,19 @@ def test_refused_connections_are_observed(demo_gateway: LocalGateway) -> None:
     assert fresh.request("GET", f"{demo_gateway.url}/_gateway/health").status == 200
 
 
+def test_connections_are_kept_alive_and_closed_when_it_stops(demo_gateway: LocalGateway) -> None:
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", demo_gateway.port, maxsize=1, retries=False)
+    for n in range(20):
+        answer = pool.request("GET", f"/check-attribute?attribute=n{n}&listId=heap_premium_users")
+        assert answer.status == 200 and answer.headers.get("Connection") != "close"
+    assert pool.num_connections == 1, "one keep-alive connection for every call"
+    demo_gateway.refuse_connections()
+    with pytest.raises(urllib3.exceptions.HTTPError):  # the open connection went down with it
+        pool.request("GET", "/_gateway/health")
+    demo_gateway.accept_connections()
+    assert pool.request("GET", "/_gateway/health").status == 200
+
+
 def test_control_endpoint_is_off_unless_enabled(
     demo_gateway: LocalGateway, demo_settings: dict[str, Any]
 ) -> None:

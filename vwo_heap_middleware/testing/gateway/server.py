@@ -1,8 +1,14 @@
-"""Serve the local gateway over real HTTP: in-process for tests, or from the command line."""
+"""Serve the local gateway over real HTTP: in-process for tests, or from the command line.
+
+It is served by cheroot (CherryPy's WSGI server): keep-alive connections, as the real gateway
+has them (werkzeug's development server closes every connection after one request). Stopping
+it closes the listener and every open connection, as a gateway going down does.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -10,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from cheroot.wsgi import Server
 
 from ...flags_file import load_flags_file, load_settings_file
 from ...segments_file import Segments, load_segments_file
@@ -26,9 +32,23 @@ def _daemon_timer(seconds: float, action: Callable[[], object]) -> None:
     timer.start()
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        logger.debug("%s %s", self.requestline, code)
+def _access_log(app: Any) -> Any:
+    """``app``, logging each request's method, path and status (the CLI's access log)."""
+
+    def logged(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        def start(status: str, headers: Any, *args: Any) -> Any:
+            logger.info("%s %s %s", environ["REQUEST_METHOD"], environ["PATH_INFO"], status)
+            return start_response(status, headers, *args)
+
+        return app(environ, start)
+
+    return logged
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def load_data(
@@ -73,8 +93,8 @@ class LocalGateway:
         )
         self.host = host
         self.port = port
-        self._handler = WSGIRequestHandler if access_log else _QuietHandler
-        self._server: BaseWSGIServer | None = None
+        self._served = _access_log(self.app) if access_log else self.app
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -115,24 +135,27 @@ class LocalGateway:
     def start(self) -> LocalGateway:
         with self._lock:
             if self._server is None:
-                server = make_server(
-                    self.host, self.port, self.app, threaded=True, request_handler=self._handler
-                )
-                self.port = server.server_port
+                # Threads enough for requests held by an injected latency; idle keep-alive
+                # connections hold none.
+                if not self.port:  # a fixed port: cheroot sets SO_REUSEADDR only for those,
+                    self.port = _free_port(self.host)  # and a restart binds it again
+                server = Server((self.host, self.port), self._served, numthreads=64)
+                server.shutdown_timeout = 1.0
+                server.prepare()  # binds the port now: refused connections end here
+                self.port = server.bind_addr[1]
                 self._server = server
                 self._thread = threading.Thread(
-                    target=server.serve_forever, name="vwo-local-gateway", daemon=True
+                    target=server.serve, name="vwo-local-gateway", daemon=True
                 )
                 self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Close the listening socket: new connections are refused until ``start()``."""
+        """Close the listener and every connection: calls fail until ``start()``."""
         with self._lock:
             server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.stop()
 
     refuse_connections = stop
     accept_connections = start
