@@ -14,9 +14,9 @@ import pytest
 
 from tests.conftest import DATA, DEMO_FLAGS, ROOT, EngineFactory, visitor, wait_until
 from vwo_heap_middleware.config import Config, FlagDefault
+from vwo_heap_middleware.decider import DECIDED
 from vwo_heap_middleware.decision import FlagDecision, Reason
 from vwo_heap_middleware.engine import (
-    DECIDED,
     ENGINE_FAILED,
     SETTINGS_LOADED,
     UNKNOWN_FLAGS,

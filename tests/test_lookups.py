@@ -141,7 +141,7 @@ def test_one_key_many_threads_one_gateway_call(
     for thread in threads:
         thread.join()
     assert calls == ["ada"]
-    assert answers == [Answer(True, AnswerStatus.FRESH)] * 16
+    assert answers == [Answer(True, AnswerStatus.FRESH, 1300.0)] * 16, "expires with its TTL"
     assert lookup.calls == 1
 
 
@@ -154,7 +154,7 @@ def test_members_and_non_members_have_their_own_ttl(
     assert answer(lookup, "bob").value is False
     assert lookup.calls == 2
     clock.now += 61  # past the non-member TTL, within the member TTL
-    assert lookup.begin(["ada"]).answers["ada"] == Answer(True, AnswerStatus.FRESH)
+    assert lookup.begin(["ada"]).answers["ada"] == Answer(True, AnswerStatus.FRESH, 1300.0)
     assert lookup.begin(["bob"]).answers == {}, "bob is asked again"
 
 
@@ -169,7 +169,7 @@ def test_a_failing_gateway_serves_stale_answers_then_nothing(
         return True
 
     lookup = make_lookup(fetch, pool, clock)
-    assert answer(lookup, "ada") == Answer(True, AnswerStatus.FRESH)
+    assert answer(lookup, "ada") == Answer(True, AnswerStatus.FRESH, 1300.0)
     failing[0] = True
     clock.now += 301  # the fresh answer expired
     assert answer(lookup, "ada") == Answer(True, AnswerStatus.STALE)

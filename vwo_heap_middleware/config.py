@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -88,8 +89,9 @@ class Config:
     user_details_ttl: float = 300.0
     # How old a cached lookup answer may be and still serve while the gateway fails.
     stale_membership_ttl: float = 3600.0
-    # Seconds a decision is reused for the same visitor, context and settings revision.
-    decision_ttl: float = 60.0
+    # Seconds a decision is reused at most (same visitor, context and settings revision); one
+    # made on segment answers lives only as long as they do (the membership TTLs).
+    decision_ttl: float = 86400.0
     # Entries per cache (decisions, memberships, user details).
     cache_size: int = 100_000
     # Seconds between settings refreshes from the gateway.
@@ -270,6 +272,12 @@ class Config:
         return self.trust_client_identity and "header" in self.identity_sources
 
     @property
+    def hooks(self) -> bool:
+        """True when an app hook (resolver, fallback user id, enricher) shapes visitors."""
+        hooks = (self.identity_resolver, self.fallback_user_id, self.context_enricher)
+        return any(hook is not None for hook in hooks)
+
+    @functools.cached_property
     def vary(self) -> tuple[str, ...]:
         """The request headers a visitor's flags can depend on, for ``Vary``."""
         headers: list[str] = []
@@ -277,8 +285,7 @@ class Config:
             headers.append("Cookie")
         if self.header_identity_allowed:
             headers.append(self.identity_header)
-        hooks = (self.identity_resolver, self.fallback_user_id, self.context_enricher)
-        if any(hook is not None for hook in hooks):
+        if self.hooks:
             headers += self.resolver_reads
         unique = {h.lower(): h for h in reversed(headers)}  # once each, the first spelling
         return tuple(unique[h.lower()] for h in dict.fromkeys(h.lower() for h in headers))

@@ -11,6 +11,7 @@ the answers (or their absence) into decisions, each flag evaluated natively wher
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from .events import Event
 from .flag_index import FlagIndex, FlagNeeds
 from .lookups import AnswerStatus, DetailsKey, GatewayLookups, Pending
 from .native_evaluator import Fallback, NativeOutcome, NativeSettings
-from .visitor import Visitor, short_hash
+from .observers import Observer
+from .returning import Remembered, ReturningVisitors
+from .visitor import RequestFacts, Visitor, short_hash
 
 logger = logging.getLogger("vwo_heap_middleware")
 
@@ -32,6 +35,7 @@ NATIVE_OFF = "native evaluation is off: %s; the VWO SDK decides every flag"
 BY_SDK = "flag %r is decided by the VWO SDK: the native evaluator does not cover %s"
 FELL_BACK = "flag %r for user %s: decided by the VWO SDK (%s)"
 SHADOW_DIFFERS = "shadow evaluation: flag %r for user %s differs: SDK %s, native %s"
+DECIDED = "flag %s: %s for user %s"
 
 
 @dataclass
@@ -39,11 +43,15 @@ class Plan:
     """One ``decide`` call: what the caches answered, and the lookups the rest waits for."""
 
     deadline: float
+    revision: str | None = None  # of the settings decided on (None: not ready)
     results: dict[str, FlagDecision] = field(default_factory=dict)
     todo: dict[str, tuple[FlagNeeds, tuple[Any, ...]]] = field(default_factory=dict)
     details: DetailsKey | None = None
     pending: Pending | None = None
     cached: int = 0  # results that came from the decision cache
+    # When the first of the results stops holding (``time.monotonic()``); -inf when one of
+    # them must not be reused (an override, a default for a failure, a stale answer).
+    expires: float = math.inf
 
     def left(self) -> float:
         """Seconds of the budget still left to wait for lookups."""
@@ -56,14 +64,16 @@ class Decider:
         config: Config,
         lookups: GatewayLookups,
         sdk: vwo_sdk.VwoSdk,
-        decisions: DecisionCache,
         emit: Callable[[Event], None],
     ) -> None:
         self.config = config
         self._lookups = lookups
         self._sdk = sdk
-        self._decisions = decisions
+        self._decisions = DecisionCache(config.cache_size, config.decision_ttl)
+        self._returning = ReturningVisitors(config.cache_size)
+        self._recalls = not config.hooks  # else visitors are not a function of facts alone
         self._emit = emit  # the engine's event spool
+        self.observers: Observer = Observer()
         self._native: NativeSettings | None = None
         self.by_sdk: Mapping[str, str] = {}  # flags the SDK decides, and why
 
@@ -71,6 +81,7 @@ class Decider:
         """New settings for the SDK (``SettingsRejected`` if it refuses them), then for the
         native evaluator unless ``evaluation="sdk"`` or this SDK is not one it was proven on."""
         self._sdk.load(settings)
+        self.forget()
         self._native, self.by_sdk = None, {}
         if self.config.evaluation == "sdk":
             return
@@ -84,19 +95,77 @@ class Decider:
             logger.info(BY_SDK, key, why)
         self._native, self.by_sdk = native, MappingProxyType(dict(native.unsupported))
 
+    def forget(self) -> None:
+        """New settings, or a forked child: no decision made before holds."""
+        self._decisions.reset()
+        self._returning.reset()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "cached_decisions": len(self._decisions),
+            "returning_visitors": len(self._returning),
+        }
+
+    def readiness(self) -> dict[str, Any]:
+        return {
+            "sdk_version": vwo_sdk.sdk_version(),
+            "sdk_patches": list(vwo_sdk.installed()),
+            "evaluation": self.config.evaluation,
+            "decided_by_sdk": dict(self.by_sdk),
+        }
+
+    def recall(
+        self, index: FlagIndex | None, facts: RequestFacts, keys: Iterable[str]
+    ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
+        """A returning visitor's decisions, by the request's facts (see ``returning``)."""
+        if not self._recalls or index is None or overrides.current():
+            return None
+        entry = self._returning.recall(facts, index.revision, keys)
+        if entry is None:
+            return None
+        results = {key: entry.decisions[key] for key in keys}
+        self._report(entry.visitor, results, len(results))
+        return entry.visitor, results
+
+    def done(
+        self, plan: Plan, visitor: Visitor, facts: RequestFacts | None
+    ) -> dict[str, FlagDecision]:
+        """Tell the observers (and the debug log); remember the decisions by ``facts``."""
+        self._report(visitor, plan.results, plan.cached)
+        if (
+            facts is not None
+            and self._recalls
+            and plan.revision is not None
+            and plan.expires > time.monotonic()
+        ):
+            entry = Remembered(plan.revision, visitor, dict(plan.results), plan.expires)
+            self._returning.remember(facts, entry)
+        return plan.results
+
+    def _report(self, visitor: Visitor, results: Mapping[str, FlagDecision], cached: int) -> None:
+        if self.observers:
+            self.observers.decided(results, cached)
+        if logger.isEnabledFor(logging.DEBUG):
+            user = short_hash(visitor.user_id or "")
+            for d in results.values():
+                extra = {"flag_key": d.key, "flag_reason": d.reason.value, "user_hash": user}
+                logger.debug(DECIDED, d.key, d.reason.value, user, extra=extra)
+
     def plan(
         self, index: FlagIndex | None, visitor: Visitor, keys: list[str], deadline: float
     ) -> Plan:
         """Answer what overrides and the cache know; start the lookups the rest needs.
         ``index`` is None while the engine is not ready."""
-        plan = Plan(deadline)
+        plan = Plan(deadline, index.revision if index else None)
         forced = overrides.current()
         if forced:
             plan.results = {key: forced[key] for key in keys if key in forced}
             keys = [key for key in keys if key not in forced]
+            plan.expires = -math.inf
         context = visitor.context
         if index is None:
             plan.results.update(self.defaults(keys, Reason.NOT_READY))
+            plan.expires = -math.inf
             return plan
         if context is None:
             plan.results.update(self.defaults(keys, Reason.NO_USER))
@@ -110,9 +179,10 @@ class Decider:
                 plan.results[key] = self._default(key, Reason.UNKNOWN_FLAG)
                 continue
             cache_key = (key, *base, facts if needs.request_facts else None)
-            cached = self._decisions.get(cache_key)
+            cached = self._decisions.lookup(cache_key)
             if cached is not None:
-                plan.results[key] = cached
+                plan.results[key], expires = cached
+                plan.expires = min(plan.expires, expires)
                 plan.cached += 1
             else:
                 plan.todo[key] = (needs, cache_key)
@@ -139,6 +209,7 @@ class Decider:
         if detail is not None:
             statuses.add(detail.status)
         stale = AnswerStatus.STALE in statuses
+        custom = (visitor.context or {}).get("custom_variables", {})
         with_details = vwo_sdk.Answers(
             known,
             user_details=detail.value if detail is not None and detail.known else None,
@@ -148,6 +219,7 @@ class Decider:
         for key, (needs, cache_key) in plan.todo.items():
             answers = with_details if needs.user_details else without_details
             outcome, evaluator = self._evaluate(key, visitor, answers)
+            expires = -math.inf
             if outcome.error:
                 decision = self._default(key, Reason.ERROR)
             elif outcome.missing and not outcome.enabled:
@@ -159,8 +231,13 @@ class Decider:
                     key, outcome.enabled, outcome.variables, reason, stale, evaluator
                 )
                 if statuses <= {AnswerStatus.FRESH} and not outcome.missing:
-                    self._decisions.put(cache_key, decision)
+                    # it holds as long as the answers it was made on
+                    used = [memberships[m].expires for m in needs.memberships(custom)]
+                    if needs.user_details and detail is not None:
+                        used.append(detail.expires)
+                    expires = self._decisions.put(cache_key, decision, min(used, default=math.inf))
             plan.results[key] = decision
+            plan.expires = min(plan.expires, expires)
 
     def _evaluate(
         self, key: str, visitor: Visitor, answers: vwo_sdk.Answers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import threading
 import time
 from collections.abc import Hashable, Mapping
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from cachetools import TTLCache
+from cachetools import TLRUCache
 
 from .config import FlagDefault
 
@@ -69,7 +70,8 @@ class FlagDecision:
 
 
 class DecisionCache:
-    """Decisions by everything that can change them (the caller builds the key), for ``ttl`` s.
+    """Decisions by everything that can change them (the caller builds the key): each until
+    the inputs it was made on expire (the membership answers), at most ``ttl`` s.
 
     A cached decision sends no second impression, as with the SDK's storage-backed decisions.
     """
@@ -82,17 +84,27 @@ class DecisionCache:
     def reset(self) -> None:
         """Forget everything (new settings, or a forked child: the lock may have been held)."""
         self._lock = threading.Lock()
-        self._cache: TTLCache[Hashable, FlagDecision] = TTLCache(
-            self._maxsize, self._ttl, timer=time.monotonic
+        self._cache: TLRUCache[Hashable, tuple[FlagDecision, float]] = TLRUCache(
+            self._maxsize, ttu=lambda key, entry, now: entry[1], timer=time.monotonic
         )
 
     def get(self, key: Hashable) -> FlagDecision | None:
+        entry = self.lookup(key)
+        return entry[0] if entry is not None else None
+
+    def lookup(self, key: Hashable) -> tuple[FlagDecision, float] | None:
+        """The decision and when it expires (``time.monotonic()``), or None."""
         with self._lock:
             return self._cache.get(key)
 
-    def put(self, key: Hashable, decision: FlagDecision) -> None:
-        with self._lock:
-            self._cache[key] = decision
+    def put(self, key: Hashable, decision: FlagDecision, expires: float = math.inf) -> float:
+        """Keep ``decision`` until ``expires`` (and at most ``ttl`` s); returns when it expires."""
+        now = time.monotonic()
+        expires = min(expires, now + self._ttl)
+        if expires > now:
+            with self._lock:
+                self._cache[key] = (decision, expires)
+        return expires
 
     def __len__(self) -> int:
         return len(self._cache)

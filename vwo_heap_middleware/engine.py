@@ -22,14 +22,14 @@ from typing import Any
 from . import vwo_sdk
 from .config import Config
 from .decider import Decider, Plan
-from .decision import DecisionCache, FlagDecision, Reason
+from .decision import FlagDecision, Reason
 from .events import EventSpool
 from .flag_index import FlagIndex
 from .gateway_client import Gateway, GatewayClient
 from .lookups import GatewayLookups
 from .observers import Observer, Observers
 from .offline import FlagsSource, OfflineGateway, SegmentsSource
-from .visitor import Visitor, short_hash
+from .visitor import RequestFacts, Visitor
 from .vwo_settings import SettingsLoop
 
 logger = logging.getLogger("vwo_heap_middleware")
@@ -37,7 +37,6 @@ logger = logging.getLogger("vwo_heap_middleware")
 SETTINGS_LOADED = "VWO settings loaded: revision %s, %d flags"
 UNKNOWN_FLAGS = "VWO_HEAP_FLAGS names flags these settings lack: %s; they have: %s"
 ENGINE_FAILED = "flag evaluation failed; serving defaults"
-DECIDED = "flag %s: %s for user %s"
 
 
 class FlagEngine:
@@ -63,9 +62,8 @@ class FlagEngine:
         self._ready = threading.Event()
         self._start_lock = threading.RLock()
         self._first_decision = True  # until this process waited for the first settings answer
-        self._decisions = DecisionCache(config.cache_size, config.decision_ttl)
-        self._decider = Decider(config, self._lookups, self._sdk, self._decisions, self.events.add)
-        self.observers = self._lookups.observers = Observers()
+        self._decider = Decider(config, self._lookups, self._sdk, self.events.add)
+        self.observers = self._lookups.observers = self._decider.observers = Observers()
         if config.otel:
             from .otel import FlagTelemetry  # the [otel] extra, only when asked for
 
@@ -126,7 +124,7 @@ class FlagEngine:
     def _forked(self) -> None:
         """In a new child, while it has one thread: locks a parent thread may have held."""
         self._start_lock = threading.RLock()
-        self._decisions.reset()
+        self._decider.forget()
         self._ready = threading.Event()
         if self._index is not None:
             self._ready.set()
@@ -175,19 +173,12 @@ class FlagEngine:
             "flags": sorted(self._index.flags) if self._index else [],
             "gateway_circuit_open": self._lookups.breaker.is_open,
             "last_error": self._settings.last_error,
-            "sdk_version": vwo_sdk.sdk_version(),
-            "sdk_patches": list(vwo_sdk.installed()),
-            "evaluation": self.config.evaluation,
-            "decided_by_sdk": dict(self._decider.by_sdk),
+            **self._decider.readiness(),
         }
 
     def stats(self) -> dict[str, int]:
         """Counters: gateway lookups, events sent/dropped/held, cached decisions."""
-        return {
-            **self._lookups.stats(),
-            **self.events.stats(),
-            "cached_decisions": len(self._decisions),
-        }
+        return {**self._lookups.stats(), **self.events.stats(), **self._decider.stats()}
 
     def flush_events(self, timeout: float = 2.0) -> bool:
         """Send spooled events now, waiting at most ``timeout`` s; True when all were sent."""
@@ -208,25 +199,15 @@ class FlagEngine:
         index = FlagIndex.from_settings(settings)
         if self._index is not None and index.revision == self._index.revision:
             return
-        self._decider.load(settings)
+        self._decider.load(settings)  # forgets what was decided on the settings before
         self._index = index
         self._ready.set()
-        self._decisions.reset()
         extra = {"settings_revision": index.revision, "flag_count": len(index.flags)}
         logger.info(SETTINGS_LOADED, index.revision, len(index.flags), extra=extra)
         missing = [key for key in self.config.flags if key not in index.flags]
         if missing:  # once per revision: a typo would otherwise show only as unknown_flag
             logger.warning(UNKNOWN_FLAGS, ", ".join(missing), ", ".join(sorted(index.flags)))
         self.observers.settings_loaded(index.revision, len(index.flags))
-
-    def _decided(self, visitor: Visitor, plan: Plan) -> None:
-        if self.observers:
-            self.observers.decided(plan.results, plan.cached)
-        if logger.isEnabledFor(logging.DEBUG):
-            user = short_hash(visitor.user_id or "")
-            for d in plan.results.values():
-                extra = {"flag_key": d.key, "flag_reason": d.reason.value, "user_hash": user}
-                logger.debug(DECIDED, d.key, d.reason.value, user, extra=extra)
 
     def knows(self, key: str) -> bool:
         """True when the settings in use have a flag ``key``."""
@@ -236,10 +217,24 @@ class FlagEngine:
         """See what the engine does (``observers.Observer``): OpenFeature, OpenTelemetry."""
         self.observers.add(observer)
 
+    def recall(
+        self, facts: RequestFacts, keys: Iterable[str]
+    ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
+        """A returning visitor and their decisions of ``keys``, in one lookup by the request's
+        facts, when nothing can have changed them (see ``returning``); else None."""
+        ready = self.ready and self._pid == os.getpid()
+        return self._decider.recall(self._index, facts, keys) if ready else None
+
     def decide(
-        self, visitor: Visitor, keys: Iterable[str], *, timeout: float | None = None
+        self,
+        visitor: Visitor,
+        keys: Iterable[str],
+        *,
+        timeout: float | None = None,
+        facts: RequestFacts | None = None,
     ) -> dict[str, FlagDecision]:
-        """Decide ``keys`` for ``visitor``, waiting at most ``timeout`` (default: the budget).
+        """Decide ``keys`` for ``visitor``, waiting at most ``timeout`` (default: the budget);
+        ``facts``, the request's, to ``recall`` these decisions by.
 
         Never raises: an unexpected failure gives each flag its default, reason ``error``.
         """
@@ -250,14 +245,18 @@ class FlagEngine:
                 if plan.pending.futures:
                     concurrent.futures.wait(plan.pending.futures, timeout=plan.left())
                 self._decider.finish(plan, visitor)
-            self._decided(visitor, plan)
-            return plan.results
+            return self._decider.done(plan, visitor, facts)
         except Exception:
             logger.exception(ENGINE_FAILED)
             return self._decider.defaults(keys, Reason.ERROR)
 
     async def decide_async(
-        self, visitor: Visitor, keys: Iterable[str], *, timeout: float | None = None
+        self,
+        visitor: Visitor,
+        keys: Iterable[str],
+        *,
+        timeout: float | None = None,
+        facts: RequestFacts | None = None,
     ) -> dict[str, FlagDecision]:
         """``decide`` for async code: gateway lookups run concurrently, off the event loop."""
         keys = list(keys)
@@ -271,8 +270,7 @@ class FlagEngine:
                     for waiter in waiters:
                         waiter.cancel()  # only the asyncio view: the shared lookup goes on
                 self._decider.finish(plan, visitor)
-            self._decided(visitor, plan)
-            return plan.results
+            return self._decider.done(plan, visitor, facts)
         except Exception:
             logger.exception(ENGINE_FAILED)
             return self._decider.defaults(keys, Reason.ERROR)

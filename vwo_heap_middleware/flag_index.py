@@ -37,9 +37,10 @@ class FlagNeeds:
     request_facts: bool  # the decision can change with the user agent or IP
 
     def memberships(self, custom_variables: Mapping[str, object]) -> set[tuple[str, str]]:
-        """The (list id, value) membership answers a decision for these variables needs."""
+        """The (list id, value) membership answers a decision for these variables needs (the
+        value as the SDK sends it: None as "")."""
         return {
-            (list_id, str(custom_variables[name]))
+            (list_id, "" if custom_variables[name] is None else str(custom_variables[name]))
             for name, list_id in self.lists
             if name in custom_variables
         }

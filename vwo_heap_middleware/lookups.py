@@ -3,7 +3,8 @@
 A ``CachedLookup`` answers ``key -> value`` (a segment membership, a visitor's user details):
 
 - fresh answers come from a TTL cache (cachetools), with a TTL per answer (members and
-  non-members can differ);
+  non-members can differ); each answer says when it expires, so a decision made on it can
+  live exactly as long;
 - concurrent requests for one key share one gateway call (single flight);
 - a ``CircuitBreaker`` stops calling a failing gateway for a while; meanwhile answers come from
   a longer-lived stale cache, or not at all, without waiting.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -49,6 +51,7 @@ class Answer(Generic[V]):
 
     value: V | None
     status: AnswerStatus
+    expires: float = math.inf  # a fresh answer: when (``time.monotonic()``) it stops being one
 
     @property
     def known(self) -> bool:
@@ -61,7 +64,7 @@ class Started(Generic[K, V]):
 
     lookup: CachedLookup[K, V]
     answers: dict[K, Answer[V]] = field(default_factory=dict)
-    pending: dict[K, concurrent.futures.Future[V]] = field(default_factory=dict)
+    pending: dict[K, concurrent.futures.Future[tuple[V, float]]] = field(default_factory=dict)
 
     def finish(self) -> dict[K, Answer[V]]:
         """Every key's answer: a call still running counts as ``timeout``."""
@@ -71,7 +74,8 @@ class Started(Generic[K, V]):
             elif future.cancelled() or future.exception() is not None:
                 self.answers[key] = self.lookup.fallback(key, AnswerStatus.FAILED)
             else:
-                self.answers[key] = Answer(future.result(), AnswerStatus.FRESH)
+                value, expires = future.result()
+                self.answers[key] = Answer(value, AnswerStatus.FRESH, expires)
         return self.answers
 
 
@@ -102,11 +106,11 @@ class CachedLookup(Generic[K, V]):
     def reset(self) -> None:
         """Forget everything (after a fork: a lock or cache may have been mid-change)."""
         self._lock = threading.Lock()
-        self._fresh: TLRUCache[K, V] = TLRUCache(
-            self._maxsize, ttu=lambda key, value, now: now + self._ttl(value), timer=self._clock
+        self._fresh: TLRUCache[K, tuple[V, float]] = TLRUCache(  # (value, expires)
+            self._maxsize, ttu=lambda key, entry, now: entry[1], timer=self._clock
         )
         self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=self._clock)
-        self._in_flight: dict[K, concurrent.futures.Future[V]] = {}
+        self._in_flight: dict[K, concurrent.futures.Future[tuple[V, float]]] = {}
 
     def begin(self, keys: Iterable[K]) -> Started[K, V]:
         """Answer what the cache knows; start (or join) gateway calls for the rest."""
@@ -115,7 +119,8 @@ class CachedLookup(Generic[K, V]):
         for key in keys:
             with self._lock:
                 try:
-                    started.answers[key] = Answer(self._fresh[key], AnswerStatus.FRESH)
+                    value, expires = self._fresh[key]
+                    started.answers[key] = Answer(value, AnswerStatus.FRESH, expires)
                     continue
                 except KeyError:
                     future = self._in_flight.get(key)
@@ -125,9 +130,8 @@ class CachedLookup(Generic[K, V]):
                 started.pending[key] = future
         if missing and self._shared is not None:
             for key, value in self._shared(missing).items():
-                with self._lock:
-                    self._fresh[key] = self._stale[key] = value
-                started.answers[key] = Answer(value, AnswerStatus.FRESH)
+                expires = self._keep(key, value)
+                started.answers[key] = Answer(value, AnswerStatus.FRESH, expires)
         for key in missing:
             if key in started.answers:
                 continue
@@ -137,7 +141,16 @@ class CachedLookup(Generic[K, V]):
             started.pending[key] = self._start(key)
         return started
 
-    def _start(self, key: K) -> concurrent.futures.Future[V]:
+    def _keep(self, key: K, value: V) -> float:
+        """Cache a fresh answer; returns when it expires."""
+        expires = self._clock() + self._ttl(value)
+        with self._lock:
+            self._fresh[key] = (value, expires)
+            self._stale[key] = value
+            self._in_flight.pop(key, None)
+        return expires
+
+    def _start(self, key: K) -> concurrent.futures.Future[tuple[V, float]]:
         with self._lock:
             future = self._in_flight.get(key)
             if future is not None:
@@ -151,7 +164,7 @@ class CachedLookup(Generic[K, V]):
             self._in_flight[key] = future
             return future
 
-    def _call(self, key: K) -> V:
+    def _call(self, key: K) -> tuple[V, float]:
         self.calls += 1
         try:
             value = self._fetch(key)
@@ -162,11 +175,7 @@ class CachedLookup(Generic[K, V]):
                 self._in_flight.pop(key, None)
             raise
         self.breaker.success()
-        with self._lock:
-            self._fresh[key] = value
-            self._stale[key] = value
-            self._in_flight.pop(key, None)
-        return value
+        return value, self._keep(key, value)
 
     def fallback(self, key: K, status: AnswerStatus) -> Answer[V]:
         """The stale answer for ``key`` if there is one, else no value with ``status``."""

@@ -1,9 +1,10 @@
 """``RequestFlags``: the flags of one request, and the one per-request seam every adapter uses.
 
-``open_request`` (or ``open_request_async``) takes a request's facts and does the rest: the
-trusted resolver, the visitor, deciding ``Config.flags``, and the ``ContextVar`` that code
-without the request object (a decorator, a template helper, a log filter) reads through
-``get_flags()``. Any other key is decided on first access and kept for the rest of the request.
+``open_request`` (or ``open_request_async``) takes a request's facts and does the rest: a
+returning visitor recalled in one lookup (``engine.recall``), or the trusted resolver, the
+visitor and deciding ``Config.flags``; and the ``ContextVar`` that code without the request
+object (a decorator, a template helper, a log filter) reads through ``get_flags()``. Any other
+key is decided on first access and kept for the rest of the request.
 ``flags.response_headers()`` says what the response must carry; ``flags.close()`` ends it.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -39,23 +40,63 @@ class ResponseHeaders:
         return merge_vary(existing, self.vary)
 
 
-def open_request(engine: FlagEngine, facts: RequestFacts, request: Any) -> RequestFlags:
+MakeRequest = Callable[[], Any]  # makes the framework's request object on first use
+
+
+def open_request(
+    engine: FlagEngine,
+    facts: RequestFacts,
+    request: Any = None,
+    *,
+    make_request: MakeRequest | None = None,
+) -> RequestFlags:
     """Start a request (WSGI, Flask): identify the visitor, decide ``Config.flags``, set the
-    ``ContextVar``. Close the result when the request ends."""
-    config = engine.config
-    visitor = build_visitor(config, facts, request, resolve_identity(config, request))
-    flags = RequestFlags(engine, visitor, request=request)
-    flags.load(config.flags)
+    ``ContextVar``. Close the result when the request ends. ``make_request`` instead of
+    ``request``: the request object is made only when an app hook needs it."""
+    flags = _recalled(engine, facts, request, make_request)
+    if flags is None:
+        config = engine.config
+        if request is None and make_request is not None and config.hooks:
+            request = make_request()
+        visitor = build_visitor(config, facts, request, resolve_identity(config, request))
+        flags = RequestFlags(engine, visitor, request=request, make_request=make_request)
+        flags.load(config.flags, facts)
     return flags.enter()
 
 
-async def open_request_async(engine: FlagEngine, facts: RequestFacts, request: Any) -> RequestFlags:
+async def open_request_async(
+    engine: FlagEngine,
+    facts: RequestFacts,
+    request: Any = None,
+    *,
+    make_request: MakeRequest | None = None,
+) -> RequestFlags:
     """``open_request`` for ASGI: an async resolver is awaited, decisions wait off the loop."""
-    config = engine.config
-    resolved = await resolve_identity_async(config, request)
-    flags = RequestFlags(engine, build_visitor(config, facts, request, resolved), request=request)
-    await flags.load_async(config.flags)
+    flags = _recalled(engine, facts, request, make_request)
+    if flags is None:
+        config = engine.config
+        if request is None and make_request is not None and config.hooks:
+            request = make_request()
+        visitor = build_visitor(
+            config, facts, request, await resolve_identity_async(config, request)
+        )
+        flags = RequestFlags(engine, visitor, request=request, make_request=make_request)
+        await flags.load_async(config.flags, facts)
     return flags.enter()
+
+
+def _recalled(
+    engine: FlagEngine, facts: RequestFacts, request: Any, make_request: MakeRequest | None
+) -> RequestFlags | None:
+    """A returning visitor's flags, recalled by the request's facts in one lookup."""
+    started = time.perf_counter()
+    recalled = engine.recall(facts, engine.config.flags)
+    if recalled is None:
+        return None
+    flags = RequestFlags(engine, recalled[0], request=request, make_request=make_request)
+    flags._decisions = recalled[1]
+    flags.seconds = time.perf_counter() - started
+    return flags
 
 
 current_flags: ContextVar[RequestFlags | None] = ContextVar("vwo_heap_flags", default=None)
@@ -69,10 +110,18 @@ def get_flags() -> RequestFlags | None:
 class RequestFlags:
     """Read a request's flags: ``flags.enabled(key)``, ``flags[key]``, ``flags.variable(...)``."""
 
-    def __init__(self, engine: FlagEngine, visitor: Visitor, *, request: Any = None) -> None:
+    def __init__(
+        self,
+        engine: FlagEngine,
+        visitor: Visitor,
+        *,
+        request: Any = None,
+        make_request: MakeRequest | None = None,
+    ) -> None:
         self.engine = engine
         self.visitor = visitor
-        self.request = request
+        self._request = request
+        self._make_request = make_request
         self.read = False  # the response depends on the visitor: it must Vary
         self.seconds = 0.0
         self._decisions: dict[str, FlagDecision] = {}
@@ -94,7 +143,14 @@ class RequestFlags:
         if token is not None:
             with contextlib.suppress(ValueError):  # set in another context (Flask's teardown)
                 current_flags.reset(token)
-        self.request = None  # no cycle back to the framework's request and its scope
+        self._request = self._make_request = None  # no cycle back to the request and scope
+
+    @property
+    def request(self) -> Any:
+        """The framework's request object (made on first use), or None."""
+        if self._request is None and self._make_request is not None:
+            self._request = self._make_request()
+        return self._request
 
     def __enter__(self) -> RequestFlags:
         return self
@@ -117,20 +173,22 @@ class RequestFlags:
         self.read = True
         return self.visitor.user_id
 
-    def load(self, keys: Iterable[str]) -> None:
-        """Decide the keys not decided yet (blocking; see ``load_async`` in async code)."""
+    def load(self, keys: Iterable[str], facts: RequestFacts | None = None) -> None:
+        """Decide the keys not decided yet (blocking; see ``load_async`` in async code);
+        ``facts``: the request's, for the engine to recall these decisions by."""
         missing = [k for k in dict.fromkeys(keys) if k not in self._decisions]
         if missing:
             started = time.perf_counter()
-            self._decisions.update(self.engine.decide(self.visitor, missing))
+            self._decisions.update(self.engine.decide(self.visitor, missing, facts=facts))
             self.seconds += time.perf_counter() - started
 
-    async def load_async(self, keys: Iterable[str]) -> None:
+    async def load_async(self, keys: Iterable[str], facts: RequestFacts | None = None) -> None:
         """Decide the keys not decided yet, without blocking the event loop."""
         missing = [k for k in dict.fromkeys(keys) if k not in self._decisions]
         if missing:
             started = time.perf_counter()
-            self._decisions.update(await self.engine.decide_async(self.visitor, missing))
+            decided = await self.engine.decide_async(self.visitor, missing, facts=facts)
+            self._decisions.update(decided)
             self.seconds += time.perf_counter() - started
 
     def get(self, key: str) -> FlagDecision:

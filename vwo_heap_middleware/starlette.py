@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Iterable
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import FlagEngine
 from .guards import FlagRequired
-from .request_flags import RequestFlags, open_request_async
+from .request_flags import RequestFlags, ResponseHeaders, merge_vary, open_request_async
 from .visitor import RequestFacts
 
 
@@ -50,9 +50,10 @@ class HeapFlagsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request = Request(scope, receive)
         facts = RequestFacts.from_asgi(scope, self._identity_header)
-        flags = await open_request_async(self.engine, facts, request)
+        flags = await open_request_async(
+            self.engine, facts, make_request=lambda: Request(scope, receive)
+        )
         scope.setdefault("state", {})["flags"] = flags
         started = False
 
@@ -62,13 +63,7 @@ class HeapFlagsMiddleware:
                 started = True
                 added = flags.response_headers()
                 if added:
-                    headers = MutableHeaders(scope=message)
-                    if added.vary:
-                        headers["Vary"] = added.merged_vary(headers.get("vary"))
-                    if added.cache_control and "cache-control" not in headers:
-                        headers["Cache-Control"] = added.cache_control
-                    for name, value in added.extra:
-                        headers.append(name, value)
+                    message["headers"] = with_headers(message.get("headers") or (), added)
             await send(message)
 
         try:
@@ -76,7 +71,7 @@ class HeapFlagsMiddleware:
         except FlagRequired as refused:
             if started:
                 raise
-            response = await _refusal(scope, request, refused)
+            response = await _refusal(scope, flags.request, refused)
             await response(scope, receive, send_with_headers)
         finally:
             flags.close()
@@ -98,6 +93,31 @@ class HeapFlagsMiddleware:
             await send(message)
 
         return wrapped
+
+
+def with_headers(
+    raw: Iterable[tuple[bytes, bytes]], added: ResponseHeaders
+) -> list[tuple[bytes, bytes]]:
+    """An ASGI response's raw headers with ``added``: ``Vary`` merged into one header,
+    ``Cache-Control`` unless the response has one, the extra headers appended."""
+    headers: list[tuple[bytes, bytes]] = []
+    vary: list[str] = []
+    cache_control = False
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered == b"vary" and added.vary:
+            vary.append(value.decode("latin-1"))
+            continue
+        cache_control = cache_control or lowered == b"cache-control"
+        headers.append((name, value))
+    if added.vary:
+        merged = merge_vary(", ".join(vary), added.vary) if vary else ", ".join(added.vary)
+        headers.append((b"vary", merged.encode("latin-1")))
+    if added.cache_control and not cache_control:
+        headers.append((b"cache-control", added.cache_control.encode("latin-1")))
+    for extra, text in added.extra:
+        headers.append((extra.lower().encode("latin-1"), text.encode("latin-1")))
+    return headers
 
 
 async def _refusal(scope: Scope, request: Request, refused: FlagRequired) -> Response:
