@@ -494,3 +494,26 @@ def test_configuration_mistakes_are_said_clearly(
     finally:
         wrong.close()
     assert engine.ready
+
+
+def test_async_decisions_ask_memberships_from_the_event_loop(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway)
+    member = visitor(engine.config, "ada@example.com")
+    decided = asyncio.run(engine.decide_async(member, FLAGS))
+    assert (
+        decided["premium_checkout"].enabled
+        and decided["premium_checkout"].reason is Reason.TARGETED
+    )
+    assert engine._lookups._executor is None, "no thread pool: the lookup ran on the loop"
+    assert [r["attribute"] for r in demo_gateway.records()["membership_lookups"]] == [
+        "ada@example.com"
+    ]
+    slow = make_engine(demo_gateway, lookup_timeout=0.1, evaluation_timeout=0.3)
+    demo_gateway.faults.set("check_attribute", latency=3.0)
+    started = time.monotonic()
+    late = asyncio.run(slow.decide_async(visitor(slow.config, "grace@example.com"), FLAGS))
+    assert time.monotonic() - started < 1.0
+    assert late["premium_checkout"].reason in (Reason.TIMEOUT, Reason.GATEWAY_ERROR)
+    assert late["new_banner"].enabled, "a flag that needs no lookup is decided as ever"

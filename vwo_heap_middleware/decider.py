@@ -152,10 +152,15 @@ class Decider:
                 logger.debug(DECIDED, d.key, d.reason.value, user, extra=extra)
 
     def plan(
-        self, index: FlagIndex | None, visitor: Visitor, keys: list[str], deadline: float
+        self,
+        index: FlagIndex | None,
+        visitor: Visitor,
+        keys: list[str],
+        deadline: float,
+        on_loop: bool = False,
     ) -> Plan:
-        """Answer what overrides and the cache know; start the lookups the rest needs.
-        ``index`` is None while the engine is not ready."""
+        """Answer what overrides and the cache know; start the lookups the rest needs (from the
+        running event loop when ``on_loop``). ``index`` is None while the engine is not ready."""
         plan = Plan(deadline, index.revision if index else None)
         forced = overrides.current()
         if forced:
@@ -190,7 +195,7 @@ class Decider:
             memberships = {m for needs, _ in plan.todo.values() for m in needs.memberships(custom)}
             if any(needs.user_details for needs, _ in plan.todo.values()) and any(facts):
                 plan.details = facts
-            plan.pending = self._lookups.begin(memberships, plan.details)
+            plan.pending = self._lookups.begin(memberships, plan.details, on_loop)
         return plan
 
     def _default(self, key: str, reason: Reason) -> FlagDecision:

@@ -258,11 +258,12 @@ class FlagEngine:
         timeout: float | None = None,
         facts: RequestFacts | None = None,
     ) -> dict[str, FlagDecision]:
-        """``decide`` for async code: gateway lookups run concurrently, off the event loop."""
+        """``decide`` for async code: membership lookups run on the event loop (a plain-HTTP
+        gateway), others concurrently on the engine's threads; nothing blocks the loop."""
         keys = list(keys)
         try:
             await self._started()
-            plan = self._plan(visitor, keys, timeout)
+            plan = self._plan(visitor, keys, timeout, on_loop=True)
             if plan.pending is not None:
                 if plan.pending.futures:
                     waiters = [asyncio.wrap_future(f) for f in plan.pending.futures]
@@ -279,13 +280,15 @@ class FlagEngine:
         if self._first_decision:
             await asyncio.to_thread(self.wait_started)
 
-    def _plan(self, visitor: Visitor, keys: list[str], timeout: float | None) -> Plan:
+    def _plan(
+        self, visitor: Visitor, keys: list[str], timeout: float | None, on_loop: bool = False
+    ) -> Plan:
         self._ensure_process()
         if self._first_decision:  # a new worker's first decision: not a default while loading
             self.wait_started()
         budget = self.config.evaluation_timeout if timeout is None else timeout
         ready = self._index if self.ready else None
-        return self._decider.plan(ready, visitor, keys, time.monotonic() + budget)
+        return self._decider.plan(ready, visitor, keys, time.monotonic() + budget, on_loop)
 
 
 def _after_fork_in_child(engine: weakref.ref[FlagEngine]) -> Callable[[], object]:

@@ -7,17 +7,20 @@ A ``CachedLookup`` answers ``key -> value`` (a segment membership, a visitor's u
   live exactly as long;
 - concurrent requests for one key share one gateway call (single flight);
 - a ``CircuitBreaker`` stops calling a failing gateway for a while; meanwhile answers come from
-  a longer-lived stale cache, or not at all, without waiting.
+  a longer-lived stale cache, or not at all, without waiting;
+- calls run on a small thread pool, or, for async requests when the lookup has an async fetch
+  (memberships from a plain-HTTP gateway), on the event loop itself: no thread hand-off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import enum
 import math
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -26,7 +29,7 @@ from cachetools import TLRUCache, TTLCache
 
 from .circuit_breaker import CircuitBreaker
 from .config import Config
-from .gateway_client import Gateway
+from .gateway_client import Gateway, GatewayClient, LoopMemberships
 from .observers import Observer
 
 if TYPE_CHECKING:
@@ -91,9 +94,11 @@ class CachedLookup(Generic[K, V]):
         maxsize: int,
         clock: Callable[[], float] = time.monotonic,
         shared: Callable[[list[K]], Mapping[K, V]] | None = None,
+        fetch_on_loop: Callable[[K], Awaitable[V]] | None = None,
     ) -> None:
         self._clock = clock
         self._fetch = fetch
+        self.fetch_on_loop = fetch_on_loop  # None: always on the thread pool
         self._shared = shared  # answers other processes have (Redis), asked before the gateway
         self._executor = executor
         self.breaker = breaker
@@ -112,8 +117,9 @@ class CachedLookup(Generic[K, V]):
         self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=self._clock)
         self._in_flight: dict[K, concurrent.futures.Future[tuple[V, float]]] = {}
 
-    def begin(self, keys: Iterable[K]) -> Started[K, V]:
-        """Answer what the cache knows; start (or join) gateway calls for the rest."""
+    def begin(self, keys: Iterable[K], *, on_loop: bool = False) -> Started[K, V]:
+        """Answer what the cache knows; start (or join) gateway calls for the rest: on the
+        running event loop when ``on_loop`` and there is an async fetch."""
         started: Started[K, V] = Started(self)
         missing: list[K] = []
         for key in keys:
@@ -138,8 +144,35 @@ class CachedLookup(Generic[K, V]):
             if not self.breaker.allow():
                 started.answers[key] = self.fallback(key, AnswerStatus.FAILED)
                 continue
-            started.pending[key] = self._start(key)
+            loop = on_loop and self.fetch_on_loop is not None
+            started.pending[key] = self._start_on_loop(key) if loop else self._start(key)
         return started
+
+    def _start_on_loop(self, key: K) -> concurrent.futures.Future[tuple[V, float]]:
+        with self._lock:
+            future = self._in_flight.get(key)
+            if future is not None:
+                return future
+            future = self._in_flight[key] = concurrent.futures.Future()
+        asyncio.ensure_future(self._call_on_loop(key, future))
+        return future
+
+    async def _call_on_loop(
+        self, key: K, future: concurrent.futures.Future[tuple[V, float]]
+    ) -> None:
+        assert self.fetch_on_loop is not None
+        self.calls += 1
+        try:
+            value = await self.fetch_on_loop(key)
+        except Exception as error:
+            if getattr(error, "gateway_fault", True):
+                self.breaker.failure()
+            with self._lock:
+                self._in_flight.pop(key, None)
+            future.set_exception(error)
+            return
+        self.breaker.success()
+        future.set_result((value, self._keep(key, value)))
 
     def _keep(self, key: K, value: V) -> float:
         """Cache a fresh answer; returns when it expires."""
@@ -236,10 +269,34 @@ class GatewayLookups:
         )
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._on_loop: LoopMemberships | None = None
+        self._set_on_loop(client)
+
+    def _set_on_loop(self, client: Gateway) -> None:
+        """Async requests ask the real gateway for memberships from the event loop, unless
+        Redis coordinates the asking (its calls block) or the gateway is HTTPS."""
+        if self._on_loop is not None:
+            self._on_loop.close()
+        on_loop = LoopMemberships(self._config)
+        usable = isinstance(client, GatewayClient) and on_loop.usable and self.shared is None
+        self._on_loop = on_loop if usable else None
+        self.memberships.fetch_on_loop = self._fetch_membership_on_loop if usable else None
+
+    async def _fetch_membership_on_loop(self, key: MembershipKey) -> bool:
+        assert self._on_loop is not None
+        started = time.perf_counter()
+        failed = True
+        try:
+            member = await self._on_loop.is_member(*key)
+            failed = False
+            return member
+        finally:
+            self.observers.lookup_done("membership", time.perf_counter() - started, failed)
 
     def reset(self, client: Gateway) -> None:
         """After a fork: forget the parent's caches, threads, connections and breaker."""
         self.client = client
+        self._set_on_loop(client)
         self.breaker = self.memberships.breaker = self.user_details.breaker = CircuitBreaker()
         self._executor = None
         self._lock = threading.Lock()
@@ -254,15 +311,24 @@ class GatewayLookups:
             "circuit_open": int(self.breaker.is_open),
         }
 
-    def begin(self, memberships: Iterable[MembershipKey], details: DetailsKey | None) -> Pending:
+    def begin(
+        self,
+        memberships: Iterable[MembershipKey],
+        details: DetailsKey | None,
+        on_loop: bool = False,
+    ) -> Pending:
+        """Start the lookups a decision needs; ``on_loop``: the caller is a coroutine on the
+        running event loop, so memberships may be asked from it."""
         return Pending(
-            self.memberships.begin(memberships),
+            self.memberships.begin(memberships, on_loop=on_loop),
             self.user_details.begin([details] if details else []),
         )
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._on_loop is not None:
+            self._on_loop.close()
 
     def _get_executor(self) -> concurrent.futures.Executor:
         if self._executor is None:
