@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                         clear_fault(gateway_url, fault)
                     cpu = cpu_seconds(pids[framework, case]) - cpu
                     result.cpu_us = cpu / max(result.requests, 1) * 1e6
+                    drain(url)  # the case ends when its impressions are delivered
                     settle(gateway_url)
                     result.impressions = events_made(url) - made
                     result.delivered = events_received(gateway_url) - received
@@ -243,6 +244,15 @@ def events_made(url: str) -> int:
     """Events (impressions) a server's engine made so far: sent, waiting or dropped."""
     stats = http.request("GET", f"{url}/stats").json()
     return sum(stats.get(k, 0) for k in ("events_sent", "events_queued", "events_dropped"))
+
+
+def drain(url: str, limit: float = 120.0) -> None:
+    """Wait until the server has no events waiting to be sent (after an outage: retried)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if http.request("GET", f"{url}/stats").json().get("events_queued", 0) == 0:
+            return
+        time.sleep(0.1)
 
 
 def events_received(gateway_url: str) -> int:

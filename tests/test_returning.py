@@ -4,6 +4,7 @@ as the answers they were made on."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.applications import Starlette
@@ -13,9 +14,11 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from tests.conftest import EngineFactory, wait_until
-from vwo_heap_middleware import RequestFacts, open_request, requires_flag
-from vwo_heap_middleware.decision import Reason
+from vwo_heap_middleware import RequestFacts, build_visitor, open_request, requires_flag
+from vwo_heap_middleware.config import Config
+from vwo_heap_middleware.decision import FlagDecision, Reason
 from vwo_heap_middleware.engine import FlagEngine
+from vwo_heap_middleware.returning import Remembered, ReturningVisitors
 from vwo_heap_middleware.starlette import HeapFlagsMiddleware
 from vwo_heap_middleware.testing import override_flags
 from vwo_heap_middleware.testing.gateway import LocalGateway
@@ -149,3 +152,23 @@ def test_starlette_makes_no_request_object_unless_something_needs_it(
         refused = client.get("/premium", headers={"X-Heap-Identity": "nobody@example.com"})
     assert refused.status_code == 403 and len(handed) == 1
     assert isinstance(handed[0], Request), "the guard's handler got the request, made for it"
+
+
+def test_facts_are_told_apart_exactly() -> None:
+    seen = RequestFacts(identity_header=b"ada@example.com", cookie="a=1")
+    visitors = ReturningVisitors(10)
+    config = Config(account_id=1, sdk_key="k", gateway_url="http://x")
+    decisions = {"k": FlagDecision("k", True)}
+    entry = Remembered("rev", build_visitor(config, seen, None), decisions, math.inf)
+    visitors.remember(seen, entry)
+    assert visitors.recall(seen, "rev", ["k"]) is entry
+    assert visitors.recall(seen, "other revision", ["k"]) is None
+    assert visitors.recall(seen, "rev", ["k", "unknown"]) is None
+    near = [
+        RequestFacts(identity_header="ada@example.com", cookie="a=1"),  # text, not bytes
+        RequestFacts(identity_header=b"ada@example.com", cookie="a=1", user_agent=""),
+        RequestFacts(identity_header=b"ada@example.com", cookie="a=1;"),
+        RequestFacts(identity_header=b"ada@example.co", cookie="ma=1"),  # same bytes, joined
+        RequestFacts(cookie="a=1", identity_header=b"ada@example.com", peer="10.0.0.1"),
+    ]
+    assert [visitors.recall(facts, "rev", ["k"]) for facts in near] == [None] * len(near)
