@@ -157,7 +157,7 @@ def test_starlette_makes_no_request_object_unless_something_needs_it(
 def test_facts_are_told_apart_exactly() -> None:
     seen = RequestFacts(identity_header=b"ada@example.com", cookie="a=1")
     visitors = ReturningVisitors(10)
-    config = Config(account_id=1, sdk_key="k", gateway_url="http://x")
+    config = Config(account_id="1", sdk_key="k", gateway_url="http://x")
     decisions = {"k": FlagDecision("k", True)}
     entry = Remembered("rev", build_visitor(config, seen, None), decisions, math.inf)
     visitors.remember(seen, entry)
