@@ -141,10 +141,10 @@ def starlette_app() -> Any:
         if CASE == "bare":
             return HTMLResponse(render((False, {}), False))
         if CASE == "seed":
-            decisions = request.scope["seed_flags"]
+            decisions = request.scope["decided"]
             return HTMLResponse(render(decisions["new_banner"], decisions["premium_checkout"][0]))
         if CASE in PEERS:
-            return HTMLResponse(render(*request.scope["peer_flags"]))
+            return HTMLResponse(render(*request.scope["decided"]))
         flags = request.state.flags
         banner = flags["new_banner"]
         return HTMLResponse(
@@ -161,10 +161,23 @@ def starlette_app() -> Any:
     app: Any = Starlette(
         routes=[Route("/", page), Route("/healthz", healthz), Route("/stats", stats)]
     )
-    if CASE == "seed":
-        client = seed_client()
+    if CASE == "seed" or CASE in PEERS:
+        if CASE == "seed":
+            client = seed_client()
 
-        class SeedMiddleware:
+            def decide(identity: str | None, headers: dict[bytes, bytes], peer: str) -> Any:
+                user_agent = headers.get(b"user-agent", b"").decode()
+                return seed_flags(client, seed_context(identity, user_agent, peer))
+
+        else:
+            peer_decide = PEERS[CASE]()
+
+            def decide(identity: str | None, headers: dict[bytes, bytes], peer: str) -> Any:
+                return peer_decide(identity)
+
+        class DecidingMiddleware:
+            """Decides the flags the seed's or a peer's way into ``scope["decided"]``."""
+
             def __init__(self, app: ASGIApp) -> None:
                 self.app = app
 
@@ -172,29 +185,10 @@ def starlette_app() -> Any:
                 if scope["type"] == "http":
                     headers = dict(scope["headers"])
                     identity = headers.get(b"x-heap-identity", b"").decode() or None
-                    context = seed_context(
-                        identity, headers.get(b"user-agent", b"").decode(), scope["client"][0]
-                    )
-                    scope["seed_flags"] = seed_flags(client, context)
+                    scope["decided"] = decide(identity, headers, scope["client"][0])
                 await self.app(scope, receive, send)
 
-        app = SeedMiddleware(app)
-    elif CASE in PEERS:
-        decide = PEERS[CASE]()
-
-        class PeerMiddleware:
-            def __init__(self, app: ASGIApp) -> None:
-                self.app = app
-
-            async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-                if scope["type"] == "http":
-                    headers = dict(scope["headers"])
-                    scope["peer_flags"] = decide(
-                        headers.get(b"x-heap-identity", b"").decode() or None
-                    )
-                await self.app(scope, receive, send)
-
-        app = PeerMiddleware(app)
+        app = DecidingMiddleware(app)
     elif CASE == "middleware":
         from vwo_heap_middleware import Config, FlagEngine
         from vwo_heap_middleware.starlette import HeapFlagsMiddleware

@@ -30,7 +30,7 @@ from typing import Any
 from murmurhash import mrmr  # the SDK's own murmurhash (the mmh3 wheel crashes on surrogates)
 
 from .events import Event
-from .flag_index import INLIST
+from .flag_index import INLIST, REQUEST_OPERATORS, USER_DETAILS_OPERATORS
 
 # SDK release -> whether its inlist defect (and so this project's patch) is present: the
 # combinations the differential suite passed on. Native evaluation is off for any other.
@@ -38,24 +38,8 @@ VERIFIED_SDKS: Mapping[str, bool] = MappingProxyType({"1.65.0": True})
 
 ROLLOUT, AB, PERSONALIZE = "FLAG_ROLLOUT", "FLAG_TESTING", "FLAG_PERSONALIZE"
 VARIATION_SHOWN = "vwo_variationShown"
-# Segment operators answered from user details, the user agent, storage or web campaigns.
-SDK_OPERATORS = frozenset(
-    {
-        "country",
-        "region",
-        "city",
-        "os",
-        "device_type",
-        "device",
-        "browser_string",
-        "ua",
-        "featureId",
-        "ip_address",
-        "browser_version",
-        "os_version",
-        "campaignVariation",
-    }
-)
+# Segment operators answered from user details, the request, storage or web campaigns.
+SDK_OPERATORS = USER_DETAILS_OPERATORS | REQUEST_OPERATORS | {"featureId", "campaignVariation"}
 CONTEXT_KEYS = frozenset(
     {"id", "custom_variables", "user_agent", "ip_address", "_vwo", "session_id", "bucketingSeed"}
 )
