@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,19 +90,26 @@ class FlagIndex:
 def _scan(roots: list[Any]) -> tuple[set[str], set[tuple[str, str]]]:
     operators: set[str] = set()
     lists: set[tuple[str, str]] = set()
-    stack = [r for r in roots if r]
+    for key, value in segment_items(roots):
+        operators.add(key)
+        if key == "custom_variable" and isinstance(value, dict):
+            for name, operand in value.items():
+                match = INLIST.search(operand) if isinstance(operand, str) else None
+                if match:
+                    lists.add((name, match.group(1)))
+    return operators, lists
+
+
+def segment_items(roots: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """Every (operator, operand) in segment DSLs, depth first; the operands of
+    ``custom_variable`` and ``user`` are yielded, not entered."""
+    stack = [root for root in roots if root]
     while stack:
         node = stack.pop()
         if isinstance(node, list):
             stack.extend(node)
         elif isinstance(node, dict):
             for key, value in node.items():
-                operators.add(key)
-                if key == "custom_variable" and isinstance(value, dict):
-                    for name, operand in value.items():
-                        match = INLIST.search(operand) if isinstance(operand, str) else None
-                        if match:
-                            lists.add((name, match.group(1)))
-                elif isinstance(value, (dict, list)):
+                yield key, value
+                if key not in ("custom_variable", "user"):
                     stack.append(value)
-    return operators, lists

@@ -30,7 +30,7 @@ from typing import Any
 from murmurhash import mrmr  # the SDK's own murmurhash (the mmh3 wheel crashes on surrogates)
 
 from .events import Event
-from .flag_index import INLIST, REQUEST_OPERATORS, USER_DETAILS_OPERATORS
+from .flag_index import INLIST, REQUEST_OPERATORS, USER_DETAILS_OPERATORS, segment_items
 
 # SDK release -> whether its inlist defect (and so this project's patch) is present: the
 # combinations the differential suite passed on. Native evaluation is off for any other.
@@ -107,17 +107,9 @@ def compile_segment(dsl: Any) -> Segment:
 
 
 def _refuse_sdk_operators(dsl: Any) -> None:
-    stack = [dsl]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                if key in SDK_OPERATORS:
-                    raise Unsupported(f"a {key!r} segment")
-                if key not in ("custom_variable", "user"):
-                    stack.append(value)
+    for key, _ in segment_items([dsl]):
+        if key in SDK_OPERATORS:
+            raise Unsupported(f"a {key!r} segment")
 
 
 def _node(dsl: Any) -> Segment:
