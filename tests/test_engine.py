@@ -517,3 +517,16 @@ def test_async_decisions_ask_memberships_from_the_event_loop(
     assert time.monotonic() - started < 1.0
     assert late["premium_checkout"].reason in (Reason.TIMEOUT, Reason.GATEWAY_ERROR)
     assert late["new_banner"].enabled, "a flag that needs no lookup is decided as ever"
+
+
+def test_a_lookup_cut_off_by_its_event_loop_ending_is_asked_again(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(demo_gateway, lookup_timeout=5.0, evaluation_timeout=0.2)
+    ada = visitor(engine.config, "ada@example.com")
+    demo_gateway.faults.set("check_attribute", latency=3.0)
+    cut = asyncio.run(engine.decide_async(ada, FLAGS))  # the loop ends with the lookup running
+    assert cut["premium_checkout"].reason is Reason.TIMEOUT
+    demo_gateway.faults.clear()
+    again = asyncio.run(engine.decide_async(ada, FLAGS))
+    assert again["premium_checkout"].reason is Reason.TARGETED, "not stuck behind the cut one"

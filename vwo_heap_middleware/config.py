@@ -92,7 +92,7 @@ class Config:
     # Seconds a decision is reused at most (same visitor, context and settings revision); one
     # made on segment answers lives only as long as they do (the membership TTLs).
     decision_ttl: float = 86400.0
-    # Entries per cache (decisions, memberships, user details).
+    # Entries per cache (decisions, memberships, user details); returning visitors: a fifth.
     cache_size: int = 100_000
     # Seconds between settings refreshes from the gateway.
     settings_refresh_interval: float = 60.0

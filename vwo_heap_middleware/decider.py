@@ -70,7 +70,7 @@ class Decider:
         self._lookups = lookups
         self._sdk = sdk
         self._decisions = DecisionCache(config.cache_size, config.decision_ttl)
-        self._returning = ReturningVisitors(config.cache_size)
+        self._returning = ReturningVisitors(max(config.cache_size // 5, 1))  # the frequent ones
         self._recalls = not config.hooks  # else visitors are not a function of facts alone
         self._emit = emit  # the engine's event spool
         self.observers: Observer = Observer()

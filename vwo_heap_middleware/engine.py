@@ -220,8 +220,8 @@ class FlagEngine:
     def recall(
         self, facts: RequestFacts, keys: Iterable[str]
     ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
-        """A returning visitor and their decisions of ``keys``, in one lookup by the request's
-        facts, when nothing can have changed them (see ``returning``); else None."""
+        """A returning visitor and their decisions of ``keys`` by the request's facts, when
+        nothing can have changed them (``returning``); else None."""
         ready = self.ready and self._pid == os.getpid()
         return self._decider.recall(self._index, facts, keys) if ready else None
 
@@ -262,7 +262,8 @@ class FlagEngine:
         gateway), others concurrently on the engine's threads; nothing blocks the loop."""
         keys = list(keys)
         try:
-            await self._started()
+            if self._first_decision:  # a new worker: wait for settings off the loop
+                await asyncio.to_thread(self.wait_started)
             plan = self._plan(visitor, keys, timeout, on_loop=True)
             if plan.pending is not None:
                 if plan.pending.futures:
@@ -275,10 +276,6 @@ class FlagEngine:
         except Exception:
             logger.exception(ENGINE_FAILED)
             return self._decider.defaults(keys, Reason.ERROR)
-
-    async def _started(self) -> None:
-        if self._first_decision:
-            await asyncio.to_thread(self.wait_started)
 
     def _plan(
         self, visitor: Visitor, keys: list[str], timeout: float | None, on_loop: bool = False

@@ -116,6 +116,7 @@ class CachedLookup(Generic[K, V]):
         )
         self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=self._clock)
         self._in_flight: dict[K, concurrent.futures.Future[tuple[V, float]]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def begin(self, keys: Iterable[K], *, on_loop: bool = False) -> Started[K, V]:
         """Answer what the cache knows; start (or join) gateway calls for the rest: on the
@@ -154,7 +155,9 @@ class CachedLookup(Generic[K, V]):
             if future is not None:
                 return future
             future = self._in_flight[key] = concurrent.futures.Future()
-        asyncio.ensure_future(self._call_on_loop(key, future))
+        task = asyncio.ensure_future(self._call_on_loop(key, future))
+        self._tasks.add(task)  # a task nothing refers to may be collected mid-flight
+        task.add_done_callback(self._tasks.discard)
         return future
 
     async def _call_on_loop(
@@ -164,12 +167,15 @@ class CachedLookup(Generic[K, V]):
         self.calls += 1
         try:
             value = await self.fetch_on_loop(key)
-        except Exception as error:
-            if getattr(error, "gateway_fault", True):
+        except BaseException as error:  # cancelled too (the loop shutting down): never left
+            failed = isinstance(error, Exception)  # in flight for the requests that join it
+            if failed and getattr(error, "gateway_fault", True):
                 self.breaker.failure()
             with self._lock:
                 self._in_flight.pop(key, None)
-            future.set_exception(error)
+            future.set_exception(error if failed else RuntimeError("lookup cancelled"))
+            if not failed:
+                raise
             return
         self.breaker.success()
         future.set_result((value, self._keep(key, value)))
