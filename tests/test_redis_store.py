@@ -177,6 +177,8 @@ def test_visitors_keep_their_variation_when_the_split_changes(
     try:
         before = colors(sticky)
         assert colors(plain) == before and set(before) == {"grey", "green"}
+        assert "Redis storage" in sticky.readiness()["decided_by_sdk"]["ab"], "the SDK keeps it"
+        assert "ab" not in plain.readiness()["decided_by_sdk"], "natively, the same colors"
         settings = load_flags_file(DATA / "flags_all_rules.toml")
         ab = next(c for c in settings["campaigns"] if c["key"] == "ab_ab_test1")
         ab["variations"][0]["weight"], ab["variations"][1]["weight"] = 90, 10

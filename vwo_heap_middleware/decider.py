@@ -86,8 +86,9 @@ class Decider:
         if self.config.evaluation == "sdk":
             return
         problem = self._sdk.native_problem()
-        if problem is not None:
-            logger.warning(NATIVE_OFF, problem)
+        if problem is not None:  # Redis storage is a choice; an unproven SDK is a surprise
+            level = logging.INFO if self._lookups.shared is not None else logging.WARNING
+            logger.log(level, NATIVE_OFF, problem)
             self.by_sdk = {str(f.get("key")): problem for f in settings.get("features") or []}
             return
         native = NativeSettings(settings, self._sdk.native_facts())
