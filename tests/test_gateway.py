@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,17 @@ def test_connections_are_kept_alive_and_closed_when_it_stops(demo_gateway: Local
         answer = pool.request("GET", f"/check-attribute?attribute=n{n}&listId=heap_premium_users")
         assert answer.status == 200 and answer.headers.get("Connection") != "close"
     assert pool.num_connections == 1, "one keep-alive connection for every call"
+    many = [HTTPConnection("127.0.0.1", demo_gateway.port) for _ in range(40)]
+    try:
+        for _ in range(2):  # 40 open at once all stay alive (cheroot keeps 10 unless told)
+            for connection in many:
+                connection.request("GET", "/_gateway/health")
+                response = connection.getresponse()
+                assert response.read() == b'{"status": "ok"}'
+                assert response.getheader("Connection") != "close"
+    finally:
+        for connection in many:
+            connection.close()
     demo_gateway.refuse_connections()
     with pytest.raises(urllib3.exceptions.HTTPError):  # the open connection went down with it
         pool.request("GET", "/_gateway/health")

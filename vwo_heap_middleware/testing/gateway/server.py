@@ -141,6 +141,7 @@ class LocalGateway:
                     self.port = _free_port(self.host)  # and a restart binds it again
                 server = Server((self.host, self.port), self._served, numthreads=64)
                 server.shutdown_timeout = 1.0
+                server.keep_alive_conn_limit = 1024  # cheroot keeps 10 by default
                 server.prepare()  # binds the port now: refused connections end here
                 self.port = server.bind_addr[1]
                 self._server = server
