@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 import urllib3
 
-from .load import Result, cpu_seconds, ensure_wrk, pinned, run_python, run_wrk
+from .load import Result, cpu_seconds, ensure_wrk, free_port, pinned, run_python, run_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -79,12 +78,6 @@ SERVERS = {
 }
 SERVER_CORE, LOAD_CORE = 0, 1
 http = urllib3.PoolManager(retries=False, timeout=5.0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(url: str, seconds: float = 30.0) -> None:

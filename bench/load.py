@@ -9,6 +9,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -80,6 +81,12 @@ class Result:
     cpu_us: float = 0.0  # the server's CPU time per request (every process of it)
     impressions: int = 0  # vwo_variationShown events the server made during the case
     delivered: int = 0  # ... and the gateway received by the end of the case
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def ensure_wrk() -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,16 +23,12 @@ import urllib3
 from examples.demo_setup import heap_cookie
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
+from .load import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 VISITORS = [f"v{n}@example.net" for n in range(200)]
 REQUESTS_PER_VISITOR = 8
 http = urllib3.PoolManager(retries=False, timeout=10.0)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait(url: str, seconds: float = 30.0) -> None:

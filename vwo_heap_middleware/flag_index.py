@@ -40,10 +40,15 @@ class FlagNeeds:
         """The (list id, value) membership answers a decision for these variables needs (the
         value as the SDK sends it: None as "")."""
         return {
-            (list_id, "" if custom_variables[name] is None else str(custom_variables[name]))
+            (list_id, membership_value(custom_variables[name]))
             for name, list_id in self.lists
             if name in custom_variables
         }
+
+
+def membership_value(value: object) -> str:
+    """A custom variable's value as the SDK asks the gateway about it (None as "")."""
+    return "" if value is None else str(value)
 
 
 @dataclass(frozen=True)

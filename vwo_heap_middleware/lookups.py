@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import enum
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -290,14 +291,8 @@ class GatewayLookups:
 
     async def _fetch_membership_on_loop(self, key: MembershipKey) -> bool:
         assert self._on_loop is not None
-        started = time.perf_counter()
-        failed = True
-        try:
-            member = await self._on_loop.is_member(*key)
-            failed = False
-            return member
-        finally:
-            self.observers.lookup_done("membership", time.perf_counter() - started, failed)
+        with self._timing("membership"):
+            return await self._on_loop.is_member(*key)
 
     def reset(self, client: Gateway) -> None:
         """After a fork: forget the parent's caches, threads, connections and breaker."""
@@ -347,12 +342,17 @@ class GatewayLookups:
 
     def timed(self, kind: str, call: Callable[..., V], *args: Any) -> V:
         """``call(*args)``, with its duration and outcome told to the observers."""
+        with self._timing(kind):
+            return call(*args)
+
+    @contextlib.contextmanager
+    def _timing(self, kind: str) -> Iterator[None]:
+        """Tells the observers how long the block took, and whether it failed."""
         started = time.perf_counter()
         failed = True
         try:
-            result = call(*args)
+            yield
             failed = False
-            return result
         finally:
             self.observers.lookup_done(kind, time.perf_counter() - started, failed)
 

@@ -30,7 +30,13 @@ from typing import Any
 from murmurhash import mrmr  # the SDK's own murmurhash (the mmh3 wheel crashes on surrogates)
 
 from .events import Event
-from .flag_index import INLIST, REQUEST_OPERATORS, USER_DETAILS_OPERATORS, segment_items
+from .flag_index import (
+    INLIST,
+    REQUEST_OPERATORS,
+    USER_DETAILS_OPERATORS,
+    membership_value,
+    segment_items,
+)
 
 # SDK release -> whether its inlist defect (and so this project's patch) is present: the
 # combinations the differential suite passed on. Native evaluation is off for any other.
@@ -154,7 +160,7 @@ def _custom_variable(value: Any) -> Segment:
             if name not in p:
                 return False
             tag = p[name]
-            answer = c.memberships.get((list_id, "" if tag is None else str(tag)))
+            answer = c.memberships.get((list_id, membership_value(tag)))
             if answer is None:
                 c.missing = True
                 return False

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from .config import Config
 from .decision import FlagDecision, Reason
 from .engine import FlagEngine
 from .visitor import RequestFacts, Visitor, build_visitor, resolve_identity, resolve_identity_async
@@ -35,9 +36,13 @@ class ResponseHeaders:
     def __bool__(self) -> bool:
         return bool(self.vary or self.extra or self.cache_control)
 
-    def merged_vary(self, existing: str | None) -> str:
-        """``existing`` (a ``Vary`` value, or None) with ``vary`` added once each."""
-        return merge_vary(existing, self.vary)
+    def to_append(self, vary: list[str], has_cache_control: bool) -> list[tuple[str, str]]:
+        """The headers to add to a response whose ``Vary`` values (``vary``, to be replaced by
+        the merged one) and ``Cache-Control`` presence are given; every adapter's rule."""
+        appended = [("Vary", merge_vary(", ".join(vary), self.vary))] if self.vary else []
+        if self.cache_control and not has_cache_control:
+            appended.append(("Cache-Control", self.cache_control))
+        return appended + list(self.extra)
 
 
 MakeRequest = Callable[[], Any]  # makes the framework's request object on first use
@@ -56,8 +61,7 @@ def open_request(
     flags = _recalled(engine, facts, request, make_request)
     if flags is None:
         config = engine.config
-        if request is None and make_request is not None and config.hooks:
-            request = make_request()
+        request = _for_hooks(config, request, make_request)
         visitor = build_visitor(config, facts, request, resolve_identity(config, request))
         flags = RequestFlags(engine, visitor, request=request, make_request=make_request)
         flags.load(config.flags, facts)
@@ -75,14 +79,20 @@ async def open_request_async(
     flags = _recalled(engine, facts, request, make_request)
     if flags is None:
         config = engine.config
-        if request is None and make_request is not None and config.hooks:
-            request = make_request()
+        request = _for_hooks(config, request, make_request)
         visitor = build_visitor(
             config, facts, request, await resolve_identity_async(config, request)
         )
         flags = RequestFlags(engine, visitor, request=request, make_request=make_request)
         await flags.load_async(config.flags, facts)
     return flags.enter()
+
+
+def _for_hooks(config: Config, request: Any, make_request: MakeRequest | None) -> Any:
+    """The request object, made now when an app hook will read it."""
+    if request is None and make_request is not None and config.hooks:
+        return make_request()
+    return request
 
 
 def _recalled(

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import FlagEngine
 from .guards import FlagRequired
-from .request_flags import RequestFlags, ResponseHeaders, merge_vary, open_request_async
+from .request_flags import RequestFlags, ResponseHeaders, open_request_async
 from .visitor import RequestFacts
 
 
@@ -110,12 +110,7 @@ def with_headers(
             continue
         cache_control = cache_control or lowered == b"cache-control"
         headers.append((name, value))
-    if added.vary:
-        merged = merge_vary(", ".join(vary), added.vary) if vary else ", ".join(added.vary)
-        headers.append((b"vary", merged.encode("latin-1")))
-    if added.cache_control and not cache_control:
-        headers.append((b"cache-control", added.cache_control.encode("latin-1")))
-    for extra, text in added.extra:
+    for extra, text in added.to_append(vary, cache_control):
         headers.append((extra.lower().encode("latin-1"), text.encode("latin-1")))
     return headers
 

@@ -30,13 +30,10 @@ def with_flag_headers(
     """``headers`` with ``Vary`` merged and the opt-in debug headers appended."""
     if not added:
         return headers
+    vary = [v for n, v in headers if n.lower() == "vary"] if added.vary else []
     result = [(n, v) for n, v in headers if not (added.vary and n.lower() == "vary")]
-    if added.vary:
-        existing = ", ".join(v for n, v in headers if n.lower() == "vary")
-        result.append(("Vary", added.merged_vary(existing)))
-    if added.cache_control and not any(n.lower() == "cache-control" for n, _ in headers):
-        result.append(("Cache-Control", added.cache_control))
-    return result + list(added.extra)
+    cache_control = any(n.lower() == "cache-control" for n, _ in headers)
+    return result + added.to_append(vary, cache_control)
 
 
 class HeapFlagsWSGIMiddleware:
