@@ -36,7 +36,10 @@ class Recorder(Observer):
 def test_a_request_seen_from_outside(
     demo_gateway: LocalGateway, make_engine: EngineFactory
 ) -> None:
-    engine = make_engine(demo_gateway, flags=("premium_checkout",))
+    # a busy machine can take longer than the 100 ms lookup default; timing is not the point
+    engine = make_engine(
+        demo_gateway, flags=("premium_checkout",), lookup_timeout=5.0, evaluation_timeout=5.0
+    )
     recorder = Recorder()
     engine.add_observer(recorder)
     with open_request(engine, RequestFacts(identity_header="ada@example.com"), None) as flags:
