@@ -6,11 +6,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+import trustme
 import urllib3
 from hypothesis import settings
 
@@ -45,6 +47,27 @@ def raw_gateway() -> Iterator[LocalGateway]:
         settings_file=DATA / "raw_settings.json", segments_file=DATA / "segments.csv"
     ) as gateway:
         yield gateway
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA and a certificate for 127.0.0.1 signed by it (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    files = TlsFiles(directory / "ca.pem", directory / "cert.pem", directory / "key.pem")
+    ca.cert_pem.write_to_path(str(files.ca))
+    leaf.cert_chain_pems[0].write_to_path(str(files.cert))
+    leaf.private_key_pem.write_to_path(str(files.key))
+    return files
 
 
 @pytest.fixture(scope="session")

@@ -211,6 +211,92 @@ def test_chaos(name: str, gateway: LocalGateway, tmp_path: Path) -> None:
     )
 
 
+BURST_MEMBERS = [f"burst-member{n}@example.net" for n in range(100)]
+BURST = [*BURST_MEMBERS, *(f"burst{n}@example.net" for n in range(900))]
+
+
+@pytest.mark.parametrize("shared", ["loop", "redis"])
+def test_a_burst_of_new_visitors_leaves_members_their_flag(
+    shared: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """1,000 new identities over 64 connections at uvicorn while the gateway answers lookups in
+    30 ms; 5 s after it is healthy again, each identity asked alone gets its own decision and
+    no lookup is left in flight (it used to: members got gateway_error until a restart)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with LocalGateway.from_files(flags_file=DATA / "other_flags.toml") as gateway:
+        gateway.set_segments({"gold_list": BURST_MEMBERS})
+        env = {
+            **os.environ,
+            "CHAOS_APP": "fastapi",
+            "VWO_ACCOUNT_ID": "555",
+            "VWO_SDK_KEY": "examples-test-key",
+            "VWO_GATEWAY_URL": gateway.url,
+            "VWO_HEAP_FLAGS": "premium_checkout",
+        }
+        if shared == "redis":
+            env["VWO_HEAP_REDIS_URL"] = request.getfixturevalue("redis_server").url
+        command = [sys.executable, *SERVERS["uvicorn"].format(port=port).split()]
+        log_path = tmp_path / "server.log"
+        with (
+            log_path.open("wb") as log,
+            subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log) as server,
+        ):
+            try:
+                wait_until_serving(server, url)
+                gateway.faults.set("check_attribute", latency=0.03)
+                statuses = burst(url, BURST, connections=64)
+                gateway.faults.clear()
+                time.sleep(5.0)  # the issue's wait: then every lookup must have landed
+                http = urllib3.PoolManager(retries=False, timeout=10.0)
+                in_flight = json.loads(http.request("GET", f"{url}/_stats").data)
+                wrong = []
+                for who in BURST:
+                    body = json.loads(
+                        http.request(
+                            "GET", f"{url}/api/flags", headers={"Cookie": heap_cookie(who)}
+                        ).data
+                    )
+                    reason = body["flags"]["premium_checkout"]["reason"]
+                    if reason != ("targeted" if who in BURST_MEMBERS else "not_targeted"):
+                        wrong.append((who, reason))
+            finally:
+                server.terminate()
+                server.wait(15)
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    assert not [s for s in statuses if s >= 500], collections.Counter(statuses)
+    assert in_flight["lookups_in_flight"] == 0, in_flight
+    assert wrong == [], f"{len(wrong)} wrong, e.g. {wrong[:3]}"
+    assert "Traceback" not in text and "never retrieved" not in text, text[-3000:]
+    print(f"burst ({shared}): {collections.Counter(statuses)}, all {len(BURST)} decided right")
+
+
+def burst(url: str, identities: list[str], connections: int) -> list[int]:
+    """Each identity once, over ``connections`` keep-alive connections at the same time."""
+    todo = list(identities)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        http = urllib3.PoolManager(retries=False, timeout=10.0, maxsize=1)
+        while True:
+            with lock:
+                if not todo:
+                    return
+                who = todo.pop()
+            headers = {"Cookie": heap_cookie(who)}
+            status = http.request("GET", f"{url}/api/flags", headers=headers).status
+            with lock:
+                statuses.append(status)
+
+    threads = [threading.Thread(target=client) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
 def test_memory_is_bounded_by_the_cache_sizes() -> None:
     """200,000 distinct visitors through one engine: RSS stops growing once caches are full."""
     engine = FlagEngine.offline(

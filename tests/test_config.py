@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from tests.conftest import DEMO_FLAGS, DEMO_SEGMENTS, ROOT
 from vwo_heap_middleware.config import ENVIRONMENT, Config, FlagDefault
@@ -14,9 +16,12 @@ BASE = {
 }
 
 
-def test_from_env_reads_every_variable() -> None:
+def test_from_env_reads_every_variable(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
     environ = {
         **BASE,
+        "VWO_HEAP_GATEWAY_CA_FILE": str(ca_file),
         "VWO_HEAP_CUSTOM_VARIABLE": "heap_user",
         "VWO_HEAP_FLAGS": "premium_checkout, new_banner,,premium_checkout",
         "HEAP_APP_ID": "1234",
@@ -55,6 +60,7 @@ def test_from_env_reads_every_variable() -> None:
     config = Config.from_env(environ)
     assert config.account_id == "123456"
     assert config.gateway_url == "http://127.0.0.1:8787"
+    assert config.gateway_ca_file == str(ca_file)
     assert config.custom_variable == "heap_user"
     assert config.flags == ("premium_checkout", "new_banner")
     assert config.heap_app_id == "1234"
@@ -137,6 +143,10 @@ def test_keyword_overrides_win() -> None:
         ({**BASE, "VWO_HEAP_IDENTITY_HEADER": "X Heap"}, "identity_header must be"),
         ({**BASE, "VWO_HEAP_CACHE_SIZE": "0"}, "cache_size must be"),
         ({**BASE, "VWO_HEAP_EVALUATION": "fast"}, "evaluation must be one of native, sdk, shadow"),
+        (
+            {**BASE, "VWO_HEAP_GATEWAY_CA_FILE": str(DEMO_FLAGS)},
+            "VWO_HEAP_GATEWAY_CA_FILE: gateway_ca_file must be a readable PEM file",
+        ),
     ],
 )
 def test_bad_settings_name_what_to_fix(environ: dict[str, str], message: str) -> None:

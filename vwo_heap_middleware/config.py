@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -52,6 +53,9 @@ class Config:
     account_id: str = ""
     sdk_key: str = ""
     gateway_url: str = ""
+    # CA certificates (a PEM file) an https:// gateway's certificate is checked against; None:
+    # the system's (a gateway behind your own CA needs this).
+    gateway_ca_file: str | None = None
     # The custom variable of the VWO rule ``custom_variable <name> inlist(<list>)``.
     custom_variable: str = "heap_identity"
     # Flag keys decided for every request; others are decided when first read.
@@ -139,6 +143,15 @@ class Config:
     )
 
     def __post_init__(self) -> None:
+        if self.gateway_ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=self.gateway_ca_file)
+            except (OSError, ValueError, TypeError):  # ssl.SSLError is an OSError
+                raise _invalid(
+                    "gateway_ca_file",
+                    "gateway_ca_file must be a readable PEM file of CA certificates, "
+                    f"got {self.gateway_ca_file!r}",
+                ) from None
         for name in ("offline_flags", "offline_segments"):
             source = getattr(self, name)
             if not (source is None or isinstance(source, Mapping) or os.path.isfile(source)):
@@ -414,6 +427,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_ACCOUNT_ID": ("account_id", _text),
     "VWO_SDK_KEY": ("sdk_key", _text),
     "VWO_GATEWAY_URL": ("gateway_url", _text),
+    "VWO_HEAP_GATEWAY_CA_FILE": ("gateway_ca_file", _optional),
     "VWO_HEAP_CUSTOM_VARIABLE": ("custom_variable", _text),
     "VWO_HEAP_FLAGS": ("flags", _list),
     "HEAP_APP_ID": ("heap_app_id", _optional),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import concurrent.futures
 import logging
 import os
 import threading
@@ -54,7 +53,13 @@ class FlagEngine:
         shared = self._lookups.shared  # Redis, when configured: impressions once, sticky decisions
         first, storage = (shared.first_impression, shared.storage()) if shared else (None, None)
         deliver = self._offline is None
-        self.events = EventSpool(config.event_spool_size, config.gateway_url, deliver, first)
+        self.events = EventSpool(
+            config.event_spool_size,
+            config.gateway_url,
+            deliver,
+            first,
+            ca_file=config.gateway_ca_file,
+        )
         self._sdk = vwo_sdk.VwoSdk(config, self.events.add, storage)
         self._index: FlagIndex | None = None
         self._pid: int | None = None
@@ -242,8 +247,7 @@ class FlagEngine:
         try:
             plan = self._plan(visitor, keys, timeout)
             if plan.pending is not None:
-                if plan.pending.futures:
-                    concurrent.futures.wait(plan.pending.futures, timeout=plan.left())
+                plan.pending.wait(plan.left())
                 self._decider.finish(plan, visitor)
             return self._decider.done(plan, visitor, facts)
         except Exception:
@@ -266,11 +270,7 @@ class FlagEngine:
                 await asyncio.to_thread(self.wait_started)
             plan = self._plan(visitor, keys, timeout, on_loop=True)
             if plan.pending is not None:
-                if plan.pending.futures:
-                    waiters = [asyncio.wrap_future(f) for f in plan.pending.futures]
-                    await asyncio.wait(waiters, timeout=plan.left())
-                    for waiter in waiters:
-                        waiter.cancel()  # only the asyncio view: the shared lookup goes on
+                await plan.pending.wait_async(plan.left())
                 self._decider.finish(plan, visitor)
             return self._decider.done(plan, visitor, facts)
         except Exception:

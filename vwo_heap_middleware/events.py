@@ -57,6 +57,7 @@ class EventSpool:
         deliver: bool = True,
         first: Callable[[Event], bool] | None = None,
         *,
+        ca_file: str | None = None,
         batch_size: int = BATCH_SIZE,
         linger: float = LINGER,
     ) -> None:
@@ -66,6 +67,7 @@ class EventSpool:
         self.deliver = deliver
         self.batch_size = batch_size
         self.linger = linger
+        self.ca_file = ca_file
         self.reset()
 
     def reset(self) -> None:
@@ -80,7 +82,7 @@ class EventSpool:
         self._flushing = False
         self._retry_at = self._failed_at = 0.0
         self._thread: threading.Thread | None = None
-        self._client = EventClient()
+        self._client = EventClient(self.ca_file)
         self._dropped_since, self._drop_logged_at = 0, -DROP_LOG_INTERVAL
 
     def add(self, event: Event) -> None:

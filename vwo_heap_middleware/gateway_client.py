@@ -57,8 +57,8 @@ class Sent:
 class EventClient:
     """Sends event batches: one try each, pooled keep-alive connections (the spool retries)."""
 
-    def __init__(self) -> None:
-        self._pool = urllib3.PoolManager(num_pools=2, maxsize=2, retries=False)
+    def __init__(self, ca_file: str | None = None) -> None:
+        self._pool = urllib3.PoolManager(num_pools=2, maxsize=2, retries=False, ca_certs=ca_file)
 
     def send(
         self,
@@ -93,7 +93,9 @@ class GatewayClient:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.base_url = config.gateway_url
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=16, retries=False)
+        self._pool = urllib3.PoolManager(
+            num_pools=4, maxsize=16, retries=False, ca_certs=config.gateway_ca_file
+        )
 
     def _get(self, path: str, query: dict[str, str], timeout: float) -> Any:
         # "@" left as it is (a query may hold it): an email then needs no "%", which keeps

@@ -18,9 +18,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import enum
+import functools
 import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -62,24 +64,28 @@ class Answer(Generic[V]):
         return self.status in (AnswerStatus.FRESH, AnswerStatus.STALE)
 
 
+Landed = tuple[V, float] | None
+"""What a flight lands with: the value and when it expires, or None when the gateway failed.
+Flights never hold an exception and nobody cancels them: many requests may be waiting on one."""
+
+
 @dataclass
 class Started(Generic[K, V]):
     """The lookups one request began: wait on ``pending``, then ``finish()``."""
 
     lookup: CachedLookup[K, V]
     answers: dict[K, Answer[V]] = field(default_factory=dict)
-    pending: dict[K, concurrent.futures.Future[tuple[V, float]]] = field(default_factory=dict)
+    pending: dict[K, Any] = field(default_factory=dict)  # key -> its flight (either kind)
 
     def finish(self) -> dict[K, Answer[V]]:
-        """Every key's answer: a call still running counts as ``timeout``."""
-        for key, future in self.pending.items():
-            if not future.done():
-                self.answers[key] = self.lookup.fallback(key, AnswerStatus.TIMEOUT)
-            elif future.cancelled() or future.exception() is not None:
-                self.answers[key] = self.lookup.fallback(key, AnswerStatus.FAILED)
+        """Every key's answer: a flight still under way counts as ``timeout``."""
+        for key, flight in self.pending.items():
+            landed = flight.result() if flight.done() and not flight.cancelled() else None
+            if landed is not None:
+                self.answers[key] = Answer(landed[0], AnswerStatus.FRESH, landed[1])
             else:
-                value, expires = future.result()
-                self.answers[key] = Answer(value, AnswerStatus.FRESH, expires)
+                status = AnswerStatus.TIMEOUT if not flight.done() else AnswerStatus.FAILED
+                self.answers[key] = self.lookup.fallback(key, status)
         return self.answers
 
 
@@ -116,26 +122,37 @@ class CachedLookup(Generic[K, V]):
             self._maxsize, ttu=lambda key, entry, now: entry[1], timer=self._clock
         )
         self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=self._clock)
-        self._in_flight: dict[K, concurrent.futures.Future[tuple[V, float]]] = {}
+        self._in_flight: dict[K, concurrent.futures.Future[Landed[V]]] = {}
+        # Flights on event loops: each loop's own, touched only from that loop's thread.
+        self._on_loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[K, asyncio.Future[Landed[V]]]
+        ] = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Future[None]] = set()
+
+    def in_flight(self) -> int:
+        """Flights under way (thread pool and event loops); 0 once every lookup landed."""
+        return len(self._in_flight) + sum(len(f) for f in list(self._on_loops.values()))
 
     def begin(self, keys: Iterable[K], *, on_loop: bool = False) -> Started[K, V]:
         """Answer what the cache knows; start (or join) gateway calls for the rest: on the
         running event loop when ``on_loop`` and there is an async fetch."""
         started: Started[K, V] = Started(self)
+        flights: Mapping[K, Any] = self._in_flight
+        if on_loop and self.fetch_on_loop is not None:
+            loop = asyncio.get_running_loop()
+            flights = self._on_loops.get(loop) or self._on_loops.setdefault(loop, {})
         missing: list[K] = []
         for key in keys:
             with self._lock:
-                try:
-                    value, expires = self._fresh[key]
-                    started.answers[key] = Answer(value, AnswerStatus.FRESH, expires)
-                    continue
-                except KeyError:
-                    future = self._in_flight.get(key)
-            if future is None:
-                missing.append(key)
+                entry = self._fresh.get(key)
+            if entry is not None:
+                started.answers[key] = Answer(entry[0], AnswerStatus.FRESH, entry[1])
+                continue
+            flight = flights.get(key) or self._in_flight.get(key)  # a thread's too
+            if flight is not None and not flight.done():  # a landed flight is never joined
+                started.pending[key] = flight
             else:
-                started.pending[key] = future
+                missing.append(key)
         if missing and self._shared is not None:
             for key, value in self._shared(missing).items():
                 expires = self._keep(key, value)
@@ -145,41 +162,45 @@ class CachedLookup(Generic[K, V]):
                 continue
             if not self.breaker.allow():
                 started.answers[key] = self.fallback(key, AnswerStatus.FAILED)
-                continue
-            loop = on_loop and self.fetch_on_loop is not None
-            started.pending[key] = self._start_on_loop(key) if loop else self._start(key)
+            elif flights is self._in_flight:
+                started.pending[key] = self._start(key)
+            else:
+                started.pending[key] = self._start_on_loop(key, flights)  # type: ignore[arg-type]
         return started
 
-    def _start_on_loop(self, key: K) -> concurrent.futures.Future[tuple[V, float]]:
-        with self._lock:
-            future = self._in_flight.get(key)
-            if future is not None:
-                return future
-            future = self._in_flight[key] = concurrent.futures.Future()
-        task = asyncio.ensure_future(self._call_on_loop(key, future))
+    def _start_on_loop(
+        self, key: K, flights: dict[K, asyncio.Future[Landed[V]]]
+    ) -> asyncio.Future[Landed[V]]:
+        flight = flights[key] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._call_on_loop(key, flight, flights))
         self._tasks.add(task)  # a task nothing refers to may be collected mid-flight
         task.add_done_callback(self._tasks.discard)
-        return future
+        return flight
 
     async def _call_on_loop(
-        self, key: K, future: concurrent.futures.Future[tuple[V, float]]
+        self,
+        key: K,
+        flight: asyncio.Future[Landed[V]],
+        flights: dict[K, asyncio.Future[Landed[V]]],
     ) -> None:
         assert self.fetch_on_loop is not None
         self.calls += 1
+        landed: Landed[V] = None
         try:
             value = await self.fetch_on_loop(key)
-        except BaseException as error:  # cancelled too (the loop shutting down): never left
-            failed = isinstance(error, Exception)  # in flight for the requests that join it
-            if failed and getattr(error, "gateway_fault", True):
+        except asyncio.CancelledError:  # the loop shutting down: never left in flight
+            raise
+        except Exception as error:
+            if getattr(error, "gateway_fault", True):  # a 4xx about one value is not an outage
                 self.breaker.failure()
-            with self._lock:
-                self._in_flight.pop(key, None)
-            future.set_exception(error if failed else RuntimeError("lookup cancelled"))
-            if not failed:
-                raise
-            return
-        self.breaker.success()
-        future.set_result((value, self._keep(key, value)))
+        else:
+            self.breaker.success()
+            landed = (value, self._keep(key, value))
+        finally:
+            if flights.get(key) is flight:
+                del flights[key]
+            if not flight.done():
+                flight.set_result(landed)
 
     def _keep(self, key: K, value: V) -> float:
         """Cache a fresh answer; returns when it expires."""
@@ -187,33 +208,38 @@ class CachedLookup(Generic[K, V]):
         with self._lock:
             self._fresh[key] = (value, expires)
             self._stale[key] = value
-            self._in_flight.pop(key, None)
         return expires
 
-    def _start(self, key: K) -> concurrent.futures.Future[tuple[V, float]]:
+    def _start(self, key: K) -> concurrent.futures.Future[Landed[V]]:
         with self._lock:
-            future = self._in_flight.get(key)
-            if future is not None:
-                return future
+            flight = self._in_flight.get(key)
+            if flight is not None and not flight.done():
+                return flight
             try:
-                future = self._executor().submit(self._call, key)
+                flight = self._executor().submit(self._call, key)
             except RuntimeError:  # executor shut down (engine closing)
-                future = concurrent.futures.Future()
-                future.set_exception(RuntimeError("engine closed"))
-                return future
-            self._in_flight[key] = future
-            return future
+                flight = concurrent.futures.Future()
+                flight.set_result(None)
+                return flight
+            self._in_flight[key] = flight
+        # Outside the lock: a flight that already landed runs the callback at once.
+        flight.add_done_callback(functools.partial(self._landed, key))
+        return flight
 
-    def _call(self, key: K) -> tuple[V, float]:
+    def _landed(self, key: K, flight: concurrent.futures.Future[Landed[V]]) -> None:
+        """A pool flight is over (landed, or cancelled while queued: engine closing)."""
+        with self._lock:
+            if self._in_flight.get(key) is flight:
+                del self._in_flight[key]
+
+    def _call(self, key: K) -> Landed[V]:
         self.calls += 1
         try:
             value = self._fetch(key)
-        except BaseException as error:
+        except Exception as error:
             if getattr(error, "gateway_fault", True):  # a 4xx about one value is not an outage
                 self.breaker.failure()
-            with self._lock:
-                self._in_flight.pop(key, None)
-            raise
+            return None
         self.breaker.success()
         return value, self._keep(key, value)
 
@@ -226,6 +252,34 @@ class CachedLookup(Generic[K, V]):
                 return Answer(None, status)
 
 
+async def wait_async(flights: Iterable[Any], timeout: float) -> None:
+    """Wait until every flight landed or ``timeout`` passed, from a coroutine. Nothing is
+    cancelled: a pool flight is watched through a future of this loop's own."""
+    loop = asyncio.get_running_loop()
+    waiting = []
+    for flight in flights:
+        if flight.done():
+            continue
+        if isinstance(flight, asyncio.Future):
+            waiting.append(flight)
+        else:
+            watcher = loop.create_future()
+            flight.add_done_callback(functools.partial(_wake, loop, watcher))
+            waiting.append(watcher)
+    if waiting:
+        await asyncio.wait(waiting, timeout=timeout)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, watcher: asyncio.Future[None], _: object) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(_set_once, watcher)
+
+
+def _set_once(watcher: asyncio.Future[None]) -> None:
+    if not watcher.done():
+        watcher.set_result(None)
+
+
 @dataclass
 class Pending:
     """The gateway lookups one decision began: wait on ``futures``, then ``finish()``."""
@@ -234,8 +288,18 @@ class Pending:
     details: Started[DetailsKey, Mapping[str, Any]]
 
     @property
-    def futures(self) -> list[concurrent.futures.Future[Any]]:
+    def flights(self) -> list[Any]:
         return [*self.memberships.pending.values(), *self.details.pending.values()]
+
+    def wait(self, timeout: float) -> None:
+        """Wait (blocking) until every flight landed, at most ``timeout`` seconds."""
+        if self.memberships.pending or self.details.pending:
+            concurrent.futures.wait(self.flights, timeout=timeout)
+
+    async def wait_async(self, timeout: float) -> None:
+        """``wait`` from a coroutine, without blocking the loop or cancelling any flight."""
+        if self.memberships.pending or self.details.pending:
+            await wait_async(self.flights, timeout)
 
     def finish(
         self,
@@ -308,6 +372,7 @@ class GatewayLookups:
         return {
             "membership_calls": self.memberships.calls,
             "user_details_calls": self.user_details.calls,
+            "lookups_in_flight": self.memberships.in_flight() + self.user_details.in_flight(),
             "circuit_opened": self.breaker.opened,
             "circuit_open": int(self.breaker.is_open),
         }

@@ -13,6 +13,13 @@ logging.basicConfig(
 if os.environ.get("CHAOS_APP") == "flask":
     from examples.flask_app.app import app
 else:
-    from examples.fastapi_app.app import app  # type: ignore[assignment]
+    from fastapi.responses import JSONResponse
+
+    from examples.fastapi_app.app import app, engine  # type: ignore[assignment]
+
+    @app.get("/_stats")  # type: ignore[attr-defined]
+    async def stats() -> JSONResponse:
+        """The engine's counters, for the burst: lookups still in flight."""
+        return JSONResponse(engine.stats())
 
 __all__ = ["app"]

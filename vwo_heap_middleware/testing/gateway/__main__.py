@@ -29,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="turn on the /_gateway/faults, /settings, /segments and /refuse control endpoints",
     )
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
     parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     try:
         gateway = LocalGateway.from_files(
             settings_file=args.settings,
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             segments_file=args.segments,
             host=args.host,
             port=args.port,
+            tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
             enable_control=args.enable_control,
             access_log=not args.quiet,
         )

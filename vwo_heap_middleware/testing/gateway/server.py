@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.wsgi import Server
 
 from ...flags_file import load_flags_file, load_settings_file
@@ -43,6 +44,11 @@ def _access_log(app: Any) -> Any:
         return app(environ, start)
 
     return logged
+
+
+def _error_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+    """cheroot's error log, to ``logging`` (a client hanging up mid-TLS is not news)."""
+    logger.log(level, "%s", msg, exc_info=traceback)
 
 
 def _free_port(host: str) -> int:
@@ -87,12 +93,14 @@ class LocalGateway:
         port: int = 0,
         enable_control: bool = False,
         access_log: bool = False,
+        tls: tuple[str | Path, str | Path] | None = None,
     ) -> None:
         self.app = GatewayApp(
             settings, segments, enable_control=enable_control, on_refuse=self._refuse_for
         )
         self.host = host
         self.port = port
+        self.tls = tls  # (certificate file, private key file): served over HTTPS
         self._served = _access_log(self.app) if access_log else self.app
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -114,7 +122,7 @@ class LocalGateway:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def faults(self) -> Faults:
@@ -140,8 +148,11 @@ class LocalGateway:
                 if not self.port:  # a fixed port: cheroot sets SO_REUSEADDR only for those,
                     self.port = _free_port(self.host)  # and a restart binds it again
                 server = Server((self.host, self.port), self._served, numthreads=64)
+                server.error_log = _error_log  # type: ignore[method-assign]
                 server.shutdown_timeout = 1.0
                 server.keep_alive_conn_limit = 1024  # cheroot keeps 10 by default
+                if self.tls is not None:
+                    server.ssl_adapter = BuiltinSSLAdapter(*(str(p) for p in self.tls))
                 server.prepare()  # binds the port now: refused connections end here
                 self.port = server.bind_addr[1]
                 self._server = server
