@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from flask import Flask, g, jsonify, render_template_string
 
-from tests.conftest import MEMBER, EngineFactory, wait_until
+from tests.conftest import DEMO_FLAGS, DEMO_SEGMENTS, MEMBER, EngineFactory, wait_until
 from vwo_heap_middleware import FlagEngine, get_flags, requires_flag
 from vwo_heap_middleware.flask import EXTENSION, HeapFlags
 from vwo_heap_middleware.testing.gateway import LocalGateway
@@ -156,5 +156,26 @@ def test_engine_from_app_config_then_the_environment(
     try:
         assert engine.config.gateway_url == shop_gateway.url, "from the environment"
         assert engine.config.flags == ("premium_checkout",), "app.config wins"
+    finally:
+        engine.close()
+
+
+def test_offline_app_config_with_the_account_but_no_gateway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("VWO_ACCOUNT_ID", "VWO_SDK_KEY", "VWO_GATEWAY_URL"):
+        monkeypatch.delenv(name, raising=False)
+    app = flask_app(
+        VWO_ACCOUNT_ID="123456",
+        VWO_SDK_KEY="prod-key",
+        VWO_HEAP_OFFLINE_FLAGS=str(DEMO_FLAGS),
+        VWO_HEAP_OFFLINE_SEGMENTS=str(DEMO_SEGMENTS),
+        VWO_HEAP_FLAGS=["premium_checkout"],
+    )
+    engine = app.extensions[EXTENSION].engine
+    try:
+        body = app.test_client().get("/state", headers={"X-Heap-Identity": "ada@example.com"})
+        assert body.get_json()["flags"]["premium_checkout"]["enabled"]
+        assert engine.config.sdk_key == "prod-key"
     finally:
         engine.close()

@@ -13,7 +13,7 @@ import urllib3
 from tests.conftest import DATA, DEMO_FLAGS, DEMO_SEGMENTS, visitor
 from vwo_heap_middleware import Config, FlagEngine, Reason
 from vwo_heap_middleware.flags_file import DataFileError
-from vwo_heap_middleware.offline import OFFLINE_GATEWAY_URL
+from vwo_heap_middleware.offline import GATEWAY_NOT_CONTACTED, OFFLINE_GATEWAY_URL
 
 
 @pytest.fixture(autouse=True)
@@ -102,3 +102,71 @@ def test_bad_files_fail_at_configuration_time(tmp_path: Path) -> None:
     broken.write_text("[[flags]]\nkey = 'x'\n[[flags.rules]]\ntype = 'nope'\n", encoding="utf-8")
     with pytest.raises(DataFileError, match="flag 'x', rule 1: 'type' must be one of"):
         FlagEngine.offline(flags=broken)
+
+
+LOCATION = {
+    "VWO_ACCOUNT_ID": ("account_id", "777"),
+    "VWO_SDK_KEY": ("sdk_key", "prod-key"),
+    "VWO_GATEWAY_URL": ("gateway_url", "https://gateway.example.com"),
+}
+SUBSETS = [
+    tuple(name for n, name in enumerate(LOCATION) if mask & (1 << n)) for mask in range(8)
+]
+
+
+@pytest.mark.parametrize("given", SUBSETS, ids=lambda names: "+".join(names) or "none")
+def test_offline_each_vwo_variable_is_optional(
+    given: tuple[str, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A .env shared with production names the account but no gateway, or any other part:
+    what is given is checked and used, the rest comes from the flags file, nothing is asked."""
+    environ = {name: LOCATION[name][1] for name in given}
+    environ["VWO_HEAP_OFFLINE_FLAGS"] = str(DEMO_FLAGS)
+    environ["VWO_HEAP_OFFLINE_SEGMENTS"] = str(DEMO_SEGMENTS)
+    kwargs = {LOCATION[name][0]: LOCATION[name][1] for name in given}
+    with caplog.at_level("INFO", logger="vwo_heap_middleware"):
+        engines = [
+            FlagEngine(Config.from_env(environ)),
+            FlagEngine(Config(offline_flags=DEMO_FLAGS, offline_segments=DEMO_SEGMENTS, **kwargs)),
+            FlagEngine.offline(flags=DEMO_FLAGS, segments=DEMO_SEGMENTS, **kwargs),
+        ]
+    try:
+        for engine in engines:
+            ada = visitor(engine.config, "ada@example.com")
+            assert engine.decide(ada, ["premium_checkout"])["premium_checkout"].enabled
+            assert engine.config.account_id == ("777" if "VWO_ACCOUNT_ID" in given else "123456")
+            expected_key = "prod-key" if "VWO_SDK_KEY" in given else "local-demo-sdk-key"
+            assert engine.config.sdk_key == expected_key
+            if "VWO_GATEWAY_URL" in given:
+                assert engine.config.gateway_url == "https://gateway.example.com"
+            else:
+                assert engine.config.gateway_url == OFFLINE_GATEWAY_URL
+    finally:
+        for engine in engines:
+            engine.close()
+    said = [r for r in caplog.records if r.msg == GATEWAY_NOT_CONTACTED]
+    assert len(said) == (3 if "VWO_GATEWAY_URL" in given else 0), "once per engine"
+
+
+@pytest.mark.parametrize("given", SUBSETS, ids=lambda names: "+".join(names) or "none")
+def test_online_all_three_are_required(given: tuple[str, ...]) -> None:
+    environ = {name: LOCATION[name][1] for name in given}
+    missing = [name for name in LOCATION if name not in given]
+    if not missing:
+        assert Config.from_env(environ).account_id == "777"
+        return
+    with pytest.raises(ValueError, match=f"^{missing[0]} is not set: it is required"):
+        Config.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"account_id": "acct"}, "account_id must be your VWO account id"),
+        ({"sdk_key": "  "}, "sdk_key must be the SDK key"),  # given, but blank
+        ({"gateway_url": "ftp://x"}, "gateway_url must be an http:// or https:// URL"),
+    ],
+)
+def test_offline_checks_what_is_given(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Config(offline_flags=DEMO_FLAGS, **kwargs)

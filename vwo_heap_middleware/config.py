@@ -156,9 +156,7 @@ class Config:
             source = getattr(self, name)
             if not (source is None or isinstance(source, Mapping) or os.path.isfile(source)):
                 raise _invalid(name, f"{name} must be a readable file, got {source!r}")
-        # Offline, the engine fills the account in from its settings when none is given.
-        if not self.offline or self.account_id or self.sdk_key or self.gateway_url:
-            self._check_location()
+        self._check_location()
         self._check_rest()
 
     @property
@@ -166,22 +164,28 @@ class Config:
         return self.offline_flags is not None
 
     def _check_location(self) -> None:
+        """Online, the account, SDK key and gateway are required. Offline each is optional: what
+        is given is checked and used, the engine fills the rest in from the settings file."""
         fix = object.__setattr__
-        account_id = str(self.account_id).strip() if self.account_id is not None else ""
-        if not account_id.isdigit():
-            raise _invalid(
-                "account_id",
-                f"account_id must be your VWO account id (digits), got {self.account_id!r}",
-            )
-        fix(self, "account_id", account_id)
-        if not isinstance(self.sdk_key, str) or not self.sdk_key.strip():
-            raise _invalid(
-                "sdk_key", "sdk_key must be the SDK key of your VWO project (a non-empty string)"
-            )
-        try:
-            fix(self, "gateway_url", _gateway_url(self.gateway_url))
-        except ValueError as exc:
-            raise _invalid("gateway_url", str(exc)) from None
+        if self.account_id or not self.offline:
+            account_id = str(self.account_id).strip() if self.account_id is not None else ""
+            if not account_id.isdigit():
+                raise _invalid(
+                    "account_id",
+                    f"account_id must be your VWO account id (digits), got {self.account_id!r}",
+                )
+            fix(self, "account_id", account_id)
+        if self.sdk_key or not self.offline:
+            if not isinstance(self.sdk_key, str) or not self.sdk_key.strip():
+                raise _invalid(
+                    "sdk_key",
+                    "sdk_key must be the SDK key of your VWO project (a non-empty string)",
+                )
+        if self.gateway_url or not self.offline:
+            try:
+                fix(self, "gateway_url", _gateway_url(self.gateway_url))
+            except ValueError as exc:
+                raise _invalid("gateway_url", str(exc)) from None
 
     def _check_rest(self) -> None:
         fix = object.__setattr__

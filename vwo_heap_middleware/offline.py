@@ -8,6 +8,7 @@ offline engine decides through the same path as production. For development and 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,6 +19,9 @@ from .flags_file import compile_flags, load_flags_file, load_settings_file, vali
 from .segments_file import Segments, build_segments, load_segments_file
 
 OFFLINE_GATEWAY_URL = "http://offline.invalid"  # never contacted: nothing leaves the process
+GATEWAY_NOT_CONTACTED = "offline: the gateway %s is not contacted; flags come from %s"
+
+logger = logging.getLogger("vwo_heap_middleware")
 
 FlagsSource = str | os.PathLike[str] | Mapping[str, Any]
 """A flags TOML or settings JSON path, or the parsed document (flags file or VWO settings)."""
@@ -59,7 +63,10 @@ class OfflineGateway:
         return cls(config.offline_flags, config.offline_segments)
 
     def account_filled_in(self, config: Config) -> Config:
-        """``config`` with the settings' account, where it names none, and no gateway URL."""
+        """``config`` with the settings' account and SDK key where it names none. A gateway it
+        names is kept (the SDK's events name it) but never contacted: that is said once."""
+        if config.gateway_url:
+            logger.info(GATEWAY_NOT_CONTACTED, config.gateway_url, _described(config.offline_flags))
         return dataclasses.replace(
             config,
             account_id=config.account_id or str(self.settings.get("accountId", 0)),
@@ -78,3 +85,7 @@ class OfflineGateway:
 
     def close(self) -> None:
         """Nothing to close."""
+
+
+def _described(source: object) -> str:
+    return "a settings document" if isinstance(source, Mapping) else str(source)
