@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -180,3 +182,130 @@ def test_metadata_events_and_status(shop_gateway: LocalGateway, make_engine: Eng
 def test_needs_an_engine() -> None:
     with pytest.raises(TypeError, match="FlagEngine"):
         HeapVWOProvider("engine")  # type: ignore[arg-type]
+
+
+TYPED = {
+    "account_id": 777,
+    "sdk_key": "shop-key",
+    "flags": [
+        {
+            "key": "typed",
+            "variables": {"label": "Standard", "limit": 1, "ratio": 0.5, "theme": {"c": "grey"}},
+            "rules": [
+                {
+                    "type": "heap_segment",
+                    "segment": "vip",
+                    "variables": {
+                        "label": "Gold",
+                        "limit": 5,
+                        "ratio": 1.5,
+                        "theme": {"c": "gold"},
+                    },
+                }
+            ],
+        }
+    ],
+}
+FIVE_TYPES = [
+    ("boolean", "typed", False),
+    ("string", "typed.label", "none"),
+    ("integer", "typed.limit", 0),
+    ("float", "typed.ratio", 0.0),
+    ("object", "typed.theme", {}),
+]
+PEOPLE = ["vip@example.com", "someone@example.com"]
+
+
+def _seen(details: Any) -> tuple[Any, ...]:
+    return (
+        details.value,
+        details.variant,
+        details.reason,
+        details.error_code,
+        dict(details.flag_metadata),
+    )
+
+
+def resolve_all(context: EvaluationContext | None = None) -> list[tuple[Any, ...]]:
+    client = api.get_client()
+    return [
+        _seen(getattr(client, f"get_{kind}_details")(key, default, context))
+        for kind, key, default in FIVE_TYPES
+    ]
+
+
+async def resolve_all_async(context: EvaluationContext | None = None) -> list[tuple[Any, ...]]:
+    client = api.get_client()
+    return [
+        _seen(await getattr(client, f"get_{kind}_details_async")(key, default, context))
+        for kind, key, default in FIVE_TYPES
+    ]
+
+
+@pytest.fixture
+def typed_engine(make_engine: EngineFactory) -> Iterator[FlagEngine]:
+    with LocalGateway(compile_flags(TYPED), {"vip": ["vip@example.com"]}) as gateway:
+        engine = make_engine(gateway, flags=("typed",))
+        api.set_provider_and_wait(HeapVWOProvider(engine))
+        yield engine
+        engine.close()  # while its gateway still takes the impressions
+
+
+def test_sync_and_async_resolve_alike_for_five_types(typed_engine: FlagEngine) -> None:
+    """Every type, sync and async, outside a request and inside one: the same details."""
+    app = FastAPI()
+    app.add_middleware(HeapFlagsMiddleware, engine=typed_engine)
+
+    @app.get("/async")
+    async def in_async_view() -> list[Any]:
+        return await resolve_all_async()
+
+    @app.get("/sync")
+    def in_sync_view() -> list[Any]:
+        return resolve_all()
+
+    answers: dict[str, list[Any]] = {}
+    with TestClient(app) as http:
+        for who in PEOPLE:
+            context = EvaluationContext(who, {"heap_identity": who})
+            outside = resolve_all(context)
+            assert asyncio.run(resolve_all_async(context)) == outside
+            for view in ("async", "sync"):
+                inside = http.get(f"/{view}", headers={"X-Heap-Identity": who}).json()
+                assert inside == json.loads(json.dumps(outside)), view
+            answers[who] = outside
+    vip, other = answers["vip@example.com"], answers["someone@example.com"]
+    assert [a[0] for a in vip] == [True, "Gold", 5, 1.5, {"c": "gold"}]
+    assert [a[0] for a in other] == [False, "none", 0, 0.0, {}]
+
+
+@pytest.mark.parametrize(("kind", "key", "default"), FIVE_TYPES)
+def test_async_resolution_keeps_the_loop_serving(
+    kind: str, key: str, default: Any, make_engine: EngineFactory
+) -> None:
+    """A new visitor's lookup on a slow gateway: the loop runs other tasks meanwhile."""
+    with LocalGateway(compile_flags(TYPED), {"vip": ["vip@example.com"]}) as gateway:
+        engine = make_engine(gateway, evaluation_timeout=1.0, lookup_timeout=1.0)
+        api.set_provider_and_wait(HeapVWOProvider(engine))
+        gateway.faults.set("check_attribute", latency=0.4)
+        context = EvaluationContext("vip@example.com", {"heap_identity": "vip@example.com"})
+
+        async def main() -> tuple[Any, int]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            method = getattr(api.get_client(), f"get_{kind}_details_async")
+            details = await method(key, default, context)
+            task.cancel()
+            return details, ticks
+
+        details, ticks = asyncio.run(main())
+        engine.close()
+    assert details.reason == OpenFeatureReason.TARGETING_MATCH
+    assert ticks >= 20, f"the loop ran {ticks} ticks in 0.4 s: it was blocked"

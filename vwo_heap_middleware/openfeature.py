@@ -42,6 +42,7 @@ PROVIDER_NAME = "vwo-heap"
 NOT_READY = "VWO settings are not loaded yet"
 VARIABLE_ATTRIBUTE = "key"  # VWO's provider: the variable's name in the evaluation context
 T = TypeVar("T")
+_OBJECT = (dict, list)  # what an object flag's value may be
 _REASONS: Mapping[Reason, tuple[str, ErrorCode | None]] = {
     Reason.TARGETED: (OpenFeatureReason.TARGETING_MATCH, None),
     Reason.NOT_TARGETED: (OpenFeatureReason.DEFAULT, None),
@@ -114,10 +115,20 @@ class HeapVWOProvider(AbstractProvider):
     ) -> FlagResolutionDetails[str]:
         return self._variable(flag_key, default_value, evaluation_context, str)
 
+    async def resolve_string_details_async(
+        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[str]:
+        return await self._variable_async(flag_key, default_value, evaluation_context, str)
+
     def resolve_integer_details(
         self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[int]:
         return self._variable(flag_key, default_value, evaluation_context, int)
+
+    async def resolve_integer_details_async(
+        self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[int]:
+        return await self._variable_async(flag_key, default_value, evaluation_context, int)
 
     def resolve_float_details(
         self,
@@ -127,19 +138,41 @@ class HeapVWOProvider(AbstractProvider):
     ) -> FlagResolutionDetails[float]:
         return self._variable(flag_key, default_value, evaluation_context, float)
 
+    async def resolve_float_details_async(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        return await self._variable_async(flag_key, default_value, evaluation_context, float)
+
     def resolve_object_details(
         self,
         flag_key: str,
         default_value: Sequence[FlagValueType] | Mapping[str, FlagValueType],
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
-        return self._variable(flag_key, default_value, evaluation_context, (dict, list))  # type: ignore[arg-type]
+        return self._variable(flag_key, default_value, evaluation_context, _OBJECT)
+
+    async def resolve_object_details_async(
+        self,
+        flag_key: str,
+        default_value: Sequence[FlagValueType] | Mapping[str, FlagValueType],
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
+        return await self._variable_async(flag_key, default_value, evaluation_context, _OBJECT)
 
     def _variable(
-        self, flag_key: str, default: T, context: EvaluationContext | None, kind: type[T]
+        self, flag_key: str, default: T, context: EvaluationContext | None, kind: Any
     ) -> FlagResolutionDetails[T]:
         key, variable = self._split(flag_key, context)
         return _details(self._decide(key, context), variable, default, kind)
+
+    async def _variable_async(
+        self, flag_key: str, default: T, context: EvaluationContext | None, kind: Any
+    ) -> FlagResolutionDetails[T]:
+        key, variable = self._split(flag_key, context)
+        return _details(await self._decide_async(key, context), variable, default, kind)
 
     def _split(self, flag_key: str, context: EvaluationContext | None) -> tuple[str, str | None]:
         named = (context.attributes.get(VARIABLE_ATTRIBUTE) if context else None) or None
