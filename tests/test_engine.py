@@ -382,7 +382,7 @@ def test_each_decision_is_logged_at_debug_with_extras(
     assert decided[0].getMessage() == DECIDED % (
         "premium_checkout",
         "targeted",
-        short_hash("ada@example.com"),
+        short_hash("ada@example.com", key=engine.config.log_key),
     )
     assert "ada@example.com" not in caplog.text
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import EngineFactory
 from vwo_heap_middleware import FlagEngine, FlagRequired, open_request, requires_flag
-from vwo_heap_middleware.guards import NO_MIDDLEWARE, refusal, safe_redirect
+from vwo_heap_middleware.guards import NO_MIDDLEWARE, UNSAFE_REDIRECT, refusal, safe_redirect
 from vwo_heap_middleware.testing.gateway import LocalGateway
 from vwo_heap_middleware.visitor import RequestFacts
 
@@ -89,3 +89,32 @@ def test_redirects_stay_on_the_site(target: Any) -> None:
 def test_relative_redirects_pass() -> None:
     assert refusal(404, "/pricing?from=premium") == "/pricing?from=premium"
     assert refusal(410, None) is None
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example",
+        "https://evil.example",
+        "/\\evil",
+        "/a\r\nSet-Cookie: x",
+        "/a\x85b",
+        "/\x00",
+    ],
+)
+def test_flag_required_checks_a_redirect_where_it_is_built(
+    target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An app raising FlagRequired(key, redirect_to=request.args["next"]) is no open redirect:
+    the target is refused and the page answers with its status, said in a warning."""
+    refused = FlagRequired("premium_checkout", 403, redirect_to=target)
+    assert (refused.redirect_to, refused.status) == (None, 403)
+    assert UNSAFE_REDIRECT % ("premium_checkout", 403) in caplog.text
+
+
+def test_redirects_beyond_ascii_are_percent_encoded() -> None:
+    assert safe_redirect("/café?q=ü ß") == "/caf%C3%A9?q=%C3%BC%20%C3%9F"
+    assert safe_redirect("/already%20encoded") == "/already%20encoded"
+    assert FlagRequired("k", redirect_to="/naïve").redirect_to == "/na%C3%AFve"
+    with pytest.raises(ValueError, match="valid Unicode"):
+        safe_redirect("/\ud800")

@@ -246,7 +246,7 @@ def test_shadow_mode_lets_the_sdk_decide_and_logs_differences_without_identities
     assert engine.decide(other, ["new_banner"])["new_banner"].enabled, "the SDK decided"
     shadowed = [r.getMessage() for r in caplog.records if "shadow evaluation" in r.getMessage()]
     assert len(shadowed) == 1 and "'new_banner'" in shadowed[0]
-    assert short_hash(other.user_id or "") in shadowed[0]
+    assert short_hash(other.user_id or "", key=engine.config.log_key) in shadowed[0]
     assert "other@example.com" not in shadowed[0]
 
 

@@ -109,9 +109,7 @@ LOCATION = {
     "VWO_SDK_KEY": ("sdk_key", "prod-key"),
     "VWO_GATEWAY_URL": ("gateway_url", "https://gateway.example.com"),
 }
-SUBSETS = [
-    tuple(name for n, name in enumerate(LOCATION) if mask & (1 << n)) for mask in range(8)
-]
+SUBSETS = [tuple(name for n, name in enumerate(LOCATION) if mask & (1 << n)) for mask in range(8)]
 
 
 @pytest.mark.parametrize("given", SUBSETS, ids=lambda names: "+".join(names) or "none")

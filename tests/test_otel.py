@@ -106,7 +106,7 @@ def test_each_flag_read_is_an_event_on_the_request_span(
         "feature_flag.result.variant": "on",
         "feature_flag.result.value": True,
         "feature_flag.result.reason": "targeting_match",
-        "feature_flag.context.id": short_hash("vip@example.com"),
+        "feature_flag.context.id": short_hash("vip@example.com", key=engine.config.log_key),
     }
     assert events["nope"]["error.type"] == "flag_not_found"
     assert "vip@example.com" not in str(events), "never the raw identity"

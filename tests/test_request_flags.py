@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
-from tests.conftest import EngineFactory, visitor
+import pytest
+
+from tests.conftest import DATA, EngineFactory, visitor
 from vwo_heap_middleware import Reason, RequestFlags
 from vwo_heap_middleware.request_flags import ResponseHeaders, merge_vary
 from vwo_heap_middleware.testing.gateway import LocalGateway
@@ -98,3 +102,57 @@ def test_merge_vary() -> None:
         merge_vary("Accept-Encoding, cookie", ["Cookie", "X-Heap-Identity"])
         == "Accept-Encoding, cookie, X-Heap-Identity"
     )
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["premium_checkout=on;targeted, x", "ключ", "bad\r\nSet-Cookie: a=b", "bad\nkey", "\x00"],
+)
+def test_x_flags_lists_only_flags_the_settings_know(
+    key: str, demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    """A key the client chose (``flags.enabled(path_param)``) never reaches the header."""
+    engine = make_engine(demo_gateway, debug_header=True)
+    flags = RequestFlags(engine, visitor(engine.config, "ada@example.com"))
+    flags.enabled("premium_checkout")
+    assert not flags.enabled(key)
+    ((name, value),) = flags.response_headers().extra
+    assert (name, value) == ("X-Flags", "premium_checkout=on;targeted;native")
+    value.encode("latin-1")  # a header value any server can send
+
+
+def test_the_debug_header_counts_as_reading_the_visitor(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    """A response that read no flag (a router 404) still lists the visitor's flags in
+    X-Flags: it must not be cached for another visitor."""
+    engine = make_engine(demo_gateway, debug_header=True)
+    flags = RequestFlags(engine, visitor(engine.config, "ada@example.com"))
+    flags.load(["premium_checkout"])
+    headers = flags.response_headers()
+    assert headers.vary == ("Cookie", "X-Heap-Identity") and headers.cache_control == "private"
+    nothing = RequestFlags(engine, visitor(engine.config, "ada@example.com"))
+    assert nothing.response_headers() == ResponseHeaders(), "nothing decided, nothing listed"
+
+
+def test_vary_names_user_agent_when_a_flags_rules_read_it(
+    make_engine: EngineFactory, raw_settings_with_ua: dict[str, Any]
+) -> None:
+    with LocalGateway(raw_settings_with_ua) as gateway:
+        engine = make_engine(gateway)
+        flags = RequestFlags(
+            engine, visitor(engine.config, "ada@example.com", user_agent="Firefox/1")
+        )
+        flags.enabled("everyone_on")
+        assert flags.response_headers().vary == ("Cookie", "X-Heap-Identity")
+        flags.enabled("plan_badge")  # its rule reads the user agent
+        assert flags.response_headers().vary == ("Cookie", "X-Heap-Identity", "User-Agent")
+        engine.close()
+
+
+@pytest.fixture
+def raw_settings_with_ua() -> dict[str, Any]:
+    settings = json.loads((DATA / "raw_settings.json").read_text(encoding="utf-8"))
+    campaign = next(c for c in settings["campaigns"] if c["key"].startswith("plan_badge"))
+    campaign["variations"][0]["segments"] = {"and": [{"ua": "wildcard(*Firefox*)"}]}
+    return settings  # type: ignore[no-any-return]

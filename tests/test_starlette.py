@@ -329,3 +329,15 @@ def test_requires_flag_without_middleware_fails_closed(caplog: pytest.LogCapture
 def test_middleware_needs_an_engine() -> None:
     with pytest.raises(TypeError, match="engine=FlagEngine"):
         HeapFlagsMiddleware(Starlette(), engine="nope")  # type: ignore[arg-type]
+
+
+def test_router_answers_with_the_debug_header_vary_too(
+    shop_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(shop_gateway, flags=("premium_checkout",), debug_header=True)
+    with TestClient(starlette_app(engine)) as client:
+        missing = client.get("/no-such-page", headers=MEMBER)
+    assert missing.status_code == 404
+    assert missing.headers["x-flags"] == "premium_checkout=on;targeted;native"
+    assert missing.headers["vary"] == "Cookie, X-Heap-Identity"
+    assert missing.headers["cache-control"] == "private"

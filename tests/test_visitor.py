@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 from urllib.parse import quote
@@ -183,9 +184,20 @@ def test_client_ip(
 
 
 def test_short_hash_is_stable_and_hides_the_identity() -> None:
-    assert short_hash("ada@example.com") == short_hash("ada@example.com")
-    assert "ada" not in short_hash("ada@example.com")
-    assert len(short_hash("x")) == 12
+    key = Config(account_id=1, sdk_key="deployment-key", gateway_url="http://x").log_key
+    assert short_hash("ada@example.com", key=key) == short_hash("ada@example.com", key=key)
+    assert "ada" not in short_hash("ada@example.com", key=key)
+    assert len(short_hash("x", key=key)) == 12
+
+
+def test_short_hash_cannot_be_matched_by_hashing_a_guess() -> None:
+    """Unkeyed, anyone can confirm a known e-mail in a log line; keyed with the deployment's
+    SDK key, a guess hashed without the key (or with another deployment's) does not match."""
+    ours = Config(account_id=1, sdk_key="deployment-key", gateway_url="http://x").log_key
+    theirs = Config(account_id=1, sdk_key="another-key", gateway_url="http://x").log_key
+    logged = short_hash("ada@example.com", key=ours)
+    unkeyed = hashlib.blake2b(b"ada@example.com", digest_size=6).hexdigest()
+    assert logged not in (unkeyed, short_hash("ada@example.com", key=theirs))
 
 
 def test_context_built_here_matches_a_custom_variable_rule_in_the_real_sdk() -> None:

@@ -153,7 +153,10 @@ def test_a_failing_sdk_call_is_an_error_outcome(
     with caplog.at_level("ERROR", logger="vwo_heap_middleware"):
         failed = broken.evaluate("new_banner", {"id": "x"}, vwo_sdk.Answers({}), "ada@example.com")
     assert failed.error is True
-    assert vwo_sdk.SDK_FAILED % ("new_banner", short_hash("ada@example.com")) in caplog.text
+    assert (
+        vwo_sdk.SDK_FAILED % ("new_banner", short_hash("ada@example.com", key=sdk._config.log_key))
+        in caplog.text
+    )
     assert "ada@example.com" not in caplog.text
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+import urllib3
 from werkzeug.test import Client
 
 from tests.conftest import MEMBER, EngineFactory
@@ -79,3 +82,40 @@ def test_needs_an_engine() -> None:
 
 def test_engine_is_shared(client: Client, shop_gateway: LocalGateway) -> None:
     assert isinstance(client.application.engine, FlagEngine)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [("/日本?from=premium", "/%E6%97%A5%E6%9C%AC?from=premium"), ("//evil.example", None)],
+)
+def test_a_refusal_with_any_redirect_is_no_server_error(
+    target: str, location: str | None, shop_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    """Over a real socket (wsgiref, which refuses headers it cannot encode, as gunicorn does):
+    a redirect the app took from the client is encoded, or refused, never a 500."""
+
+    def refusing(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        raise FlagRequired("premium_checkout", redirect_to=target)
+
+    engine = make_engine(shop_gateway)
+    server = make_server(
+        "127.0.0.1", 0, HeapFlagsWSGIMiddleware(refusing, engine=engine), handler_class=QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        response = urllib3.PoolManager().request(
+            "GET", f"http://127.0.0.1:{server.server_port}/premium", redirect=False
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    if location is None:
+        assert response.status == 404
+    else:
+        assert (response.status, response.headers["Location"]) == (302, location)
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log in the test output."""

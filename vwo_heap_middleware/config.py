@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import os
 import re
@@ -175,12 +176,11 @@ class Config:
                     f"account_id must be your VWO account id (digits), got {self.account_id!r}",
                 )
             fix(self, "account_id", account_id)
-        if self.sdk_key or not self.offline:
-            if not isinstance(self.sdk_key, str) or not self.sdk_key.strip():
-                raise _invalid(
-                    "sdk_key",
-                    "sdk_key must be the SDK key of your VWO project (a non-empty string)",
-                )
+        given = self.sdk_key or not self.offline
+        if given and (not isinstance(self.sdk_key, str) or not self.sdk_key.strip()):
+            raise _invalid(
+                "sdk_key", "sdk_key must be the SDK key of your VWO project (a non-empty string)"
+            )
         if self.gateway_url or not self.offline:
             try:
                 fix(self, "gateway_url", _gateway_url(self.gateway_url))
@@ -293,6 +293,12 @@ class Config:
         """True when an app hook (resolver, fallback user id, enricher) shapes visitors."""
         hooks = (self.identity_resolver, self.fallback_user_id, self.context_enricher)
         return any(hook is not None for hook in hooks)
+
+    @functools.cached_property
+    def log_key(self) -> bytes:
+        """The key of the identity hashes in logs and telemetry (from the SDK key: stable for
+        a deployment, unknown to whoever reads the logs)."""
+        return hashlib.blake2b(f"vwo-heap-log:{self.sdk_key}".encode(), digest_size=32).digest()
 
     @functools.cached_property
     def vary(self) -> tuple[str, ...]:

@@ -8,10 +8,18 @@ joined them (ASGI servers with ``; ``, gunicorn and werkzeug with ``,``).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
+logger = logging.getLogger("vwo_heap_middleware")
+
 MAX_COOKIE_HEADER = 64 * 1024
+COOKIE_CUT = (
+    "a Cookie header of %d characters: only its first 64 KiB are read, so a Heap cookie past "
+    "them is not seen (said once)"
+)
+_said: list[bool] = []
 # A pair ends at ";", or at "," when a new name=value follows (two headers, joined by a server).
 _PAIRS = re.compile(r";|,(?=\s*[^\s;,=]+=)")
 
@@ -19,6 +27,9 @@ _PAIRS = re.compile(r";|,(?=\s*[^\s;,=]+=)")
 def iter_cookies(header: str) -> Iterator[tuple[str, str]]:
     """Yield ``(name, value)`` in header order; values are raw (not unquoted or decoded)."""
     if len(header) > MAX_COOKIE_HEADER:
+        if not _said:
+            _said.append(True)
+            logger.debug(COOKIE_CUT, len(header))
         header = header[:MAX_COOKIE_HEADER]
     for pair in _PAIRS.split(header) if "," in header else header.split(";"):
         name, sep, value = pair.partition("=")

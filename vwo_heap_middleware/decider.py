@@ -147,7 +147,7 @@ class Decider:
         if self.observers:
             self.observers.decided(results, cached)
         if logger.isEnabledFor(logging.DEBUG):
-            user = short_hash(visitor.user_id or "")
+            user = short_hash(visitor.user_id or "", key=self.config.log_key)
             for d in results.values():
                 extra = {"flag_key": d.key, "flag_reason": d.reason.value, "user_hash": user}
                 logger.debug(DECIDED, d.key, d.reason.value, user, extra=extra)
@@ -257,22 +257,23 @@ class Decider:
         try:
             mine = native.evaluate(key, context, answers.memberships, usage_meta=not shadow)
         except Fallback as why:
-            logger.debug(FELL_BACK, key, short_hash(user), why)
+            logger.debug(FELL_BACK, key, short_hash(user, key=self.config.log_key), why)
             return self._sdk.evaluate(key, context, answers, user), "sdk"
         if shadow:
             outcome = self._sdk.evaluate(key, context, answers, user)
-            _compare(key, user, outcome, mine)
+            theirs, ours = _shown_all(outcome), _shown_all(mine)
+            if outcome.error or theirs != ours:
+                who = short_hash(user, key=self.config.log_key)
+                logger.warning(SHADOW_DIFFERS, key, who, theirs, ours)
             return outcome, "sdk"
         for event in mine.events:
             self._emit(event)
         return vwo_sdk.Outcome(mine.enabled, mine.variables, mine.missing), "native"
 
 
-def _compare(key: str, user: str, sdk: vwo_sdk.Outcome, native: NativeOutcome) -> None:
-    theirs = (sdk.enabled, dict(sdk.variables), [_shown(e) for e in sdk.events])
-    ours = (native.enabled, dict(native.variables), [_shown(e) for e in native.events])
-    if sdk.error or theirs != ours:
-        logger.warning(SHADOW_DIFFERS, key, short_hash(user), theirs, ours)
+def _shown_all(outcome: vwo_sdk.Outcome | NativeOutcome) -> tuple[Any, ...]:
+    """What a shadow run compares: enabled, variables, and what each impression says."""
+    return (outcome.enabled, dict(outcome.variables), [_shown(e) for e in outcome.events])
 
 
 def _shown(event: Event) -> tuple[Any, ...]:

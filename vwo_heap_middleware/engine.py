@@ -218,6 +218,10 @@ class FlagEngine:
         """True when the settings in use have a flag ``key``."""
         return self._index is not None and key in self._index.flags
 
+    def reads_user_agent(self, keys: Iterable[str]) -> bool:
+        """True when any of these flags' rules read the User-Agent header (``Vary`` names it)."""
+        return self._index is not None and self._index.reads_user_agent(keys)
+
     def add_observer(self, observer: Observer) -> None:
         """See what the engine does (``observers.Observer``): OpenFeature, OpenTelemetry."""
         self.observers.add(observer)

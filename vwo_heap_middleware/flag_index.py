@@ -28,6 +28,10 @@ USER_DETAILS_OPERATORS = frozenset(
 )
 # Operators read straight from the request: the user agent string and the IP address.
 REQUEST_OPERATORS = frozenset({"ua", "ip_address"})
+# Operators whose answer depends on the User-Agent header (as it is, or parsed by the gateway).
+USER_AGENT_OPERATORS = frozenset(
+    {"ua", "os", "os_version", "device_type", "device", "browser_string", "browser_version"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,7 @@ class FlagNeeds:
     lists: tuple[tuple[str, str], ...]  # (custom variable, attribute list id) for inlist rules
     user_details: bool  # location or parsed user-agent rules
     request_facts: bool  # the decision can change with the user agent or IP
+    user_agent: bool = False  # ... with the User-Agent header in particular (for ``Vary``)
 
     def memberships(self, custom_variables: Mapping[str, object]) -> set[tuple[str, str]]:
         """The (list id, value) membership answers a decision for these variables needs (the
@@ -55,6 +60,10 @@ def membership_value(value: object) -> str:
 class FlagIndex:
     revision: str
     flags: Mapping[str, FlagNeeds]
+
+    def reads_user_agent(self, keys: Iterable[str]) -> bool:
+        """True when any of these flags' rules read the User-Agent header."""
+        return any(needs.user_agent for key in keys if (needs := self.flags.get(key)))
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> FlagIndex:
@@ -87,6 +96,7 @@ class FlagIndex:
                 lists=tuple(sorted(lists)),
                 user_details=details,
                 request_facts=details or bool(operators & REQUEST_OPERATORS),
+                user_agent=bool(operators & USER_AGENT_OPERATORS),
             )
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         return cls(revision=digest, flags=flags)

@@ -14,11 +14,20 @@ import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
+from .identity import CONTROL_CHARACTERS
 from .request_flags import RequestFlags, get_flags
 
 logger = logging.getLogger("vwo_heap_middleware")
 NO_MIDDLEWARE = "@requires_flag(%r) ran outside the middleware: refusing the page"
+UNSAFE_REDIRECT = (
+    "FlagRequired(%r) was given a redirect_to that is not a same-site relative path: "
+    "answering with HTTP %d instead"
+)
+# What a Location path may keep as it is: printable ASCII but the space ("%" too: already
+# encoded stays encoded).
+_LOCATION_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 F = TypeVar("F", bound=Callable[..., Any])
 Handler = Callable[[Any], Any]
@@ -29,10 +38,20 @@ class FlagRequired(Exception):
 
     The adapters answer it: ``redirect_to`` (a 302 to that relative path) when set, else an
     error response with ``status``. Under plain WSGI the middleware answers it when the app lets
-    it through; an app may also catch it itself.
+    it through; an app may also catch it itself. ``redirect_to`` is checked here, where it is
+    built: a target that is not a same-site relative path (it may come from the client, a
+    ``?next=``) is not followed; the refusal is ``status`` instead, and a warning says why.
     """
 
     def __init__(self, key: str, status: int = 404, redirect_to: str | None = None) -> None:
+        if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+            status = 404
+        if redirect_to is not None:
+            try:
+                redirect_to = safe_redirect(redirect_to)
+            except ValueError:
+                logger.warning(UNSAFE_REDIRECT, key, status)
+                redirect_to = None
         super().__init__(f"flag {key!r} required (HTTP {status})")
         self.key = key
         self.status = status
@@ -47,15 +66,21 @@ def refusal(status: int, redirect_to: str | None) -> str | None:
 
 
 def safe_redirect(target: str) -> str:
-    """Only same-site relative paths: ``/path``, never ``//host``, ``/\\host`` or a scheme."""
+    """A same-site relative path (``/path``; never ``//host``, ``/\\host``, a scheme or a
+    control character), with anything beyond printable ASCII percent-encoded (UTF-8), so a
+    ``Location`` header can always carry it."""
     if (
         not isinstance(target, str)
         or not target.startswith("/")
         or target.startswith(("//", "/\\"))
-        or any(c in target for c in "\r\n\t\\")
+        or "\\" in target
+        or CONTROL_CHARACTERS.search(target)
     ):
         raise ValueError(f"redirect_to must be a relative path like '/pricing', got {target!r}")
-    return target
+    try:
+        return quote(target, safe=_LOCATION_SAFE)
+    except UnicodeEncodeError:  # a lone surrogate
+        raise ValueError(f"redirect_to must be valid Unicode, got {target!r}") from None
 
 
 def requires_flag(

@@ -23,7 +23,7 @@ MAX_IDENTITY_LENGTH = 255
 MAX_COOKIE_VALUE = 4096
 V5_PREFIX = "_hp5_meta."
 V4_PREFIX = "_hp2_id."
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NO_IDENTITY = frozenset({"null", "undefined"})
 _USER_ID = re.compile(r"^[0-9]{1,20}$")
 
@@ -53,7 +53,7 @@ def clean_identity(value: object) -> str | None:
     """
     if not isinstance(value, str):
         return None
-    if not value.strip() or len(value) > MAX_IDENTITY_LENGTH or _CONTROL.search(value):
+    if not value.strip() or len(value) > MAX_IDENTITY_LENGTH or CONTROL_CHARACTERS.search(value):
         return None
     if not value.isascii():
         try:

@@ -75,6 +75,7 @@ class FlagTelemetry(Observer):
     def __init__(self, engine: FlagEngine) -> None:
         self.engine = engine
         self._context_id = engine.config.otel_context_id
+        self._log_key = engine.config.log_key
         self._tracer = trace.get_tracer(INSTRUMENTATION)
         self._hits = self._total = 0
         self._loaded_at: float | None = None
@@ -100,7 +101,7 @@ class FlagTelemetry(Observer):
         if decision.reason in ERROR_TYPES:
             attributes["error.type"] = ERROR_TYPES[decision.reason]
         if self._context_id and flags.user_id:
-            attributes["feature_flag.context.id"] = short_hash(flags.user_id)
+            attributes["feature_flag.context.id"] = short_hash(flags.user_id, key=self._log_key)
         span.add_event(EVALUATION_EVENT, attributes)
 
     def decided(self, decisions: Mapping[str, FlagDecision], cached: int) -> None:

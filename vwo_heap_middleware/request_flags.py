@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 from .config import Config
 from .decision import FlagDecision, Reason
@@ -255,30 +256,37 @@ class RequestFlags:
 
     def response_headers(self) -> ResponseHeaders:
         """When anything of the visitor was read: ``Vary`` with every request header the
-        identity can come from, and ``Cache-Control: private``; the opt-in debug headers."""
+        identity can come from (and ``User-Agent`` when a decided flag's rules read it), and
+        ``Cache-Control: private``; the opt-in debug headers. ``X-Flags`` lists only flags the
+        settings know (a key may come from the client), and counts as reading the visitor."""
         config = self.engine.config
-        vary: tuple[str, ...] = ()
-        private = None
-        if self.read:
-            vary = config.vary
-            private = "private" if config.cache_control_private else None
         extra = []
         if config.server_timing:
             extra.append(("Server-Timing", f"flags;dur={self.seconds * 1000:.2f}"))
+        listed = ""
         if config.debug_header:
-            listed = ", ".join(_debug_entry(k, d) for k, d in self._decisions.items())
-            extra.append(("X-Flags", listed))
+            known = self.engine.knows
+            listed = ", ".join(_debug_entry(k, d) for k, d in self._decisions.items() if known(k))
+            if listed:
+                extra.append(("X-Flags", listed))
+        if not (self.read or listed):
+            return ResponseHeaders((), tuple(extra), None)
+        vary = config.vary
+        if self.engine.reads_user_agent(self._decisions):
+            vary = (*vary, "User-Agent")
+        private = "private" if config.cache_control_private else None
         return ResponseHeaders(vary, tuple(extra), private)
 
 
 def _debug_entry(key: str, decision: FlagDecision) -> str:
-    """``key=on;targeted[;stale][;native|;sdk]``: what ``X-Flags`` says of one decision."""
+    """``key=on;targeted[;stale][;native|;sdk]``: what ``X-Flags`` says of one decision; a key
+    beyond ``[A-Za-z0-9_.-~]`` is percent-encoded, so the header stays one safe line."""
     parts = ["on" if decision.enabled else "off", decision.reason.value]
     if decision.stale:
         parts.append("stale")
     if decision.evaluator:
         parts.append(decision.evaluator)
-    return f"{key}={';'.join(parts)}"
+    return f"{quote(key, safe='')}={';'.join(parts)}"
 
 
 def merge_vary(existing: str | None, added: Iterable[str]) -> str:

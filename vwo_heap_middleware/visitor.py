@@ -104,9 +104,12 @@ class Visitor:
         return self.heap.identity
 
 
-def short_hash(value: str) -> str:
-    """A stable 12-hex-digit stand-in for an identity in logs (identities are often emails)."""
-    return hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+def short_hash(value: str, *, key: bytes) -> str:
+    """A 12-hex-digit stand-in for an identity in logs (identities are often emails), keyed
+    (``Config.log_key``): stable within a deployment, but nobody can match a log line against a
+    guessed identity by hashing it."""
+    raw = value.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(raw, digest_size=6, key=key).hexdigest()
 
 
 def identify(config: Config, facts: RequestFacts, resolved: object = None) -> HeapIdentity:

@@ -261,7 +261,7 @@ class VwoSdk:
             enabled = bool(flag.is_enabled())
             variables = {v["key"]: v["value"] for v in flag.get_variables() or []}
         except Exception:
-            logger.exception(SDK_FAILED, key, short_hash(user_id))
+            logger.exception(SDK_FAILED, key, short_hash(user_id, key=self._config.log_key))
             return Outcome(False, MappingProxyType({}), call.missing, True, tuple(call.events))
         finally:
             _current_call.reset(token)

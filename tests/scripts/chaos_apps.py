@@ -22,4 +22,5 @@ else:
         """The engine's counters, for the burst: lookups still in flight."""
         return JSONResponse(engine.stats())
 
+
 __all__ = ["app"]
