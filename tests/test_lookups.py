@@ -251,9 +251,8 @@ PREMIUM = ("premium_checkout",)
 
 
 def burst_gateway(tls: TlsFiles | None = None) -> LocalGateway:
-    return LocalGateway(
-        compile_flags(SHOP), {"vip": BURST_MEMBERS}, tls=tls and (tls.cert, tls.key)
-    )
+    files = (tls.cert, tls.key) if tls is not None else None
+    return LocalGateway(compile_flags(SHOP), {"vip": BURST_MEMBERS}, tls=files)
 
 
 async def decide_all(engine: FlagEngine, identities: list[str], connections: int) -> list[Reason]:

@@ -121,7 +121,7 @@ def test_offline_each_vwo_variable_is_optional(
     environ = {name: LOCATION[name][1] for name in given}
     environ["VWO_HEAP_OFFLINE_FLAGS"] = str(DEMO_FLAGS)
     environ["VWO_HEAP_OFFLINE_SEGMENTS"] = str(DEMO_SEGMENTS)
-    kwargs = {LOCATION[name][0]: LOCATION[name][1] for name in given}
+    kwargs: dict[str, Any] = {LOCATION[name][0]: LOCATION[name][1] for name in given}
     with caplog.at_level("INFO", logger="vwo_heap_middleware"):
         engines = [
             FlagEngine(Config.from_env(environ)),

@@ -184,7 +184,7 @@ def test_client_ip(
 
 
 def test_short_hash_is_stable_and_hides_the_identity() -> None:
-    key = Config(account_id=1, sdk_key="deployment-key", gateway_url="http://x").log_key
+    key = Config(account_id="1", sdk_key="deployment-key", gateway_url="http://x").log_key
     assert short_hash("ada@example.com", key=key) == short_hash("ada@example.com", key=key)
     assert "ada" not in short_hash("ada@example.com", key=key)
     assert len(short_hash("x", key=key)) == 12
@@ -193,8 +193,8 @@ def test_short_hash_is_stable_and_hides_the_identity() -> None:
 def test_short_hash_cannot_be_matched_by_hashing_a_guess() -> None:
     """Unkeyed, anyone can confirm a known e-mail in a log line; keyed with the deployment's
     SDK key, a guess hashed without the key (or with another deployment's) does not match."""
-    ours = Config(account_id=1, sdk_key="deployment-key", gateway_url="http://x").log_key
-    theirs = Config(account_id=1, sdk_key="another-key", gateway_url="http://x").log_key
+    ours = Config(account_id="1", sdk_key="deployment-key", gateway_url="http://x").log_key
+    theirs = Config(account_id="1", sdk_key="another-key", gateway_url="http://x").log_key
     logged = short_hash("ada@example.com", key=ours)
     unkeyed = hashlib.blake2b(b"ada@example.com", digest_size=6).hexdigest()
     assert logged not in (unkeyed, short_hash("ada@example.com", key=theirs))
