@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test chaos differential demo lint bench gateway clean redis-server
+.PHONY: test chaos differential demo lint docs bench gateway clean redis-server
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The documentation as a site (site/): every page, link and anchor checked (--strict).
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
 demo: $(STAMP)
 	$(BIN)/python -m examples.fastapi_app
 
@@ -46,4 +50,4 @@ bench: $(STAMP) redis-server
 	$(BIN)/python -m bench.shared
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vwo_heap_middleware import Config, FlagEngine, RequestFacts, build_visitor, vwo_sdk
-from vwo_heap_middleware.flags_file import load_flags_file
-from vwo_heap_middleware.native_evaluator import NativeSettings
+from vwo_heap_middleware import Config, FlagEngine, RequestFacts, build_visitor
+from vwo_heap_middleware.evaluation.native import NativeSettings
+from vwo_heap_middleware.evaluation.outcome import Answers
+from vwo_heap_middleware.offline.flags_file import load_flags_file
+from vwo_heap_middleware.vwo_sdk import VwoSdk
 
 from .load import USER_AGENT
 
@@ -64,20 +66,17 @@ def evaluation(config: Config, calls: int = 5000) -> dict[str, float]:
     """One new (visitor, flag) evaluated, its membership answer given: the native evaluator
     against the SDK's ``get_flag`` (both make the impression)."""
     settings = load_flags_file(Path(__file__).parent / "flags.toml")
-    sdk = vwo_sdk.VwoSdk(config, lambda event: None)
+    sdk = VwoSdk(config, lambda event: None)
     sdk.prepare()
     sdk.load(settings)
-    native = NativeSettings(settings, sdk.native_facts())
-    answers = {("heap_premium_users", "ret-1@example.com"): True}
+    native = NativeSettings(settings, sdk.facts())
+    answers = Answers({("heap_premium_users", "ret-1@example.com"): True})
     contexts = [
         {"id": f"user-{n}", "custom_variables": {"heap_identity": "ret-1@example.com"}}
         for n in range(calls)
     ]
     native_us = per_call(lambda n: native.evaluate("premium_checkout", contexts[n], answers), calls)
-    given = vwo_sdk.Answers(answers)
-    sdk_us = per_call(
-        lambda n: sdk.evaluate("premium_checkout", contexts[n], given, f"user-{n}"), calls // 5
-    )
+    sdk_us = per_call(lambda n: sdk.evaluate("premium_checkout", contexts[n], answers), calls // 5)
     sdk.release()
     return {"native_evaluation_us": round(native_us, 2), "sdk_evaluation_us": round(sdk_us, 2)}
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.load import parse_wrk
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:8000/
   1 threads and 32 connections

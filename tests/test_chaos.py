@@ -30,9 +30,9 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.conftest import DATA, ROOT, free_port, visitor, wait_until, wait_until_serving
+from tests.support import DATA, ROOT, free_port, visitor, wait_until, wait_until_serving
 from vwo_heap_middleware import FlagEngine
-from vwo_heap_middleware.flags_file import load_flags_file
+from vwo_heap_middleware.offline.flags_file import load_flags_file
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 pytestmark = pytest.mark.chaos

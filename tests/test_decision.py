@@ -1,9 +1,9 @@
-"""``FlagDecision`` and the ``DecisionCache`` on their own."""
+"""``FlagDecision`` and ``Reason`` on their own."""
 
 from __future__ import annotations
 
 from vwo_heap_middleware.config import FlagDefault
-from vwo_heap_middleware.decision import DecisionCache, FlagDecision, Reason
+from vwo_heap_middleware.decision import FlagDecision, Reason
 
 
 def test_a_decision_reads_like_a_flag() -> None:
@@ -21,20 +21,13 @@ def test_defaults_come_from_the_configured_default() -> None:
     assert not FlagDecision.default("x", Reason.NO_USER, FlagDefault())
 
 
-def test_cache_keeps_decisions_until_reset() -> None:
-    cache = DecisionCache(maxsize=2, ttl=60)
-    decision = FlagDecision("a", True)
-    cache.put(("a", "user"), decision)
-    assert cache.get(("a", "user")) is decision and len(cache) == 1
-    assert cache.get(("a", "other")) is None
-    cache.put(("b", 1), decision)
-    cache.put(("c", 1), decision)
-    assert len(cache) == 2, "bounded"
-    cache.reset()
-    assert len(cache) == 0 and cache.get(("c", 1)) is None
+def test_one_vocabulary_for_openfeature_and_opentelemetry() -> None:
+    from openfeature.exception import ErrorCode
+    from openfeature.flag_evaluation import Reason as OpenFeatureReason
 
-
-def test_a_zero_ttl_keeps_nothing() -> None:
-    cache = DecisionCache(maxsize=10, ttl=0)
-    cache.put("k", FlagDecision("k", True))
-    assert cache.get("k") is None
+    for reason in Reason:
+        assert reason.evaluation_reason in set(OpenFeatureReason)
+        assert reason.error_code is None or reason.error_code in set(ErrorCode)
+        assert (reason.error_code is None) == (reason.error_type is None)
+    assert Reason.TARGETED.evaluation_reason == "TARGETING_MATCH"
+    assert Reason.UNKNOWN_FLAG.error_code == "FLAG_NOT_FOUND"

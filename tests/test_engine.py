@@ -12,21 +12,25 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DATA, DEMO_FLAGS, ROOT, EngineFactory, visitor, wait_until
-from vwo_heap_middleware.config import Config, FlagDefault
-from vwo_heap_middleware.decider import DECIDED
-from vwo_heap_middleware.decision import FlagDecision, Reason
-from vwo_heap_middleware.engine import (
-    ENGINE_FAILED,
-    SETTINGS_LOADED,
-    UNKNOWN_FLAGS,
-    FlagEngine,
+from tests.support import (
+    DATA,
+    DEMO_FLAGS,
+    ROOT,
+    EngineFactory,
+    run_counting_ticks,
+    visitor,
+    wait_until,
 )
-from vwo_heap_middleware.identity import HeapIdentity
+from vwo_heap_middleware.config import Config, FlagDefault
+from vwo_heap_middleware.decider import SETTINGS_LOADED, UNKNOWN_FLAGS
+from vwo_heap_middleware.decision import FlagDecision, Reason
+from vwo_heap_middleware.engine import ENGINE_FAILED, FlagEngine
+from vwo_heap_middleware.gateway.settings_loop import MAX_RETRY_DELAY
+from vwo_heap_middleware.identity import HeapIdentity, short_hash
+from vwo_heap_middleware.observers import DECIDED
 from vwo_heap_middleware.testing.gateway import LocalGateway, load_flags_file
-from vwo_heap_middleware.visitor import Visitor, short_hash
+from vwo_heap_middleware.visitor import Visitor
 from vwo_heap_middleware.vwo_sdk import SettingsRejected
-from vwo_heap_middleware.vwo_settings import MAX_RETRY_DELAY
 
 FLAGS = ("premium_checkout", "new_banner")
 PREMIUM = {"tier_label": "Premium", "discount_pct": 15}
@@ -291,24 +295,12 @@ def test_async_decisions_do_not_block_the_loop(
     engine = make_engine(demo_gateway, evaluation_timeout=2.0, lookup_timeout=1.0)
     demo_gateway.faults.set("check_attribute", latency=0.3)
 
-    async def main() -> tuple[list[dict[str, FlagDecision]], int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        people = ["ada@example.com", "grace@example.com", "bob@example.com"]
-        results = await asyncio.gather(
+    people = ["ada@example.com", "grace@example.com", "bob@example.com"]
+    results, ticks = run_counting_ticks(
+        lambda: asyncio.gather(
             *(engine.decide_async(visitor(engine.config, p), FLAGS) for p in people)
         )
-        task.cancel()
-        return list(results), ticks
-
-    results, ticks = asyncio.run(main())
+    )
     assert [r["premium_checkout"].enabled for r in results] == [True, True, False]
     assert ticks >= 10, "the event loop kept running while lookups waited"
 

@@ -15,7 +15,7 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.conftest import DATA, ROOT, free_port, wait_until_serving
+from tests.support import DATA, ROOT, free_port, wait_until_serving
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 http = urllib3.PoolManager(retries=False, timeout=5.0)

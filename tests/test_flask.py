@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from flask import Flask, g, jsonify, render_template_string
 
-from tests.conftest import DEMO_FLAGS, DEMO_SEGMENTS, MEMBER, EngineFactory, wait_until
+from tests.support import DEMO_FLAGS, DEMO_SEGMENTS, MEMBER, EngineFactory, wait_until
 from vwo_heap_middleware import FlagEngine, get_flags, requires_flag
 from vwo_heap_middleware.flask import EXTENSION, HeapFlags
 from vwo_heap_middleware.testing.gateway import LocalGateway

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from examples.demo_setup import heap_cookie
-from tests.conftest import DATA, ROOT, free_port, wait_until_serving
+from tests.support import DATA, ROOT, free_port, wait_until_serving
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 MEMBER = "mira@example.net"

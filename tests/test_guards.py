@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EngineFactory
+from tests.support import EngineFactory
 from vwo_heap_middleware import FlagEngine, FlagRequired, open_request, requires_flag
 from vwo_heap_middleware.guards import NO_MIDDLEWARE, UNSAFE_REDIRECT, refusal, safe_redirect
 from vwo_heap_middleware.testing.gateway import LocalGateway

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from tests.conftest import EngineFactory, visitor
+from tests.support import EngineFactory, visitor
 from vwo_heap_middleware import FlagDecision, open_request
 from vwo_heap_middleware.observers import OBSERVER_FAILED, Observer, RequestView
 from vwo_heap_middleware.testing.gateway import LocalGateway

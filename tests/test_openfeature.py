@@ -18,10 +18,11 @@ from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import Reason as OpenFeatureReason
 from openfeature.provider import ProviderStatus
 
-from tests.conftest import MEMBER, EngineFactory, wait_until
+from tests.support import MEMBER, EngineFactory, run_counting_ticks, wait_until
 from vwo_heap_middleware import FlagEngine
+from vwo_heap_middleware.decision import PROVIDER_NAME
 from vwo_heap_middleware.flask import HeapFlags
-from vwo_heap_middleware.openfeature import NOT_READY, PROVIDER_NAME, HeapVWOProvider
+from vwo_heap_middleware.openfeature import NOT_READY, HeapVWOProvider
 from vwo_heap_middleware.starlette import HeapFlagsMiddleware
 from vwo_heap_middleware.testing.gateway import LocalGateway, compile_flags
 
@@ -290,22 +291,8 @@ def test_async_resolution_keeps_the_loop_serving(
         gateway.faults.set("check_attribute", latency=0.4)
         context = EvaluationContext("vip@example.com", {"heap_identity": "vip@example.com"})
 
-        async def main() -> tuple[Any, int]:
-            ticks = 0
-
-            async def ticker() -> None:
-                nonlocal ticks
-                while True:
-                    await asyncio.sleep(0.01)
-                    ticks += 1
-
-            task = asyncio.create_task(ticker())
-            method = getattr(api.get_client(), f"get_{kind}_details_async")
-            details = await method(key, default, context)
-            task.cancel()
-            return details, ticks
-
-        details, ticks = asyncio.run(main())
+        method = getattr(api.get_client(), f"get_{kind}_details_async")
+        details, ticks = run_counting_ticks(lambda: method(key, default, context))
         engine.close()
     assert details.reason == OpenFeatureReason.TARGETING_MATCH
     assert ticks >= 20, f"the loop ran {ticks} ticks in 0.4 s: it was blocked"

@@ -19,12 +19,13 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tests.conftest import MEMBER, EngineFactory
+from tests.support import MEMBER, EngineFactory
 from vwo_heap_middleware import FlagEngine
-from vwo_heap_middleware.otel import EVALUATION_EVENT, PROVIDER_NAME
+from vwo_heap_middleware.decision import PROVIDER_NAME
+from vwo_heap_middleware.identity import short_hash
+from vwo_heap_middleware.otel import EVALUATION_EVENT
 from vwo_heap_middleware.starlette import HeapFlagsMiddleware
 from vwo_heap_middleware.testing.gateway import LocalGateway
-from vwo_heap_middleware.visitor import short_hash
 
 SPANS = InMemorySpanExporter()
 READER = InMemoryMetricReader()

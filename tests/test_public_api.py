@@ -76,17 +76,46 @@ def test_the_core_needs_no_web_server_library() -> None:
     assert sorted(re.split(r"[<>=;\s]", r)[0] for r in gateway) == ["cheroot", "werkzeug"]
 
 
-def test_no_import_cycles_and_one_door_to_the_sdk() -> None:
-    package = Path(vwo_heap_middleware.__file__).parent
+PACKAGE = Path(vwo_heap_middleware.__file__).parent
+PUBLIC_ROOT = {
+    "__init__",
+    "config",
+    "decider",
+    "decision",
+    "engine",
+    "fastapi",
+    "flask",
+    "guards",
+    "identity",
+    "observers",
+    "openfeature",
+    "otel",
+    "request_flags",
+    "starlette",
+    "visitor",
+    "wsgi",
+}
+GROUND = {"config", "decision", "identity", "visitor", "observers"}  # what machinery may use
+# Which folder (or ground module) each folder may import: nothing upward, no cycle.
+ALLOWED = {
+    "evaluation": GROUND | {"evaluation"},
+    "vwo_sdk": GROUND | {"evaluation", "vwo_sdk"},
+    "gateway": GROUND | {"evaluation", "gateway"},
+    "offline": GROUND | {"vwo_sdk", "offline"},
+}
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Each module of the package -> the package's modules it imports (dotted, absolute)."""
     imports: dict[str, set[str]] = {}
-    for path in package.rglob("*.py"):
-        name = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         name = name.removesuffix(".__init__")
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level:
-                base = name.split(".")[: -node.level + (1 if path.name == "__init__.py" else 0)]
-                base = base or name.split(".")[:1]
+                parts = name.split(".")
+                base = parts[: len(parts) - node.level + (path.name == "__init__.py")]
                 target = ".".join([*base, *([node.module] if node.module else [])])
                 found.update(f"{target}.{a.name}" for a in node.names)
                 found.add(target)
@@ -95,12 +124,21 @@ def test_no_import_cycles_and_one_door_to_the_sdk() -> None:
             elif isinstance(node, ast.Import):
                 found.update(a.name for a in node.names)
         imports[name] = found
+    return imports
+
+
+def test_no_import_cycles_and_one_door_to_the_sdk() -> None:
+    imports = package_imports()
     sdk_users = sorted(
         n
         for n, found in imports.items()
         if any(m.split(".")[0] in ("vwo", "wingify") for m in found)
     )
-    assert sdk_users == ["vwo_heap_middleware.vwo_sdk"]
+    assert sdk_users == [
+        "vwo_heap_middleware.vwo_sdk.client",
+        "vwo_heap_middleware.vwo_sdk.patches",
+        "vwo_heap_middleware.vwo_sdk.schema",
+    ]
     graph = {n: {m for m in found if m in imports and m != n} for n, found in imports.items()}
     graph = {n: {m for m in deps if not n.startswith(m + ".")} for n, deps in graph.items()}
 
@@ -115,3 +153,67 @@ def test_no_import_cycles_and_one_door_to_the_sdk() -> None:
 
     cycles = [c for n in graph if (c := cycle_from(n, [n]))]
     assert cycles == []
+
+
+def test_the_machinery_imports_nothing_above_it() -> None:
+    """Folders hold the machinery: they import ground modules and the folders below them,
+    never a public module above them (the engine, the adapters) or a folder that imports them."""
+    upward = []
+    for name, found in package_imports().items():
+        parts = name.split(".")
+        own = parts[1] if len(parts) > 1 else ""
+        if len(parts) == 2 and own in GROUND:
+            allowed = GROUND
+        elif own in ALLOWED:
+            allowed = ALLOWED[own]
+        else:  # the public modules above, and testing/ (the test kit may use anything)
+            continue
+        targets = [m.split(".") for m in found if m.startswith("vwo_heap_middleware.")]
+        upward += [f"{name} -> {t[1]}" for t in targets if t[1] not in allowed | {own}]
+    assert upward == []
+
+
+def test_the_decider_does_no_io() -> None:
+    """The decider plans and finishes: no gateway, Redis, spool or settings loop module."""
+    found = package_imports()["vwo_heap_middleware.decider"]
+    io = [m for m in found if m.startswith("vwo_heap_middleware.gateway") or "redis" in m]
+    assert io == []
+    assert not {"socket", "threading.Thread", "urllib3", "h11", "asyncio"} & found
+
+
+def test_the_package_root_holds_the_public_modules_and_each_is_short() -> None:
+    root = {path.stem for path in PACKAGE.glob("*.py")}
+    assert root == PUBLIC_ROOT
+    long = {
+        path.name: n
+        for path in PACKAGE.glob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 300
+    }
+    assert long == {"config.py": long.get("config.py")}, "only config.py may pass 300 lines"
+
+
+DOCUMENTED = re.compile(r"^\s*from (vwo_heap_middleware[\w.]*) import ([\w, ]+)$", re.M)
+
+
+def documented_imports() -> set[tuple[str, str]]:
+    """Every ``from vwo_heap_middleware... import name`` in the README, the docs and examples."""
+    root = PACKAGE.parent
+    texts = [root / "README.md", *root.glob("docs/**/*.md"), *root.glob("examples/**/*.py")]
+    found: set[tuple[str, str]] = set()
+    for text in texts:
+        for module, names in DOCUMENTED.findall(text.read_text(encoding="utf-8")):
+            found.update((module, n.strip()) for n in names.split(",") if n.strip())
+    return found
+
+
+def test_every_documented_import_path_works() -> None:
+    import importlib
+
+    documented = documented_imports()
+    assert ("vwo_heap_middleware.starlette", "HeapFlagsMiddleware") in documented
+    missing = [
+        f"{module}.{name}"
+        for module, name in sorted(documented)
+        if not hasattr(importlib.import_module(module), name)
+    ]
+    assert missing == []

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DATA, EngineFactory, visitor
+from tests.support import DATA, EngineFactory, visitor
 from vwo_heap_middleware import Reason, RequestFlags
 from vwo_heap_middleware.request_flags import ResponseHeaders, merge_vary
 from vwo_heap_middleware.testing.gateway import LocalGateway

@@ -15,7 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.templating import Jinja2Templates
 from starlette.websockets import WebSocket
 
-from tests.conftest import MEMBER, EngineFactory, v5
+from tests.support import MEMBER, EngineFactory, v5
 from vwo_heap_middleware import FlagDecision, FlagEngine, FlagRequired, get_flags, requires_flag
 from vwo_heap_middleware.fastapi import require_flag
 from vwo_heap_middleware.guards import NO_MIDDLEWARE

@@ -9,9 +9,10 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import DATA
 from tests.sdk_probe import probe
+from tests.support import DATA
 from vwo_heap_middleware.config import Config
+from vwo_heap_middleware.identity import short_hash
 from vwo_heap_middleware.testing.gateway import LocalGateway
 from vwo_heap_middleware.visitor import (
     ASYNC_RESOLVER,
@@ -23,7 +24,6 @@ from vwo_heap_middleware.visitor import (
     client_ip,
     identify,
     resolve_identity,
-    short_hash,
 )
 
 

@@ -12,7 +12,7 @@ import pytest
 import urllib3
 from werkzeug.test import Client
 
-from tests.conftest import MEMBER, EngineFactory
+from tests.support import MEMBER, EngineFactory
 from vwo_heap_middleware import FlagEngine, get_flags, requires_flag
 from vwo_heap_middleware.testing.gateway import LocalGateway
 from vwo_heap_middleware.wsgi import ENVIRON_KEY, FlagRequired, HeapFlagsWSGIMiddleware

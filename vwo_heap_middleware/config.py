@@ -22,7 +22,9 @@ ContextEnricher = Callable[[Any], Mapping[str, object]]
 
 IDENTITY_SOURCES = ("resolver", "header", "cookie")
 EVALUATIONS = ("native", "sdk", "shadow")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+FLAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+"""What a VWO flag key (and a custom variable name) may be."""
+DEFAULT_CUSTOM_VARIABLE = "heap_identity"
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -58,7 +60,7 @@ class Config:
     # the system's (a gateway behind your own CA needs this).
     gateway_ca_file: str | None = None
     # The custom variable of the VWO rule ``custom_variable <name> inlist(<list>)``.
-    custom_variable: str = "heap_identity"
+    custom_variable: str = DEFAULT_CUSTOM_VARIABLE
     # Flag keys decided for every request; others are decided when first read.
     flags: tuple[str, ...] = ()
     # Only this Heap app's cookies count; None: any Heap app's.
@@ -189,7 +191,7 @@ class Config:
 
     def _check_rest(self) -> None:
         fix = object.__setattr__
-        if not isinstance(self.custom_variable, str) or not _NAME.match(self.custom_variable):
+        if not isinstance(self.custom_variable, str) or not FLAG_KEY.match(self.custom_variable):
             raise _invalid(
                 "custom_variable",
                 "custom_variable must be the custom variable name of your VWO rule "
@@ -197,7 +199,7 @@ class Config:
             )
         flags = (self.flags,) if isinstance(self.flags, str) else tuple(self.flags)
         for key in flags:
-            if not isinstance(key, str) or not _NAME.match(key):
+            if not isinstance(key, str) or not FLAG_KEY.match(key):
                 raise _invalid("flags", f"flags must be VWO feature flag keys, got {key!r}")
         fix(self, "flags", tuple(dict.fromkeys(flags)))
         if self.heap_app_id is not None and not (
@@ -260,7 +262,7 @@ class Config:
             ("redis://", "rediss://", "unix://")
         ):
             raise _invalid("redis_url", f"redis_url must be a redis:// URL, got {self.redis_url!r}")
-        if not isinstance(self.redis_prefix, str) or not _NAME.match(self.redis_prefix):
+        if not isinstance(self.redis_prefix, str) or not FLAG_KEY.match(self.redis_prefix):
             raise _invalid(
                 "redis_prefix", f"redis_prefix must be a name, got {self.redis_prefix!r}"
             )

@@ -1,19 +1,18 @@
-"""``FlagDecision``: what one flag is for one visitor, and why; ``DecisionCache`` keeps them."""
+"""``FlagDecision``: what one flag is for one visitor, and why (``Reason``), in this package's
+words and in the vocabulary OpenFeature and OpenTelemetry share."""
 
 from __future__ import annotations
 
 import enum
-import math
-import threading
-import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from cachetools import TLRUCache
-
 from .config import FlagDefault
+
+PROVIDER_NAME = "vwo-heap"
+"""How OpenFeature and OpenTelemetry name this provider."""
 
 
 class Reason(str, enum.Enum):
@@ -32,18 +31,53 @@ class Reason(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def evaluation_reason(self) -> str:
+        """OpenFeature's resolution reason (``TARGETING_MATCH``, ``DEFAULT``, ...); the
+        semantic conventions' ``feature_flag.result.reason`` is it in lower case."""
+        return _VOCABULARY[self][0]
 
+    @property
+    def error_code(self) -> str | None:
+        """OpenFeature's error code when this is an error (``FLAG_NOT_FOUND``, ...), else None."""
+        return _VOCABULARY[self][1]
+
+    @property
+    def error_type(self) -> str | None:
+        """The semantic conventions' ``error.type`` when this is an error, else None."""
+        return _VOCABULARY[self][2]
+
+
+# Reason -> (OpenFeature reason, OpenFeature error code, OpenTelemetry error.type).
+_VOCABULARY: Mapping[Reason, tuple[str, str | None, str | None]] = {
+    Reason.TARGETED: ("TARGETING_MATCH", None, None),
+    Reason.NOT_TARGETED: ("DEFAULT", None, None),
+    Reason.OVERRIDE: ("STATIC", None, None),
+    Reason.NO_USER: ("ERROR", "TARGETING_KEY_MISSING", "targeting_key_missing"),
+    Reason.NOT_READY: ("ERROR", "PROVIDER_NOT_READY", "provider_not_ready"),
+    Reason.UNKNOWN_FLAG: ("ERROR", "FLAG_NOT_FOUND", "flag_not_found"),
+    Reason.TIMEOUT: ("ERROR", "GENERAL", "timeout"),
+    Reason.GATEWAY_ERROR: ("ERROR", "GENERAL", "general"),
+    Reason.ERROR: ("ERROR", "GENERAL", "general"),
+}
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class FlagDecision:
+    """One flag for one visitor: ``enabled``, its ``variables`` and the ``reason``.
+
+    ``stale``: decided on a segment answer kept from before the gateway failed. ``evaluator``:
+    who evaluated VWO's rules, ``"native"`` or ``"sdk"`` (``""`` when nobody did: a default, an
+    override).
+    """
+
     key: str
     enabled: bool
     variables: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     reason: Reason = Reason.NOT_TARGETED
-    stale: bool = False  # decided on a segment answer kept from before the gateway failed
-    evaluator: str = ""  # "native" or "sdk" when VWO's rules were evaluated; "" otherwise
+    stale: bool = False
+    evaluator: str = ""
 
     def variable(self, name: str, default: Any = None) -> Any:
         """The value of a flag variable, or ``default`` when the decision has none."""
@@ -67,44 +101,3 @@ class FlagDecision:
     def default(cls, key: str, reason: Reason, default: FlagDefault) -> FlagDecision:
         """The configured default of a flag (off, no variables unless configured)."""
         return cls(key, default.enabled, default.variables, reason)
-
-
-class DecisionCache:
-    """Decisions by everything that can change them (the caller builds the key): each until
-    the inputs it was made on expire (the membership answers), at most ``ttl`` s.
-
-    A cached decision sends no second impression, as with the SDK's storage-backed decisions.
-    """
-
-    def __init__(self, maxsize: int, ttl: float) -> None:
-        self._maxsize = maxsize
-        self._ttl = ttl
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything (new settings, or a forked child: the lock may have been held)."""
-        self._lock = threading.Lock()
-        self._cache: TLRUCache[Hashable, tuple[FlagDecision, float]] = TLRUCache(
-            self._maxsize, ttu=lambda key, entry, now: entry[1], timer=time.monotonic
-        )
-
-    def get(self, key: Hashable) -> FlagDecision | None:
-        entry = self.lookup(key)
-        return entry[0] if entry is not None else None
-
-    def lookup(self, key: Hashable) -> tuple[FlagDecision, float] | None:
-        """The decision and when it expires (``time.monotonic()``), or None."""
-        with self._lock:
-            return self._cache.get(key)
-
-    def put(self, key: Hashable, decision: FlagDecision, expires: float = math.inf) -> float:
-        """Keep ``decision`` until ``expires`` (and at most ``ttl`` s); returns when it expires."""
-        now = time.monotonic()
-        expires = min(expires, now + self._ttl)
-        if expires > now:
-            with self._lock:
-                self._cache[key] = (decision, expires)
-        return expires
-
-    def __len__(self) -> int:
-        return len(self._cache)

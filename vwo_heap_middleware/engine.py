@@ -1,9 +1,9 @@
-"""``FlagEngine``: the one configured core every adapter shares.
+"""``FlagEngine``: the one configured core every adapter shares, and its composition root.
 
-It loads VWO settings in the background, looks up Heap segment memberships and user details
-before evaluation (``lookups``), decides natively or through the SDK (``decider``), caches
-decisions per settings revision, and never lets a request wait longer than its budget.
-Offline (``FlagEngine.offline``) it reads settings and segments from files, with no network.
+It builds every part and hands each its collaborators: the gateway client (or the offline one),
+Redis, the event spool, the SDK door, the lookups, the caches, the decider, the settings loop.
+A decision is planned (pure), its lookups started and waited for (the one step in which
+``decide`` and ``decide_async`` differ), finished (pure), and its events spooled.
 """
 
 from __future__ import annotations
@@ -15,26 +15,26 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from . import vwo_sdk
 from .config import Config
 from .decider import Decider, Plan
 from .decision import FlagDecision, Reason
-from .events import EventSpool
-from .flag_index import FlagIndex
-from .gateway_client import Gateway, GatewayClient
-from .lookups import GatewayLookups
+from .evaluation import overrides
+from .evaluation.caches import DecisionCaches
+from .evaluation.flag_index import FlagIndex
+from .gateway.client import Gateway, GatewayClient
+from .gateway.events import EventSpool
+from .gateway.lookups import GatewayLookups, Pending
+from .gateway.settings_loop import SettingsLoop
 from .observers import Observer, Observers
-from .offline import FlagsSource, OfflineGateway, SegmentsSource
+from .offline.gateway import FlagsSource, OfflineGateway, SegmentsSource
 from .visitor import RequestFacts, Visitor
-from .vwo_settings import SettingsLoop
+from .vwo_sdk import VwoSdk
 
 logger = logging.getLogger("vwo_heap_middleware")
 
-SETTINGS_LOADED = "VWO settings loaded: revision %s, %d flags"
-UNKNOWN_FLAGS = "VWO_HEAP_FLAGS names flags these settings lack: %s; they have: %s"
 ENGINE_FAILED = "flag evaluation failed; serving defaults"
 
 
@@ -44,47 +44,47 @@ class FlagEngine:
     def __init__(self, config: Config) -> None:
         if not isinstance(config, Config):
             raise TypeError("FlagEngine needs a vwo_heap_middleware.Config")
-        self._offline = OfflineGateway.from_config(config) if config.offline else None
-        if self._offline is not None:
-            config = self._offline.account_filled_in(config)
+        self._offline, config = OfflineGateway.open(config)
         self.config = config
-        self._client = self._new_client()
-        self._lookups = GatewayLookups(config, self._client)
-        shared = self._lookups.shared  # Redis, when configured: impressions once, sticky decisions
-        first, storage = (shared.first_impression, shared.storage()) if shared else (None, None)
-        deliver = self._offline is None
+        self.observers = Observers(config.log_key)
+        redis = None
+        if config.redis_url is not None:
+            from .gateway.redis_store import RedisStore  # the [redis] extra, only when asked for
+
+            redis = RedisStore(config)
         self.events = EventSpool(
             config.event_spool_size,
             config.gateway_url,
-            deliver,
-            first,
+            deliver=self._offline is None,
+            first=redis.first_impression if redis else None,
             ca_file=config.gateway_ca_file,
         )
-        self._sdk = vwo_sdk.VwoSdk(config, self.events.add, storage)
+        self._sdk = VwoSdk(config, self.events.add, redis.storage() if redis else None)
+        self._client: Gateway = self._offline or GatewayClient(config)
+        self._lookups = GatewayLookups(config, self._client, shared=redis, observers=self.observers)
+        self._caches = DecisionCaches(config)
+        self._recalls = not config.hooks  # else visitors are not a function of facts alone
+        self._decider = Decider(config, self._sdk, self._caches.decisions)
         self._index: FlagIndex | None = None
         self._pid: int | None = None
         self._closed = False
-        self._ready = threading.Event()
         self._start_lock = threading.RLock()
         self._first_decision = True  # until this process waited for the first settings answer
-        self._decider = Decider(config, self._lookups, self._sdk, self.events.add)
-        self.observers = self._lookups.observers = self._decider.observers = Observers()
-        if config.otel:
-            from .otel import FlagTelemetry  # the [otel] extra, only when asked for
-
-            self.add_observer(FlagTelemetry(self))
-        self._settings = SettingsLoop(
+        self._settings_loop = SettingsLoop(
             lambda: self._lookups.timed("settings", self._client.fetch_settings),
             self.apply_settings,
             config.settings_refresh_interval,
         )
+        if config.otel:
+            from .otel import FlagTelemetry  # the [otel] extra, only when asked for
+
+            self.add_observer(FlagTelemetry(self))
 
     @classmethod
     def offline(
         cls, flags: FlagsSource, segments: SegmentsSource | None = None, **config: Any
     ) -> FlagEngine:
-        """An engine that decides from a flags file (or settings JSON) and a segments file,
-        ready at once, with no network; impressions are counted, not sent."""
+        """An engine deciding from files, ready at once: no network, impressions counted."""
         return cls(Config(offline_flags=flags, offline_segments=segments, **config))
 
     def start(self) -> None:
@@ -94,18 +94,19 @@ class FlagEngine:
             if self._closed:
                 self._closed = False
                 self._renew()
-            running = self._settings.running if self._offline is None else self.ready
+            running = self._settings_loop.running if self._offline is None else self.ready
             if self._pid == os.getpid() and running:
                 return
             self._sdk.prepare()
             if self._pid is None:  # the first start: never at import
-                os.register_at_fork(after_in_child=_after_fork_in_child(weakref.ref(self)))
+                forked = weakref.WeakMethod(self._forked)  # a hook must not keep us alive
+                os.register_at_fork(after_in_child=lambda: (hook := forked()) and hook())
                 atexit.register(self.close)
             self._pid = os.getpid()
             if self._offline is not None:
-                self.apply_settings(self._offline.settings)  # ready at once
+                self._settings_loop.load(self._offline.settings)  # ready at once
             else:
-                self._settings.start()
+                self._settings_loop.start()
 
     def postfork(self) -> None:
         """Re-initialise in a forked worker (gunicorn ``--preload``): new connections, caches
@@ -117,22 +118,18 @@ class FlagEngine:
             self.start()
 
     def _renew(self) -> None:
-        self._client = self._new_client()
+        self._client = self._offline or GatewayClient(self.config)
         self._lookups.reset(self._client)
         self.events.reset()
-        self._settings.forget_thread()
+        self._settings_loop.reset()
         self._first_decision = not self.ready
 
-    def _new_client(self) -> Gateway:
-        return self._offline if self._offline is not None else GatewayClient(self.config)
-
     def _forked(self) -> None:
-        """In a new child, while it has one thread: locks a parent thread may have held."""
+        """In a new child, while it has one thread: locks a parent thread may have held, and
+        the caches (no decision made before holds)."""
         self._start_lock = threading.RLock()
-        self._decider.forget()
-        self._ready = threading.Event()
-        if self._index is not None:
-            self._ready.set()
+        self._settings_loop.reset()
+        self._caches.reset()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop every thread the engine or the SDK started; spooled events get ``timeout`` s
@@ -140,14 +137,14 @@ class FlagEngine:
         self._closed = True
         self._lookups.close()
         self.events.close(self.config.flush_timeout if timeout is None else timeout)
-        self._settings.stop(1.0)
+        self._settings_loop.stop(1.0)
         self._client.close()
         self._sdk.release()
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until settings are loaded, at most ``timeout`` seconds; returns ``ready``."""
         self._ensure_process()
-        self._ready.wait(timeout)
+        self._settings_loop.loaded.wait(timeout)
         return self.ready
 
     def wait_started(self, timeout: float | None = None) -> bool:
@@ -156,7 +153,7 @@ class FlagEngine:
         self._ensure_process()
         if not self.ready:
             wait = self.config.startup_wait if timeout is None else timeout
-            self._settings.answered.wait(wait)
+            self._settings_loop.answered.wait(wait)
         self._first_decision = False  # waited once in this process: never again
         return self.ready
 
@@ -177,13 +174,13 @@ class FlagEngine:
             "revision": self._index.revision if self._index else None,
             "flags": sorted(self._index.flags) if self._index else [],
             "gateway_circuit_open": self._lookups.breaker.is_open,
-            "last_error": self._settings.last_error,
+            "last_error": self._settings_loop.last_error,
             **self._decider.readiness(),
         }
 
     def stats(self) -> dict[str, int]:
         """Counters: gateway lookups, events sent/dropped/held, cached decisions."""
-        return {**self._lookups.stats(), **self.events.stats(), **self._decider.stats()}
+        return {**self._lookups.stats(), **self.events.stats(), **self._caches.stats()}
 
     def flush_events(self, timeout: float = 2.0) -> bool:
         """Send spooled events now, waiting at most ``timeout`` s; True when all were sent."""
@@ -197,22 +194,14 @@ class FlagEngine:
             self.postfork()
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
-        """Use these VWO settings from now on (the background loop calls this).
-
-        Raises ``vwo_sdk.SettingsRejected`` and keeps the settings it had when the SDK refuses.
-        """
-        index = FlagIndex.from_settings(settings)
-        if self._index is not None and index.revision == self._index.revision:
-            return
-        self._decider.load(settings)  # forgets what was decided on the settings before
-        self._index = index
-        self._ready.set()
-        extra = {"settings_revision": index.revision, "flag_count": len(index.flags)}
-        logger.info(SETTINGS_LOADED, index.revision, len(index.flags), extra=extra)
-        missing = [key for key in self.config.flags if key not in index.flags]
-        if missing:  # once per revision: a typo would otherwise show only as unknown_flag
-            logger.warning(UNKNOWN_FLAGS, ", ".join(missing), ", ".join(sorted(index.flags)))
-        self.observers.settings_loaded(index.revision, len(index.flags))
+        """Use these VWO settings from now on; ``vwo_sdk.SettingsRejected`` (the settings in
+        use stay) when the SDK refuses them."""
+        index = self._decider.load(settings, self._index)
+        if index is not None:
+            self._caches.reset()  # decided on the settings before
+            self._index = index
+            self._settings_loop.loaded.set()
+            self.observers.settings_loaded(index.revision, len(index.flags))
 
     def knows(self, key: str) -> bool:
         """True when the settings in use have a flag ``key``."""
@@ -230,9 +219,13 @@ class FlagEngine:
         self, facts: RequestFacts, keys: Iterable[str]
     ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
         """A returning visitor and their decisions of ``keys`` by the request's facts, when
-        nothing can have changed them (``returning``); else None."""
-        ready = self.ready and self._pid == os.getpid()
-        return self._decider.recall(self._index, facts, keys) if ready else None
+        nothing can have changed them; else None."""
+        if not (self._recalls and self.ready and self._pid == os.getpid()) or overrides.current():
+            return None
+        recalled = self._caches.returning.recall(facts, self._index.revision, keys)  # type: ignore[union-attr]
+        if recalled is not None:
+            self.observers.report(*recalled, cached=len(recalled[1]))
+        return recalled
 
     def decide(
         self,
@@ -243,17 +236,13 @@ class FlagEngine:
         facts: RequestFacts | None = None,
     ) -> dict[str, FlagDecision]:
         """Decide ``keys`` for ``visitor``, waiting at most ``timeout`` (default: the budget);
-        ``facts``, the request's, to ``recall`` these decisions by.
-
-        Never raises: an unexpected failure gives each flag its default, reason ``error``.
-        """
+        ``facts``: the request's, to ``recall`` them by. Never raises: a failure gives defaults."""
         keys = list(keys)
         try:
-            plan = self._plan(visitor, keys, timeout)
-            if plan.pending is not None:
-                plan.pending.wait(plan.left())
-                self._decider.finish(plan, visitor)
-            return self._decider.done(plan, visitor, facts)
+            plan, pending = self._begin(visitor, keys, timeout, on_loop=False)
+            if pending is not None:
+                pending.wait(plan.left())
+            return self._finish(plan, pending, visitor, facts)
         except Exception:
             logger.exception(ENGINE_FAILED)
             return self._decider.defaults(keys, Reason.ERROR)
@@ -272,30 +261,40 @@ class FlagEngine:
         try:
             if self._first_decision:  # a new worker: wait for settings off the loop
                 await asyncio.to_thread(self.wait_started)
-            plan = self._plan(visitor, keys, timeout, on_loop=True)
-            if plan.pending is not None:
-                await plan.pending.wait_async(plan.left())
-                self._decider.finish(plan, visitor)
-            return self._decider.done(plan, visitor, facts)
+            plan, pending = self._begin(visitor, keys, timeout, on_loop=True)
+            if pending is not None:
+                await pending.wait_async(plan.left())
+            return self._finish(plan, pending, visitor, facts)
         except Exception:
             logger.exception(ENGINE_FAILED)
             return self._decider.defaults(keys, Reason.ERROR)
 
-    def _plan(
-        self, visitor: Visitor, keys: list[str], timeout: float | None, on_loop: bool = False
-    ) -> Plan:
+    def _begin(
+        self, visitor: Visitor, keys: list[str], timeout: float | None, on_loop: bool
+    ) -> tuple[Plan, Pending | None]:
+        """Plan the decision and start the lookups it needs."""
         self._ensure_process()
         if self._first_decision:  # a new worker's first decision: not a default while loading
             self.wait_started()
         budget = self.config.evaluation_timeout if timeout is None else timeout
-        ready = self._index if self.ready else None
-        return self._decider.plan(ready, visitor, keys, time.monotonic() + budget, on_loop)
+        index = self._index if self.ready else None
+        plan = self._decider.plan(index, visitor, keys, time.monotonic() + budget)
+        if not plan.todo:
+            return plan, None
+        return plan, self._lookups.begin(plan.memberships, plan.details, on_loop)
 
-
-def _after_fork_in_child(engine: weakref.ref[FlagEngine]) -> Callable[[], object]:
-    def hook() -> None:
-        alive = engine()
-        if alive is not None:
-            alive._forked()
-
-    return hook
+    def _finish(
+        self, plan: Plan, pending: Pending | None, visitor: Visitor, facts: RequestFacts | None
+    ) -> dict[str, FlagDecision]:
+        """Decide on the answers, spool the events, remember a returning visitor, report."""
+        if pending is not None:
+            memberships, details = pending.finish()
+            detail = details.get(plan.details) if plan.details else None
+            for event in self._decider.finish(plan, visitor, memberships, detail):
+                self.events.add(event)
+        self.observers.report(visitor, plan.results, plan.cached)
+        if facts is not None and self._recalls and plan.revision is not None:
+            self._caches.returning.remember(
+                facts, plan.revision, visitor, plan.results, plan.expires
+            )
+        return plan.results

@@ -6,18 +6,25 @@ called ``heap.identify(...)``; ``userId`` is Heap's own visitor id. Both cookies
 JavaScript in the browser, so anyone can put any identity in them (see ``Config``).
 
 Nothing here raises on what a client sends: unreadable input means "no identity".
+
+A Cookie header is split pair by pair, without ``http.cookies``: ``SimpleCookie.load()`` drops
+every cookie when an earlier one holds a space, a stray quote or JSON, which real Cookie headers
+do. Identities never reach a log: ``short_hash`` stands in for them, keyed per deployment.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from .cookies import iter_cookies
+logger = logging.getLogger("vwo_heap_middleware")
 
 MAX_IDENTITY_LENGTH = 255
 MAX_COOKIE_VALUE = 4096
@@ -137,3 +144,47 @@ def identity_from_resolver(value: Any) -> HeapIdentity:
     """What the app's trusted resolver returned: an identity string, or None for anonymous."""
     identity = clean_identity(value)
     return HeapIdentity(identity=identity, source="resolver") if identity else ANONYMOUS
+
+
+# -- Cookie headers ----------------------------------------------------------------------
+
+MAX_COOKIE_HEADER = 64 * 1024
+COOKIE_CUT = (
+    "a Cookie header of %d characters: only its first 64 KiB are read, so a Heap cookie past "
+    "them is not seen (said once)"
+)
+_said: list[bool] = []
+# A pair ends at ";", or at "," when a new name=value follows (two headers, joined by a server).
+_PAIRS = re.compile(r";|,(?=\s*[^\s;,=]+=)")
+
+
+def iter_cookies(header: str) -> Iterator[tuple[str, str]]:
+    """Yield ``(name, value)`` in header order; values are raw (not unquoted or decoded)."""
+    if len(header) > MAX_COOKIE_HEADER:
+        if not _said:
+            _said.append(True)
+            logger.debug(COOKIE_CUT, len(header))
+        header = header[:MAX_COOKIE_HEADER]
+    for pair in _PAIRS.split(header) if "," in header else header.split(";"):
+        name, sep, value = pair.partition("=")
+        if not sep:
+            continue
+        name = name.strip()
+        if name:
+            yield name, value.strip()
+
+
+# -- stand-ins for identities --------------------------------------------------------------
+
+
+def fingerprint(data: bytes, *, size: int = 16, key: bytes = b"") -> bytes:
+    """A BLAKE2b digest of ``size`` bytes (keyed when ``key`` is given): what is kept or logged
+    in place of identities, user ids and request facts."""
+    return hashlib.blake2b(data, digest_size=size, key=key).digest()
+
+
+def short_hash(value: str, *, key: bytes) -> str:
+    """A 12-hex-digit stand-in for an identity in logs (identities are often emails), keyed
+    (``Config.log_key``): stable within a deployment, but nobody can match a log line against a
+    guessed identity by hashing it."""
+    return fingerprint(value.encode("utf-8", "surrogatepass"), size=6, key=key).hex()

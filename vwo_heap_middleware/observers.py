@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from .decision import FlagDecision
+from .identity import short_hash
 from .visitor import Visitor
 
 logger = logging.getLogger("vwo_heap_middleware")
@@ -27,6 +28,7 @@ class RequestView(Protocol):
     def user_id(self) -> str | None: ...
 
 
+DECIDED = "flag %s: %s for user %s"
 OBSERVER_FAILED = "observer %s failed in %s; the request goes on (later failures at DEBUG)"
 
 
@@ -55,9 +57,21 @@ class Observer:
 class Observers(Observer):
     """Fans each call out to the registered observers."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_key: bytes = b"") -> None:
         self._observers: tuple[Observer, ...] = ()
         self._failed: set[tuple[int, str]] = set()
+        self._log_key = log_key  # identity hashes in the debug log (``Config.log_key``)
+
+    def report(self, visitor: Visitor, decisions: Mapping[str, FlagDecision], cached: int) -> None:
+        """One ``decide`` (or recall): to the observers, and to the log at DEBUG, each decision
+        with a hash of the user id."""
+        if self._observers:
+            self.decided(decisions, cached)
+        if logger.isEnabledFor(logging.DEBUG):
+            user = short_hash(visitor.user_id or "", key=self._log_key)
+            for d in decisions.values():
+                extra = {"flag_key": d.key, "flag_reason": d.reason.value, "user_hash": user}
+                logger.debug(DECIDED, d.key, d.reason.value, user, extra=extra)
 
     def add(self, observer: Observer) -> None:
         self._observers = (*self._observers, observer)

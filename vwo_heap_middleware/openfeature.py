@@ -31,29 +31,17 @@ from openfeature.transaction_context.no_op_transaction_context_propagator import
     NoOpTransactionContextPropagator,
 )
 
-from .decision import FlagDecision, Reason
+from .decision import PROVIDER_NAME, FlagDecision
 from .engine import FlagEngine
 from .identity import HeapIdentity, clean_identity
 from .observers import Observer, RequestView
 from .request_flags import RequestFlags, get_flags
 from .visitor import Visitor
 
-PROVIDER_NAME = "vwo-heap"
 NOT_READY = "VWO settings are not loaded yet"
 VARIABLE_ATTRIBUTE = "key"  # VWO's provider: the variable's name in the evaluation context
 T = TypeVar("T")
 _OBJECT = (dict, list)  # what an object flag's value may be
-_REASONS: Mapping[Reason, tuple[str, ErrorCode | None]] = {
-    Reason.TARGETED: (OpenFeatureReason.TARGETING_MATCH, None),
-    Reason.NOT_TARGETED: (OpenFeatureReason.DEFAULT, None),
-    Reason.OVERRIDE: (OpenFeatureReason.STATIC, None),
-    Reason.NO_USER: (OpenFeatureReason.ERROR, ErrorCode.TARGETING_KEY_MISSING),
-    Reason.NOT_READY: (OpenFeatureReason.ERROR, ErrorCode.PROVIDER_NOT_READY),
-    Reason.UNKNOWN_FLAG: (OpenFeatureReason.ERROR, ErrorCode.FLAG_NOT_FOUND),
-    Reason.TIMEOUT: (OpenFeatureReason.ERROR, ErrorCode.GENERAL),
-    Reason.GATEWAY_ERROR: (OpenFeatureReason.ERROR, ErrorCode.GENERAL),
-    Reason.ERROR: (OpenFeatureReason.ERROR, ErrorCode.GENERAL),
-}
 
 
 class HeapVWOProvider(AbstractProvider):
@@ -255,7 +243,9 @@ def _user_id(context: EvaluationContext | None) -> str | None:
 def _details(
     decision: FlagDecision, variable: str | None, default: T, kind: Any
 ) -> FlagResolutionDetails[T]:
-    reason, error = _REASONS[decision.reason]
+    reason = decision.reason.evaluation_reason
+    code = decision.reason.error_code
+    error = ErrorCode(code) if code is not None else None
     if decision.stale and error is None:
         reason = OpenFeatureReason.STALE
     metadata = {"vwo_heap_reason": decision.reason.value, "stale": decision.stale}

@@ -24,12 +24,12 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from .config import Config
-from .decision import FlagDecision, Reason
+from .decision import PROVIDER_NAME, FlagDecision
+from .identity import short_hash
 from .observers import Observer, RequestView
-from .visitor import short_hash
 
 
-class FlagEngine(Protocol):
+class EngineView(Protocol):
     """What the telemetry reads of an engine (``engine.FlagEngine``)."""
 
     config: Config
@@ -40,29 +40,8 @@ class FlagEngine(Protocol):
     def stats(self) -> dict[str, int]: ...
 
 
-PROVIDER_NAME = "vwo-heap"
 INSTRUMENTATION = "vwo_heap_middleware"
 EVALUATION_EVENT = "feature_flag.evaluation"
-# Our reasons in the semantic conventions' words (feature_flag.result.reason), and error types.
-REASONS: Mapping[Reason, str] = {
-    Reason.TARGETED: "targeting_match",
-    Reason.NOT_TARGETED: "default",
-    Reason.OVERRIDE: "static",
-    Reason.NO_USER: "error",
-    Reason.NOT_READY: "error",
-    Reason.UNKNOWN_FLAG: "error",
-    Reason.TIMEOUT: "error",
-    Reason.GATEWAY_ERROR: "error",
-    Reason.ERROR: "error",
-}
-ERROR_TYPES: Mapping[Reason, str] = {
-    Reason.NO_USER: "targeting_key_missing",
-    Reason.NOT_READY: "provider_not_ready",
-    Reason.UNKNOWN_FLAG: "flag_not_found",
-    Reason.TIMEOUT: "timeout",
-    Reason.GATEWAY_ERROR: "general",
-    Reason.ERROR: "general",
-}
 
 
 class FlagTelemetry(Observer):
@@ -72,7 +51,7 @@ class FlagTelemetry(Observer):
     ``vwo_heap.engine`` (a number in the order engines were built).
     """
 
-    def __init__(self, engine: FlagEngine) -> None:
+    def __init__(self, engine: EngineView) -> None:
         self.engine = engine
         self._context_id = engine.config.otel_context_id
         self._log_key = engine.config.log_key
@@ -96,10 +75,10 @@ class FlagTelemetry(Observer):
             "feature_flag.provider.name": PROVIDER_NAME,
             "feature_flag.result.variant": "on" if decision.enabled else "off",
             "feature_flag.result.value": decision.enabled,
-            "feature_flag.result.reason": "stale" if decision.stale else REASONS[decision.reason],
+            "feature_flag.result.reason": _reason(decision),
         }
-        if decision.reason in ERROR_TYPES:
-            attributes["error.type"] = ERROR_TYPES[decision.reason]
+        if decision.reason.error_type is not None:
+            attributes["error.type"] = decision.reason.error_type
         if self._context_id and flags.user_id:
             attributes["feature_flag.context.id"] = short_hash(flags.user_id, key=self._log_key)
         span.add_event(EVALUATION_EVENT, attributes)
@@ -112,7 +91,7 @@ class FlagTelemetry(Observer):
                 1,
                 {
                     "feature_flag.key": decision.key,
-                    "feature_flag.result.reason": REASONS[decision.reason],
+                    "feature_flag.result.reason": decision.reason.evaluation_reason.lower(),
                     "vwo_heap.reason": decision.reason.value,
                 },
             )
@@ -193,3 +172,10 @@ def _observe(part: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
 _lock = threading.Lock()
 _instruments: list[_Instruments] = []
 _engines: weakref.WeakSet[FlagTelemetry] = weakref.WeakSet()
+
+
+def _reason(decision: FlagDecision) -> str:
+    """``feature_flag.result.reason``: OpenFeature's reason in lower case, or ``stale``."""
+    if decision.stale and decision.reason.error_code is None:
+        return "stale"
+    return decision.reason.evaluation_reason.lower()

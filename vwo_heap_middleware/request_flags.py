@@ -1,11 +1,9 @@
 """``RequestFlags``: the flags of one request, and the one per-request seam every adapter uses.
 
-``open_request`` (or ``open_request_async``) takes a request's facts and does the rest: a
-returning visitor recalled in one lookup (``engine.recall``), or the trusted resolver, the
-visitor and deciding ``Config.flags``; and the ``ContextVar`` that code without the request
-object (a decorator, a template helper, a log filter) reads through ``get_flags()``. Any other
-key is decided on first access and kept for the rest of the request.
-``flags.response_headers()`` says what the response must carry; ``flags.close()`` ends it.
+``open_request`` (``open_request_async``) takes a request's facts and does the rest: a returning
+visitor recalled in one lookup (``engine.recall``), or the resolver, the visitor and deciding
+``Config.flags``; and the ``ContextVar`` that ``get_flags()`` reads (a decorator, a template
+helper, a log filter). ``flags.response_headers()`` says what the response must carry.
 """
 
 from __future__ import annotations
@@ -13,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
@@ -104,8 +102,8 @@ def _recalled(
     recalled = engine.recall(facts, engine.config.flags)
     if recalled is None:
         return None
-    flags = RequestFlags(engine, recalled[0], request=request, make_request=make_request)
-    flags._decisions = recalled[1]
+    visitor, decisions = recalled
+    flags = RequestFlags(engine, visitor, decisions, request=request, make_request=make_request)
     flags.seconds = time.perf_counter() - started
     return flags
 
@@ -119,12 +117,18 @@ def get_flags() -> RequestFlags | None:
 
 
 class RequestFlags:
-    """Read a request's flags: ``flags.enabled(key)``, ``flags[key]``, ``flags.variable(...)``."""
+    """The flags of one request: ``flags.enabled(key)``, ``flags[key]``, ``flags.variable(...)``.
+
+    ``decisions`` already made (a returning visitor's) are given; any other key is decided on
+    first access and kept for the rest of the request. ``read`` says the response depends on
+    the visitor (``response_headers`` then adds ``Vary`` and ``Cache-Control: private``).
+    """
 
     def __init__(
         self,
         engine: FlagEngine,
         visitor: Visitor,
+        decisions: Mapping[str, FlagDecision] | None = None,
         *,
         request: Any = None,
         make_request: MakeRequest | None = None,
@@ -135,7 +139,7 @@ class RequestFlags:
         self._make_request = make_request
         self.read = False  # the response depends on the visitor: it must Vary
         self.seconds = 0.0
-        self._decisions: dict[str, FlagDecision] = {}
+        self._decisions: dict[str, FlagDecision] = dict(decisions or {})
         self._reported: set[str] = set()  # keys whose reading the observers saw
         self._token: contextvars.Token[RequestFlags | None] | None = None
 
@@ -211,12 +215,9 @@ class RequestFlags:
             self.load([key])
         decision = self._decisions[key]
         if self.engine.observers and key not in self._reported:
-            self._report(decision)
+            self._reported.add(key)
+            self.engine.observers.flag_read(self, decision)
         return decision
-
-    def _report(self, decision: FlagDecision) -> None:
-        self._reported.add(decision.key)
-        self.engine.observers.flag_read(self, decision)
 
     __getitem__ = get
 
@@ -249,10 +250,8 @@ class RequestFlags:
         return {decision.key: decision.to_dict() for decision in self}
 
     def __repr__(self) -> str:
-        states = ", ".join(
-            f"{k}={'on' if d.enabled else 'off'}" for k, d in self._decisions.items()
-        )
-        return f"<RequestFlags {states}>"
+        states = (f"{k}={'on' if d else 'off'}" for k, d in self._decisions.items())
+        return f"<RequestFlags {', '.join(states)}>"
 
     def response_headers(self) -> ResponseHeaders:
         """When anything of the visitor was read: ``Vary`` with every request header the

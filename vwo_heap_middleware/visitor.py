@@ -7,7 +7,6 @@ The Python SDK reads snake_case keys (``id``, ``custom_variables``, ``user_agent
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import ipaddress
 import logging
@@ -102,14 +101,6 @@ class Visitor:
     @property
     def identity(self) -> str | None:
         return self.heap.identity
-
-
-def short_hash(value: str, *, key: bytes) -> str:
-    """A 12-hex-digit stand-in for an identity in logs (identities are often emails), keyed
-    (``Config.log_key``): stable within a deployment, but nobody can match a log line against a
-    guessed identity by hashing it."""
-    raw = value.encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(raw, digest_size=6, key=key).hexdigest()
 
 
 def identify(config: Config, facts: RequestFacts, resolved: object = None) -> HeapIdentity:

@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from .. import overrides
 from ..decision import FlagDecision
-from ..overrides import Override
+from ..evaluation import overrides
+from ..evaluation.overrides import Override
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,8 +8,13 @@ Needs the ``[gateway]`` extra (werkzeug serves it).
 
 from __future__ import annotations
 
-from ...flags_file import compile_flags, load_flags_file, load_settings_file, validate_settings
-from ...segments_file import build_segments, load_segments_file
+from ...offline.flags_file import (
+    compile_flags,
+    load_flags_file,
+    load_settings_file,
+    validate_settings,
+)
+from ...offline.segments_file import build_segments, load_segments_file
 from .app import ENDPOINTS, Fault, Faults, GatewayApp
 from .errors import GatewayDataError
 from .server import LocalGateway, load_data

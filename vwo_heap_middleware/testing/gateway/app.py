@@ -13,8 +13,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from ...flags_file import validate_settings
-from ...segments_file import Segments, build_segments
+from ...offline.flags_file import validate_settings
+from ...offline.segments_file import Segments, build_segments
 from .errors import GatewayDataError
 from .user_details import user_details
 

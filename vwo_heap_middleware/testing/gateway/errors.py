@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ...flags_file import DataFileError
+from ...offline.flags_file import DataFileError
 
 GatewayDataError = DataFileError
 """A settings, flags or segments file the local gateway cannot serve; the message says why."""

@@ -19,8 +19,8 @@ from typing import Any
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.wsgi import Server
 
-from ...flags_file import load_flags_file, load_settings_file
-from ...segments_file import Segments, load_segments_file
+from ...offline.flags_file import load_flags_file, load_settings_file
+from ...offline.segments_file import Segments, load_segments_file
 from .app import Faults, GatewayApp
 from .errors import GatewayDataError
 

@@ -1,0 +1,93 @@
+"""The clients of the VWO gateway against the local gateway over HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support import free_port
+from vwo_heap_middleware.config import Config
+from vwo_heap_middleware.gateway.client import (
+    EventClient,
+    GatewayClient,
+    GatewayError,
+)
+from vwo_heap_middleware.testing.gateway import LocalGateway
+
+
+def client_for(url: str, **kwargs: object) -> GatewayClient:
+    return GatewayClient(
+        Config(account_id="123456", sdk_key="local-demo-sdk-key", gateway_url=url, **kwargs)  # type: ignore[arg-type]
+    )
+
+
+def test_settings_membership_and_user_details(demo_gateway: LocalGateway) -> None:
+    client = client_for(demo_gateway.url)
+    settings = client.fetch_settings()
+    assert settings["accountId"] == 123456 and settings["features"]
+    assert client.is_member("heap_premium_users", "ada@example.com") is True
+    assert client.is_member("heap_premium_users", "ADA@example.com") is False
+    assert client.user_details("Mozilla/5.0 (Windows NT 10.0) Firefox/120.0", "198.51.100.7") == {
+        "location": {"country": "DE", "region": "Berlin", "city": "Berlin"},
+        "userAgent": {
+            "browser_string": "Firefox",
+            "browser_version": "120.0",
+            "os": "Windows",
+            "os_version": "10.0",
+            "device_type": "desktop",
+            "device": "Other",
+        },
+    }
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ({"status": 503}, "/check-attribute: HTTP 503"),
+        ({"malformed": True}, "/check-attribute: the answer is not JSON"),
+    ],
+)
+def test_a_bad_answer_is_a_gateway_error(
+    demo_gateway: LocalGateway, fault: dict[str, object], message: str
+) -> None:
+    demo_gateway.faults.set("check_attribute", **fault)  # type: ignore[arg-type]
+    with pytest.raises(GatewayError, match=message):
+        client_for(demo_gateway.url).is_member("heap_premium_users", "ada@example.com")
+
+
+def test_one_try_within_the_timeout(demo_gateway: LocalGateway) -> None:
+    demo_gateway.faults.set("check_attribute", latency=3.0)
+    client = client_for(demo_gateway.url, lookup_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(GatewayError, match="/check-attribute: "):
+        client.is_member("heap_premium_users", "ada@example.com")
+    assert time.monotonic() - started < 1.0, "no retries, no sleeps"
+    assert demo_gateway.records()["requests"]["check_attribute"] == 1
+
+
+def test_refused_connections() -> None:
+    client = client_for(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(GatewayError, match="/server-side/v2-settings: "):
+        client.fetch_settings(timeout=1.0)
+
+
+def test_settings_for_another_account_are_refused(demo_gateway: LocalGateway) -> None:
+    other = GatewayClient(Config(account_id="1", sdk_key="x", gateway_url=demo_gateway.url))
+    with pytest.raises(GatewayError, match="HTTP 400"):
+        other.fetch_settings()
+
+
+def test_event_client_sends_json_and_reports_failures(demo_gateway: LocalGateway) -> None:
+    events = EventClient()
+    url = f"{demo_gateway.url}/events/t?en=vwo_variationShown&a=123456"
+    sent = events.send("POST", url, headers={"X-Test": "1"}, json_body={"d": {"msgId": "m1"}})
+    assert (sent.status, sent.data, sent.error) == (200, {"status": "ok"}, None)
+    assert demo_gateway.records()["event_log"][-1]["body"] == {"d": {"msgId": "m1"}}
+    demo_gateway.faults.set("events", status=500)
+    failed = events.send("POST", url, headers={}, json_body={})
+    assert (failed.status, failed.error) == (500, "HTTP 500")
+    assert demo_gateway.records()["requests"]["events"] == 2, "one try each: the spool retries"
+    nowhere = events.send("POST", f"http://127.0.0.1:{free_port()}/events/t", headers={})
+    assert nowhere.status is None and nowhere.error

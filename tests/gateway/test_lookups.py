@@ -1,0 +1,134 @@
+"""An engine's lookups under bursts of new visitors: a waiter giving up never cancels what
+others share (the event loop, the thread pool with Redis, an https gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from typing import Any
+
+import pytest
+
+from tests.support import SHOP, EngineFactory, TlsFiles, visitor, wait_until
+from vwo_heap_middleware.decision import FlagDecision, Reason
+from vwo_heap_middleware.engine import FlagEngine
+from vwo_heap_middleware.testing.gateway import LocalGateway, compile_flags
+
+BURST_MEMBERS = [f"member{n}@example.com" for n in range(100)]
+BURST = [*BURST_MEMBERS, *(f"visitor{n}@example.com" for n in range(900))]
+PREMIUM = ("premium_checkout",)
+
+
+def burst_gateway(tls: TlsFiles | None = None) -> LocalGateway:
+    files = (tls.cert, tls.key) if tls is not None else None
+    return LocalGateway(compile_flags(SHOP), {"vip": BURST_MEMBERS}, tls=files)
+
+
+async def decide_all(engine: FlagEngine, identities: list[str], connections: int) -> list[Reason]:
+    """Every identity decided once, ``connections`` at a time, as a server's requests would be."""
+    gate = asyncio.Semaphore(connections)
+
+    async def one(identity: str) -> Reason:
+        async with gate:
+            decided = await engine.decide_async(visitor(engine.config, identity), PREMIUM)
+            return decided["premium_checkout"].reason
+
+    return list(await asyncio.gather(*(one(identity) for identity in identities)))
+
+
+def assert_every_member_decided(engine: FlagEngine) -> None:
+    """Asked one at a time once the gateway is healthy: each visitor's own decision."""
+
+    async def each() -> list[tuple[str, Reason]]:
+        return [(who, reason) for who in BURST for reason in await decide_all(engine, [who], 1)]
+
+    wrong = [
+        (who, reason)
+        for who, reason in asyncio.run(each())
+        if reason is not (Reason.TARGETED if who in BURST_MEMBERS else Reason.NOT_TARGETED)
+    ]
+    assert wrong == [], f"{len(wrong)} visitors decided wrongly, e.g. {wrong[:3]}"
+
+
+@pytest.mark.parametrize("path", ["loop", "redis", "https"])
+def test_a_burst_of_new_visitors_leaves_no_lookup_stuck(
+    path: str, request: pytest.FixtureRequest, make_engine: EngineFactory, tls_files: TlsFiles
+) -> None:
+    """1,000 new identities over 64 connections while lookups take 30 ms: most requests time
+    out waiting, and afterwards every member still gets the flag (issue: they got
+    ``gateway_error`` until the worker restarted)."""
+    options: dict[str, Any] = {}
+    if path == "redis":
+        options["redis_url"] = request.getfixturevalue("redis_server").url
+    if path == "https":
+        options["gateway_ca_file"] = str(tls_files.ca)
+    with burst_gateway(tls_files if path == "https" else None) as gateway:
+        engine = make_engine(gateway, **options)
+        gateway.faults.set("check_attribute", latency=0.03)
+        reasons = asyncio.run(decide_all(engine, BURST, connections=64))
+        assert len(reasons) == len(BURST)
+        gateway.faults.clear()
+        wait_until(lambda: engine.stats()["lookups_in_flight"] == 0, what="every lookup landed")
+        assert_every_member_decided(engine)
+        assert engine.stats()["lookups_in_flight"] == 0
+
+
+@pytest.mark.parametrize("path", ["loop", "pool"])
+def test_requests_joined_on_a_slow_lookup_get_its_answer_after_one_gave_up(
+    path: str, shop_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(shop_gateway, lookup_timeout=2.0)
+    member = visitor(engine.config, "vip@example.com")
+    shop_gateway.faults.set("check_attribute", latency=0.4)
+
+    async def joined() -> list[dict[str, FlagDecision]]:
+        if path == "pool":  # as a thread would: the sync path, joined from the loop
+            first = asyncio.to_thread(engine.decide, member, PREMIUM, timeout=0.05)
+        else:
+            first = engine.decide_async(member, PREMIUM, timeout=0.05)
+        impatient = asyncio.ensure_future(first)
+        await asyncio.sleep(0.01)  # the lookup is under way: the others join it
+        later = [engine.decide_async(member, PREMIUM, timeout=2.0) for _ in range(3)]
+        return [await impatient, *await asyncio.gather(*later)]
+
+    results = asyncio.run(joined())
+    assert results[0]["premium_checkout"].reason is Reason.TIMEOUT
+    assert [r["premium_checkout"].reason for r in results[1:]] == [Reason.TARGETED] * 3
+    assert len(shop_gateway.records()["membership_lookups"]) == 1, "one lookup, shared"
+    assert engine.stats()["lookups_in_flight"] == 0
+
+
+def test_a_stalled_event_loop_leaves_no_lookup_task_failing(
+    shop_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    """The loop stalls past every waiter's budget while the lookups are under way: the
+    waiters time out, the lookups still land, and nothing dies in ``set_result``."""
+    engine = make_engine(shop_gateway, lookup_timeout=2.0, evaluation_timeout=0.05)
+    people = ["vip@example.com", *(f"p{n}@example.com" for n in range(20))]
+    shop_gateway.faults.set("check_attribute", latency=0.1)
+    loop_errors: list[dict[str, Any]] = []
+
+    async def stalled() -> list[dict[str, FlagDecision]]:
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx))
+        requests = [
+            asyncio.ensure_future(engine.decide_async(visitor(engine.config, p), PREMIUM))
+            for p in people
+        ]
+        await asyncio.sleep(0.01)  # every lookup started
+        time.sleep(0.3)  # the loop is stalled: no waiter wakes before its budget is gone
+        decided = await asyncio.gather(*requests)
+        while engine.stats()["lookups_in_flight"]:
+            await asyncio.sleep(0.01)  # the lookups land afterwards
+        return decided
+
+    decided = asyncio.run(stalled())
+    assert {d["premium_checkout"].reason for d in decided} <= {
+        Reason.TIMEOUT,
+        Reason.TARGETED,
+        Reason.NOT_TARGETED,
+    }
+    gc.collect()
+    assert loop_errors == []
+    again = engine.decide(visitor(engine.config, "vip@example.com"), PREMIUM)
+    assert again["premium_checkout"].reason is Reason.TARGETED

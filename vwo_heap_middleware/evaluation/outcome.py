@@ -1,0 +1,84 @@
+"""The evaluator contract, shared by the native evaluator and the SDK door.
+
+Answers go in (the gateway's segment memberships and user details, looked up beforehand by the
+engine); an ``Outcome`` comes out: the flag's state and variables, the events to send
+(impressions), whether an answer it wanted was missing, and who decided. Data only: nothing
+here does I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Generic, Protocol, TypeVar
+
+V = TypeVar("V")
+MembershipKey = tuple[str, str]
+"""(attribute list id, the value asked about): one ``inlist`` question to the gateway."""
+DetailsKey = tuple[str | None, str | None]
+"""(user agent, IP address): one ``/get-user-details`` question."""
+
+NO_VARIABLES: Mapping[str, Any] = MappingProxyType({})
+
+
+class AnswerStatus(str, enum.Enum):
+    """Where a lookup's answer came from, or why there is none."""
+
+    FRESH = "fresh"  # from the gateway, within its TTL
+    STALE = "stale"  # the gateway failed; an older answer stands in
+    FAILED = "failed"  # the gateway failed (or the circuit is open) and nothing older is kept
+    TIMEOUT = "timeout"  # the call was still running when the request's budget ran out
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Generic[V]):
+    """A lookup's answer: a value when ``known`` (fresh or stale), else why there is none."""
+
+    value: V | None
+    status: AnswerStatus
+    expires: float = math.inf  # a fresh answer: when (``time.monotonic()``) it stops being one
+
+    @property
+    def known(self) -> bool:
+        return self.status in (AnswerStatus.FRESH, AnswerStatus.STALE)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event for VWO (an impression, the SDK's own): its JSON body and the query of the
+    request the SDK would have made."""
+
+    body: Mapping[str, Any]
+    query: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """What an evaluation may know beyond its context: gateway answers fetched before."""
+
+    memberships: Mapping[MembershipKey, bool | None] = field(default_factory=dict)
+    user_details: Mapping[str, Any] | None = None
+    user_details_missing: bool = False  # wanted, but the lookup gave nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One flag evaluated for one context. ``missing``: an answer it wanted was not known;
+    ``error``: the evaluation failed (the SDK swallows its failures, its error log tells);
+    ``evaluator``: who decided, ``"native"`` or ``"sdk"``."""
+
+    enabled: bool
+    variables: Mapping[str, Any] = field(default_factory=lambda: NO_VARIABLES)
+    events: tuple[Event, ...] = ()
+    missing: bool = False
+    error: bool = False
+    evaluator: str = ""
+
+
+class Evaluator(Protocol):
+    """Decides one flag for a VWO user context from answers looked up beforehand."""
+
+    def evaluate(self, key: str, context: Mapping[str, Any], answers: Answers) -> Outcome: ...

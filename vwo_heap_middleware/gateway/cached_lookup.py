@@ -1,0 +1,252 @@
+"""``CachedLookup``: answers ``key -> value`` from the gateway (a segment membership, a
+visitor's user details), cached, shared between concurrent requests, and failing fast.
+
+- fresh answers come from a TTL cache (cachetools), with a TTL per answer (members and
+  non-members can differ); each answer says when it expires, so a decision made on it can live
+  exactly as long;
+- concurrent requests for one key share one gateway call, its *flight*: on the thread pool, or
+  on the running event loop when there is an async fetch. A flight lands with a value or nothing,
+  holds no exception, and nobody cancels it: a waiter that gives up only stops waiting;
+- a ``CircuitBreaker`` stops calling a failing gateway for a while; meanwhile answers come from
+  a longer-lived stale cache, or not at all, without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from cachetools import TLRUCache, TTLCache
+
+from ..evaluation.outcome import Answer, AnswerStatus
+from .breaker import CircuitBreaker
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+Landed = tuple[V, float] | None
+"""What a flight lands with: the value and when it expires, or None when the gateway failed.
+Flights never hold an exception and nobody cancels them: many requests may be waiting on one."""
+
+
+@dataclass
+class Started(Generic[K, V]):
+    """The lookups one request began: wait on ``pending``, then ``finish()``."""
+
+    lookup: CachedLookup[K, V]
+    answers: dict[K, Answer[V]] = field(default_factory=dict)
+    pending: dict[K, Any] = field(default_factory=dict)  # key -> its flight (either kind)
+
+    def finish(self) -> dict[K, Answer[V]]:
+        """Every key's answer: a flight still under way counts as ``timeout``."""
+        for key, flight in self.pending.items():
+            landed = flight.result() if flight.done() and not flight.cancelled() else None
+            if landed is not None:
+                self.answers[key] = Answer(landed[0], AnswerStatus.FRESH, landed[1])
+            else:
+                status = AnswerStatus.TIMEOUT if not flight.done() else AnswerStatus.FAILED
+                self.answers[key] = self.lookup.fallback(key, status)
+        return self.answers
+
+
+class CachedLookup(Generic[K, V]):
+    """One kind of gateway answer (``fetch(key) -> value``): fresh and stale caches, one
+    flight per key, on ``executor`` or (``fetch_on_loop``) on the running event loop, Redis
+    (``shared``) asked before the gateway, ``breaker`` keeping calls off a failing gateway."""
+
+    def __init__(
+        self,
+        fetch: Callable[[K], V],
+        *,
+        executor: Callable[[], concurrent.futures.Executor],
+        breaker: CircuitBreaker,
+        ttl: Callable[[V], float],
+        stale_ttl: float,
+        maxsize: int,
+        clock: Callable[[], float] = time.monotonic,
+        shared: Callable[[list[K]], Mapping[K, V]] | None = None,
+        fetch_on_loop: Callable[[K], Awaitable[V]] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._fetch = fetch
+        self.fetch_on_loop = fetch_on_loop  # None: always on the thread pool
+        self._shared = shared  # answers other processes have (Redis), asked before the gateway
+        self._executor = executor
+        self.breaker = breaker
+        self._ttl = ttl
+        self._stale_ttl = stale_ttl
+        self._maxsize = maxsize
+        self.calls = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (after a fork: a lock or cache may have been mid-change)."""
+        self._lock = threading.Lock()
+        self._fresh: TLRUCache[K, tuple[V, float]] = TLRUCache(  # (value, expires)
+            self._maxsize, ttu=lambda key, entry, now: entry[1], timer=self._clock
+        )
+        self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=self._clock)
+        self._in_flight: dict[K, concurrent.futures.Future[Landed[V]]] = {}
+        # Flights on event loops: each loop's own, touched only from that loop's thread.
+        self._on_loops: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[K, asyncio.Future[Landed[V]]]
+        ] = weakref.WeakKeyDictionary()
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    def in_flight(self) -> int:
+        """Flights under way (thread pool and event loops); 0 once every lookup landed."""
+        return len(self._in_flight) + sum(len(f) for f in list(self._on_loops.values()))
+
+    def begin(self, keys: Iterable[K], *, on_loop: bool = False) -> Started[K, V]:
+        """Answer what the cache knows; start (or join) gateway calls for the rest: on the
+        running event loop when ``on_loop`` and there is an async fetch."""
+        started: Started[K, V] = Started(self)
+        flights: Mapping[K, Any] = self._in_flight
+        if on_loop and self.fetch_on_loop is not None:
+            loop = asyncio.get_running_loop()
+            flights = self._on_loops.get(loop) or self._on_loops.setdefault(loop, {})
+        missing: list[K] = []
+        for key in keys:
+            with self._lock:
+                entry = self._fresh.get(key)
+            if entry is not None:
+                started.answers[key] = Answer(entry[0], AnswerStatus.FRESH, entry[1])
+                continue
+            flight = flights.get(key) or self._in_flight.get(key)  # a thread's too
+            if flight is not None and not flight.done():  # a landed flight is never joined
+                started.pending[key] = flight
+            else:
+                missing.append(key)
+        if missing and self._shared is not None:
+            for key, value in self._shared(missing).items():
+                expires = self._keep(key, value)
+                started.answers[key] = Answer(value, AnswerStatus.FRESH, expires)
+        for key in missing:
+            if key in started.answers:
+                continue
+            if not self.breaker.allow():
+                started.answers[key] = self.fallback(key, AnswerStatus.FAILED)
+            elif flights is self._in_flight:
+                started.pending[key] = self._start(key)
+            else:
+                started.pending[key] = self._start_on_loop(key, flights)  # type: ignore[arg-type]
+        return started
+
+    def _start_on_loop(
+        self, key: K, flights: dict[K, asyncio.Future[Landed[V]]]
+    ) -> asyncio.Future[Landed[V]]:
+        flight = flights[key] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._call_on_loop(key, flight, flights))
+        self._tasks.add(task)  # a task nothing refers to may be collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+        return flight
+
+    async def _call_on_loop(
+        self,
+        key: K,
+        flight: asyncio.Future[Landed[V]],
+        flights: dict[K, asyncio.Future[Landed[V]]],
+    ) -> None:
+        assert self.fetch_on_loop is not None
+        self.calls += 1
+        landed: Landed[V] = None
+        try:
+            value = await self.fetch_on_loop(key)
+        except asyncio.CancelledError:  # the loop shutting down: never left in flight
+            raise
+        except Exception as error:
+            if getattr(error, "gateway_fault", True):  # a 4xx about one value is not an outage
+                self.breaker.failure()
+        else:
+            self.breaker.success()
+            landed = (value, self._keep(key, value))
+        finally:
+            if flights.get(key) is flight:
+                del flights[key]
+            if not flight.done():
+                flight.set_result(landed)
+
+    def _keep(self, key: K, value: V) -> float:
+        """Cache a fresh answer; returns when it expires."""
+        expires = self._clock() + self._ttl(value)
+        with self._lock:
+            self._fresh[key] = (value, expires)
+            self._stale[key] = value
+        return expires
+
+    def _start(self, key: K) -> concurrent.futures.Future[Landed[V]]:
+        with self._lock:
+            flight = self._in_flight.get(key)
+            if flight is not None and not flight.done():
+                return flight
+            try:
+                flight = self._executor().submit(self._call, key)
+            except RuntimeError:  # executor shut down (engine closing)
+                flight = concurrent.futures.Future()
+                flight.set_result(None)
+                return flight
+            self._in_flight[key] = flight
+        # Outside the lock: a flight that already landed runs the callback at once.
+        flight.add_done_callback(functools.partial(self._landed, key))
+        return flight
+
+    def _landed(self, key: K, flight: concurrent.futures.Future[Landed[V]]) -> None:
+        """A pool flight is over (landed, or cancelled while queued: engine closing)."""
+        with self._lock:
+            if self._in_flight.get(key) is flight:
+                del self._in_flight[key]
+
+    def _call(self, key: K) -> Landed[V]:
+        self.calls += 1
+        try:
+            value = self._fetch(key)
+        except Exception as error:
+            if getattr(error, "gateway_fault", True):  # a 4xx about one value is not an outage
+                self.breaker.failure()
+            return None
+        self.breaker.success()
+        return value, self._keep(key, value)
+
+    def fallback(self, key: K, status: AnswerStatus) -> Answer[V]:
+        """The stale answer for ``key`` if there is one, else no value with ``status``."""
+        with self._lock:
+            try:
+                return Answer(self._stale[key], AnswerStatus.STALE)
+            except KeyError:
+                return Answer(None, status)
+
+
+async def wait_async(flights: Iterable[Any], timeout: float) -> None:
+    """Wait until every flight landed or ``timeout`` passed, from a coroutine. Nothing is
+    cancelled: a pool flight is watched through a future of this loop's own."""
+    loop = asyncio.get_running_loop()
+    waiting = []
+    for flight in flights:
+        if flight.done():
+            continue
+        if isinstance(flight, asyncio.Future):
+            waiting.append(flight)
+        else:
+            watcher = loop.create_future()
+            flight.add_done_callback(functools.partial(_wake, loop, watcher))
+            waiting.append(watcher)
+    if waiting:
+        await asyncio.wait(waiting, timeout=timeout)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, watcher: asyncio.Future[None], _: object) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(_set_once, watcher)
+
+
+def _set_once(watcher: asyncio.Future[None]) -> None:
+    if not watcher.done():
+        watcher.set_result(None)

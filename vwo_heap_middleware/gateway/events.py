@@ -1,0 +1,217 @@
+"""Impressions and the SDK's other events: spooled, sent in batches, retried, flushed.
+
+An impression is VWO's record that a visitor saw a variation, so none is dropped silently. The
+SDK's sends are captured as they are made (no network on the request path) into a bounded,
+per-process spool. One daemon thread sends them in VWO's batch format (``POST
+/server-side/batch-events-v2``, body ``{"ev": [...]}``, one POST per batch): when the gateway
+fails it keeps them and retries with capped, jittered back-off; when it returns the backlog
+drains batch by batch. Only a full spool drops (counted, logged once per interval); ``close()``
+flushes within a deadline and logs what was left; a batch the gateway refuses as malformed
+(HTTP 4xx) is dropped, counted and logged.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+from ..evaluation.outcome import Event
+from .breaker import Backoff
+from .client import EventClient, Sent
+
+logger = logging.getLogger("vwo_heap_middleware")
+
+EVENTS_DROPPED = "event spool full (%d events): dropped %d events (%d in all; logged every 10 s)"
+EVENTS_UNSENDABLE = "a batch of %d events cannot be sent (it does not encode): dropped"
+EVENTS_REFUSED = "the gateway refused a batch of %d events (%s): dropped"
+EVENTS_RETRY = "cannot send %d events (%s); %d waiting, next try in %.1f s"
+EVENTS_LEFT = "closing with %d events not sent: lost"
+EVENTS_CLOSED = "event spool closed: %d events sent, %d dropped"
+BATCH_PATH = "/server-side/batch-events-v2"
+BATCH_SIZE = 500
+FIRST_RETRY, MAX_RETRY = 0.5, 30.0
+DROP_LOG_INTERVAL = 10.0
+LINGER = 0.05  # seconds a small batch waits for company before it is sent
+FLUSH_RETRY = 0.25  # while flushing, seconds between tries of a failing gateway
+
+
+class EventSpool:
+    """The engine's events for VWO, sent in batches from a daemon thread, retried, flushed.
+
+    ``first`` (with Redis): is this impression the first of its kind across workers? Others are
+    counted as ``duplicates``. ``deliver=False`` (the offline engine): events are counted in
+    ``held``, never sent."""
+
+    def __init__(
+        self,
+        maxsize: int,
+        gateway_url: str,
+        deliver: bool = True,
+        first: Callable[[Event], bool] | None = None,
+        *,
+        ca_file: str | None = None,
+        batch_size: int = BATCH_SIZE,
+        linger: float = LINGER,
+    ) -> None:
+        self.maxsize = maxsize
+        self.first = first  # with Redis: is this the first of its kind across workers?
+        self.gateway_url = gateway_url
+        self.deliver = deliver
+        self.batch_size = batch_size
+        self.linger = linger
+        self.ca_file = ca_file
+        self.reset()
+
+    def reset(self) -> None:
+        """Start afresh: in a forked child (its events and counts are its own; it has no sender
+        thread) or after ``close()``."""
+        self.sent = self.dropped = self.held = self.duplicates = 0
+        self.closed = False
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._spool: collections.deque[Event] = collections.deque()
+        self._in_flight = 0
+        self._flushing = False
+        self._retry_at = self._failed_at = 0.0
+        self._thread: threading.Thread | None = None
+        self._client = EventClient(self.ca_file)
+        self._dropped_since, self._drop_logged_at = 0, -DROP_LOG_INTERVAL
+
+    def add(self, event: Event) -> None:
+        """Keep an event for sending; never blocks on the network."""
+        if not self.deliver:
+            self.held += 1
+            return
+        if self.first is not None and not self.first(event):
+            self.duplicates += 1  # another worker sent this impression already
+            return
+        with self._lock:
+            if len(self._spool) >= self.maxsize or self.closed:
+                self._drop(1)
+                return
+            self._spool.append(event)
+            if len(self._spool) == self.batch_size:
+                self._wake.notify_all()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="vwo-heap-events", daemon=True
+                )
+                self._thread.start()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "events_sent": self.sent,
+            "events_dropped": self.dropped,
+            "events_held": self.held,
+            "events_queued": len(self._spool) + self._in_flight,
+            "events_duplicates": self.duplicates,
+        }
+
+    def flush(self, timeout: float) -> bool:
+        """Send what is spooled now (retrying at once), waiting at most ``timeout`` s; True
+        if nothing is left."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._flushing = True
+            self._wake.notify_all()
+            try:
+                while (self._spool or self._in_flight) and self._thread is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
+                return not self._spool and not self._in_flight
+            finally:
+                self._flushing = False
+
+    def close(self, timeout: float) -> None:
+        """Flush within ``timeout`` s, stop the thread, and log what could not be sent."""
+        self.flush(timeout)
+        with self._lock:
+            self.closed = True
+            self._wake.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+        with self._lock:
+            left = len(self._spool) + self._in_flight
+            self._spool.clear()
+            self.dropped += left
+        if left:
+            logger.error(EVENTS_LEFT, left)
+        logger.info(EVENTS_CLOSED, self.sent, self.dropped)
+
+    def _run(self) -> None:
+        backoff = Backoff(FIRST_RETRY, MAX_RETRY, jitter=True)  # workers do not retry in step
+        while True:
+            with self._lock:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._in_flight = len(batch)
+            try:
+                sent = self._send(batch)
+            except Exception as error:  # a batch that cannot be sent as it is, ever
+                logger.exception(EVENTS_UNSENDABLE, len(batch))
+                sent = Sent(400, error=type(error).__name__)
+            with self._lock:
+                self._in_flight = 0
+                if sent.error is None:
+                    self.sent += len(batch)
+                    backoff.reset()
+                    self._retry_at = 0.0
+                elif sent.status is not None and 400 <= sent.status < 500:
+                    self.dropped += len(batch)
+                    logger.error(EVENTS_REFUSED, len(batch), sent.error)
+                else:  # keep them, in order, for the next try
+                    self._spool.extendleft(reversed(batch))
+                    wait = backoff.next()
+                    self._failed_at = time.monotonic()
+                    self._retry_at = self._failed_at + wait
+                    logger.warning(EVENTS_RETRY, len(batch), sent.error, len(self._spool), wait)
+                self._wake.notify_all()
+
+    def _next_batch(self) -> list[Event] | None:
+        """Wait (holding the lock) for a batch worth sending now; None once closed."""
+        lingered = False
+        while not self.closed:
+            now = time.monotonic()
+            # A flush retries sooner than the back-off, but not in a tight loop.
+            retry_at = (
+                min(self._retry_at, self._failed_at + FLUSH_RETRY)
+                if self._flushing
+                else self._retry_at
+            )
+            if self._spool and now >= retry_at:
+                if len(self._spool) >= self.batch_size or self._flushing or lingered:
+                    count = min(self.batch_size, len(self._spool))
+                    return [self._spool.popleft() for _ in range(count)]
+                lingered = True  # let a batch gather, briefly
+                self._wake.wait(self.linger)
+            elif self._spool:
+                self._wake.wait(retry_at - now)
+            else:
+                self._wake.wait(1.0)
+        return None
+
+    def _send(self, batch: list[Event]) -> Sent:
+        first = batch[0].query
+        query = {name: first[name] for name in ("a", "env", "sn", "sv") if name in first}
+        url = f"{self.gateway_url}{BATCH_PATH}?{urlencode(query)}"
+        headers = {"Authorization": str(query.get("env", ""))}
+        return self._client.send(
+            "POST", url, headers=headers, json_body={"ev": [e.body for e in batch]}, timeout=5.0
+        )
+
+    def _drop(self, count: int) -> None:
+        """Count a drop (holding the lock); log at most once per interval."""
+        self.dropped += count
+        self._dropped_since += count
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
+            logger.error(EVENTS_DROPPED, self.maxsize, self._dropped_since, self.dropped)
+            self._dropped_since, self._drop_logged_at = 0, now

@@ -1,0 +1,197 @@
+"""The gateway lookups an engine makes: segment memberships and user details, each a
+``CachedLookup``, on a small thread pool, from the event loop where they can be, and through
+Redis first when it is configured (``redis_store``)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..config import Config
+from ..evaluation.outcome import Answer, DetailsKey, MembershipKey
+from ..observers import Observer
+from .breaker import CircuitBreaker
+from .cached_lookup import CachedLookup, Started, wait_async
+from .client import Gateway, GatewayClient
+from .loop import LoopMemberships
+
+if TYPE_CHECKING:
+    from .redis_store import RedisStore
+
+V = TypeVar("V")
+
+
+@dataclass
+class Pending:
+    """The gateway lookups one decision began: ``wait`` (or ``wait_async``), then ``finish()``."""
+
+    memberships: Started[MembershipKey, bool]
+    details: Started[DetailsKey, Mapping[str, Any]]
+
+    @property
+    def flights(self) -> list[Any]:
+        return [*self.memberships.pending.values(), *self.details.pending.values()]
+
+    def wait(self, timeout: float) -> None:
+        """Wait (blocking) until every flight landed, at most ``timeout`` seconds."""
+        if self.memberships.pending or self.details.pending:
+            concurrent.futures.wait(self.flights, timeout=timeout)
+
+    async def wait_async(self, timeout: float) -> None:
+        """``wait`` from a coroutine, without blocking the loop or cancelling any flight."""
+        if self.memberships.pending or self.details.pending:
+            await wait_async(self.flights, timeout)
+
+    def finish(
+        self,
+    ) -> tuple[dict[MembershipKey, Answer[bool]], dict[DetailsKey, Answer[Mapping[str, Any]]]]:
+        return self.memberships.finish(), self.details.finish()
+
+
+class GatewayLookups:
+    """Segment memberships and user details for the engine: cached, single-flight, on a small
+    thread pool or on the event loop, Redis (``shared``) asked before the gateway."""
+
+    def __init__(
+        self,
+        config: Config,
+        client: Gateway,
+        *,
+        shared: RedisStore | None = None,
+        observers: Observer | None = None,
+    ) -> None:
+        self._config = config
+        self.client = client
+        self.shared = shared  # answers every worker and host has (Redis)
+        self.observers = observers if observers is not None else Observer()
+        self.breaker = CircuitBreaker()
+        self.memberships: CachedLookup[MembershipKey, bool] = CachedLookup(
+            self._fetch_membership,
+            executor=self._get_executor,
+            breaker=self.breaker,
+            ttl=lambda member: config.membership_ttl if member else config.non_membership_ttl,
+            stale_ttl=config.stale_membership_ttl,
+            maxsize=config.cache_size,
+            shared=(lambda keys: shared.answers("m", keys)) if shared else None,
+        )
+        self.user_details: CachedLookup[DetailsKey, Mapping[str, Any]] = CachedLookup(
+            self._fetch_user_details,
+            executor=self._get_executor,
+            breaker=self.breaker,
+            ttl=lambda details: config.user_details_ttl,
+            stale_ttl=config.stale_membership_ttl,
+            maxsize=config.cache_size,
+            shared=(lambda keys: shared.answers("u", keys)) if shared else None,
+        )
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._on_loop: LoopMemberships | None = None
+        self._set_on_loop(client)
+
+    def _set_on_loop(self, client: Gateway) -> None:
+        """Async requests ask the real gateway for memberships from the event loop, unless
+        Redis coordinates the asking (its calls block) or the gateway is HTTPS."""
+        if self._on_loop is not None:
+            self._on_loop.close()
+        on_loop = LoopMemberships(self._config)
+        usable = isinstance(client, GatewayClient) and on_loop.usable and self.shared is None
+        self._on_loop = on_loop if usable else None
+        self.memberships.fetch_on_loop = self._fetch_membership_on_loop if usable else None
+
+    async def _fetch_membership_on_loop(self, key: MembershipKey) -> bool:
+        assert self._on_loop is not None
+        with self._timing("membership"):
+            return await self._on_loop.is_member(*key)
+
+    def reset(self, client: Gateway) -> None:
+        """After a fork: forget the parent's caches, threads, connections and breaker."""
+        self.client = client
+        self._set_on_loop(client)
+        self.breaker = self.memberships.breaker = self.user_details.breaker = CircuitBreaker()
+        self._executor = None
+        self._lock = threading.Lock()
+        self.memberships.reset()
+        self.user_details.reset()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "membership_calls": self.memberships.calls,
+            "user_details_calls": self.user_details.calls,
+            "lookups_in_flight": self.memberships.in_flight() + self.user_details.in_flight(),
+            "circuit_opened": self.breaker.opened,
+            "circuit_open": int(self.breaker.is_open),
+        }
+
+    def begin(
+        self,
+        memberships: Iterable[MembershipKey],
+        details: DetailsKey | None,
+        on_loop: bool = False,
+    ) -> Pending:
+        """Start the lookups a decision needs; ``on_loop``: the caller is a coroutine on the
+        running event loop, so memberships may be asked from it."""
+        return Pending(
+            self.memberships.begin(memberships, on_loop=on_loop),
+            self.user_details.begin([details] if details else []),
+        )
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._on_loop is not None:
+            self._on_loop.close()
+
+    def _get_executor(self) -> concurrent.futures.Executor:
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=8, thread_name_prefix="vwo-heap-lookup"
+                    )
+        return self._executor
+
+    def timed(self, kind: str, call: Callable[..., V], *args: Any) -> V:
+        """``call(*args)``, with its duration and outcome told to the observers."""
+        with self._timing(kind):
+            return call(*args)
+
+    @contextlib.contextmanager
+    def _timing(self, kind: str) -> Iterator[None]:
+        """Tells the observers how long the block took, and whether it failed."""
+        started = time.perf_counter()
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            self.observers.lookup_done(kind, time.perf_counter() - started, failed)
+
+    def _fetch_membership(self, key: MembershipKey) -> bool:
+        def ask() -> bool:
+            return self.timed("membership", self.client.is_member, *key)
+
+        def ttl(member: bool) -> float:
+            return self._config.membership_ttl if member else self._config.non_membership_ttl
+
+        if self.shared is None:
+            return ask()
+        return self.shared.fetch_once("m", key, ask, ttl)
+
+    def _fetch_user_details(self, key: DetailsKey) -> Mapping[str, Any]:
+        def ask() -> dict[str, Any]:
+            details = self.timed("user_details", self.client.user_details, *key)
+            return {
+                "location": details.get("location") or {},
+                "userAgent": details.get("userAgent") or {},
+            }
+
+        if self.shared is None:
+            return MappingProxyType(ask())
+        ttl = self._config.user_details_ttl
+        return MappingProxyType(self.shared.fetch_once("u", key, ask, lambda details: ttl))

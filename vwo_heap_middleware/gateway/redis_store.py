@@ -1,0 +1,175 @@
+"""Redis for many workers and hosts (the ``[redis]`` extra; on with ``VWO_HEAP_REDIS_URL``).
+
+Three things every worker of every host shares through one Redis:
+
+- **gateway answers**: ``/check-attribute`` memberships and ``/get-user-details``, with the same
+  TTLs as in memory. A worker asks its own cache, then Redis (one ``MGET`` for all a request
+  needs), then the gateway; one worker per key asks the gateway (``SET NX``), the others wait
+  briefly for its answer;
+- **sticky decisions**: the SDK's storage connector, so a visitor keeps the variation they were
+  bucketed into while the flag's rule exists, even when the traffic split changes;
+- **one impression** per visitor, campaign and variation within the decision's lifetime.
+
+Redis helps, and is never needed for an answer: every call has a hard timeout
+(``Config.redis_timeout``), failures open a circuit breaker, and meanwhile the engine works as it
+does without Redis. Keys hold hashes of identities and user ids, never the raw values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import redis
+
+from ..config import Config
+from ..evaluation.outcome import Event
+from ..identity import fingerprint
+from .breaker import CircuitBreaker
+
+logger = logging.getLogger("vwo_heap_middleware")
+T = TypeVar("T")
+LOCK_SECONDS = 2.0  # how long one worker may hold a key's gateway call for the others
+POLL = 0.005
+
+
+def digest(value: str) -> str:
+    """What is stored instead of an identity or a user id."""
+    return fingerprint(value.encode("utf-8", "surrogatepass")).hex()
+
+
+class RedisStore:
+    """One Redis for every worker and host: gateway answers, impressions once, sticky decisions
+    (``storage()``); every call bounded by ``Config.redis_timeout`` and a breaker."""
+
+    def __init__(self, config: Config) -> None:
+        assert config.redis_url is not None
+        timeout = config.redis_timeout
+        self._redis = redis.Redis.from_url(
+            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        self._prefix = f"{config.redis_prefix}:{config.account_id}"
+        self._config = config
+        self.breaker = CircuitBreaker(window=10.0, min_calls=3, ratio=0.5, probe_interval=1.0)
+
+    def _call(self, call: Callable[[], T], default: T) -> T:
+        """``call()`` against Redis, or ``default`` when Redis fails or is being skipped."""
+        if not self.breaker.allow():
+            return default
+        try:
+            result = call()
+        except (redis.RedisError, OSError):
+            self.breaker.failure()
+            return default
+        self.breaker.success()
+        return result
+
+    # Gateway answers: memberships and user details -----------------------------------------
+
+    def _name(self, kind: str, key: tuple[str | None, ...]) -> str:
+        if kind == "m":  # (list id, value): the list id stays readable
+            return f"{self._prefix}:m:{key[0]}:{digest(str(key[1]))}"
+        return f"{self._prefix}:{kind}:{digest(json.dumps(key))}"
+
+    def answers(self, kind: str, keys: Iterable[tuple[str | None, ...]]) -> dict[Any, Any]:
+        """The answers other workers already have (``kind`` ``m``: memberships, ``u``: user
+        details), in one round trip."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        names = [self._name(kind, k) for k in keys]
+        nothing: list[bytes | str | None] = [None] * len(keys)
+        found = self._call(lambda: self._redis.mget(names), nothing)
+        return {k: json.loads(v) for k, v in zip(keys, found, strict=True) if v is not None}
+
+    def fetch_once(
+        self,
+        kind: str,
+        key: tuple[str | None, ...],
+        fetch: Callable[[], T],
+        ttl: Callable[[T], float],
+    ) -> T:
+        """One worker of all asks the gateway for ``key``; the others wait briefly for it."""
+        name = self._name(kind, key)
+        lock = f"{name}:lock"
+        if self._set(lock, b"1", LOCK_SECONDS, only_new=True, default=True):
+            value = fetch()
+            if ttl(value) > 0:
+                self._set(name, json.dumps(value), ttl(value))
+            self._call(lambda: self._redis.delete(lock), None)
+            return value
+        deadline = time.monotonic() + self._config.lookup_timeout
+        while time.monotonic() < deadline:
+            found = self._call(lambda: self._redis.get(name), None)
+            if found is not None:
+                return json.loads(found)  # type: ignore[no-any-return]
+            time.sleep(POLL)
+        return fetch()  # the other worker is slow: ask ourselves
+
+    # Impressions -----------------------------------------------------------------------------
+
+    def first_impression(self, event: Event) -> bool:
+        """True for the first impression of a visitor, campaign and variation in the decision's
+        lifetime across all workers (and for every other event, and whenever Redis fails)."""
+        data = event.body.get("d")
+        if not isinstance(data, Mapping) or event.query.get("en") != "vwo_variationShown":
+            return True
+        props = (data.get("event") or {}).get("props") or {}
+        name = f"{self._prefix}:i:{props.get('id')}:{props.get('variation')}:{data.get('visId')}"
+        return self._set(name, b"1", self._config.decision_ttl, only_new=True, default=True)
+
+    def _set(
+        self,
+        name: str,
+        value: bytes | str,
+        seconds: float,
+        *,
+        only_new: bool = False,
+        default: bool = False,
+    ) -> bool:
+        """``SET name value PX seconds [NX]``: True when it was set."""
+        ttl = max(int(seconds * 1000), 1)
+        return self._call(lambda: bool(self._redis.set(name, value, px=ttl, nx=only_new)), default)
+
+    # Sticky decisions ------------------------------------------------------------------------
+
+    def storage(self) -> StickyDecisions:
+        return StickyDecisions(self)
+
+
+class StickyDecisions:
+    """The SDK's storage connector (``get(feature_key, user_id)``, ``set(data)``) on Redis.
+
+    The SDK stores which rule and variation a visitor got and, while that rule exists, reuses it
+    instead of bucketing again. Stored under a hash of the user id, without the user id.
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+
+    def _name(self, feature_key: str, user_id: str) -> str:
+        return f"{self._store._prefix}:s:{feature_key}:{digest(str(user_id))}"
+
+    def get(self, feature_key: str, user_id: str) -> dict[str, Any] | None:
+        name = self._name(feature_key, user_id)
+        raw = self._store._call(lambda: self._store._redis.get(name), None)
+        try:
+            data = json.loads(raw) if raw is not None else None
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        return {**data, "featureKey": feature_key, "userId": user_id}
+
+    def set(self, data: Mapping[str, Any]) -> None:
+        feature_key, user_id = data.get("featureKey"), data.get("userId")
+        if not isinstance(feature_key, str) or user_id is None:
+            return
+        kept = {
+            k: v for k, v in data.items() if k not in ("featureKey", "userId") and v is not None
+        }
+        name = self._name(feature_key, str(user_id))
+        self._store._set(name, json.dumps(kept, sort_keys=True), self._store._config.sticky_ttl)
