@@ -4,6 +4,7 @@ others share (the event loop, the thread pool with Redis, an https gateway)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import time
 from typing import Any
@@ -18,11 +19,23 @@ from vwo_heap_middleware.testing.gateway import LocalGateway, compile_flags
 BURST_MEMBERS = [f"member{n}@example.com" for n in range(100)]
 BURST = [*BURST_MEMBERS, *(f"visitor{n}@example.com" for n in range(900))]
 PREMIUM = ("premium_checkout",)
+PROBE = "probe@example.com"  # a member the burst never asked about
 
 
 def burst_gateway(tls: TlsFiles | None = None) -> LocalGateway:
     files = (tls.cert, tls.key) if tls is not None else None
-    return LocalGateway(compile_flags(SHOP), {"vip": BURST_MEMBERS}, tls=files)
+    return LocalGateway(compile_flags(SHOP), {"vip": [*BURST_MEMBERS, PROBE]}, tls=files)
+
+
+def decide_all_from_threads(engine: FlagEngine, identities: list[str], threads: int) -> int:
+    """Every identity decided once by blocking callers (the thread pool's lookups), half of
+    them from the event loop joining those same lookups; returns how many were decided."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        decided = list(
+            pool.map(lambda who: engine.decide(visitor(engine.config, who), PREMIUM), identities)
+        )
+    joined = asyncio.run(decide_all(engine, identities[::2], connections=threads))
+    return len(decided) + len(joined)
 
 
 async def decide_all(engine: FlagEngine, identities: list[str], connections: int) -> list[Reason]:
@@ -51,13 +64,14 @@ def assert_every_member_decided(engine: FlagEngine) -> None:
     assert wrong == [], f"{len(wrong)} visitors decided wrongly, e.g. {wrong[:3]}"
 
 
-@pytest.mark.parametrize("path", ["loop", "redis", "https"])
+@pytest.mark.parametrize("path", ["loop", "redis", "https", "threads"])
 def test_a_burst_of_new_visitors_leaves_no_lookup_stuck(
     path: str, request: pytest.FixtureRequest, make_engine: EngineFactory, tls_files: TlsFiles
 ) -> None:
     """1,000 new identities over 64 connections while lookups take 30 ms: most requests time
     out waiting, and afterwards every member still gets the flag (issue: they got
-    ``gateway_error`` until the worker restarted)."""
+    ``gateway_error`` until the worker restarted). Async requests ask from the event loop (with
+    Redis through its asyncio client, over TLS too); blocking callers use the thread pool."""
     options: dict[str, Any] = {}
     if path == "redis":
         options["redis_url"] = request.getfixturevalue("redis_server").url
@@ -66,10 +80,15 @@ def test_a_burst_of_new_visitors_leaves_no_lookup_stuck(
     with burst_gateway(tls_files if path == "https" else None) as gateway:
         engine = make_engine(gateway, **options)
         gateway.faults.set("check_attribute", latency=0.03)
-        reasons = asyncio.run(decide_all(engine, BURST, connections=64))
-        assert len(reasons) == len(BURST)
+        if path == "threads":
+            assert decide_all_from_threads(engine, BURST, threads=64) == 1500
+        else:
+            assert len(asyncio.run(decide_all(engine, BURST, connections=64))) == len(BURST)
+            assert engine._lookups._executor is None, "no thread: every lookup on the loop"
         gateway.faults.clear()
         wait_until(lambda: engine.stats()["lookups_in_flight"] == 0, what="every lookup landed")
+        probe = visitor(engine.config, PROBE)  # a breaker the burst opened closes on a probe
+        wait_until(lambda: engine.decide(probe, PREMIUM)["premium_checkout"].enabled)
         assert_every_member_decided(engine)
         assert engine.stats()["lookups_in_flight"] == 0
 

@@ -20,7 +20,7 @@ import functools
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -73,7 +73,7 @@ class CachedLookup(Generic[K, V]):
         maxsize: int,
         clock: Callable[[], float] = time.monotonic,
         shared: Callable[[list[K]], Mapping[K, V]] | None = None,
-        fetch_on_loop: Callable[[K], Awaitable[V]] | None = None,
+        fetch_on_loop: Callable[[K], asyncio.Future[V]] | None = None,
     ) -> None:
         self._clock = clock
         self._fetch = fetch
@@ -99,7 +99,6 @@ class CachedLookup(Generic[K, V]):
         self._on_loops: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[K, asyncio.Future[Landed[V]]]
         ] = weakref.WeakKeyDictionary()
-        self._tasks: set[asyncio.Future[None]] = set()
 
     def in_flight(self) -> int:
         """Flights under way (thread pool and event loops); 0 once every lookup landed."""
@@ -125,7 +124,7 @@ class CachedLookup(Generic[K, V]):
                 started.pending[key] = flight
             else:
                 missing.append(key)
-        if missing and self._shared is not None:
+        if missing and self._shared is not None and flights is self._in_flight:
             for key, value in self._shared(missing).items():
                 expires = self._keep(key, value)
                 started.answers[key] = Answer(value, AnswerStatus.FRESH, expires)
@@ -143,36 +142,35 @@ class CachedLookup(Generic[K, V]):
     def _start_on_loop(
         self, key: K, flights: dict[K, asyncio.Future[Landed[V]]]
     ) -> asyncio.Future[Landed[V]]:
+        assert self.fetch_on_loop is not None
         flight = flights[key] = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(self._call_on_loop(key, flight, flights))
-        self._tasks.add(task)  # a task nothing refers to may be collected mid-flight
-        task.add_done_callback(self._tasks.discard)
+        self.calls += 1
+        self.fetch_on_loop(key).add_done_callback(
+            functools.partial(self._answered, key, flight, flights)
+        )
         return flight
 
-    async def _call_on_loop(
+    def _answered(
         self,
         key: K,
         flight: asyncio.Future[Landed[V]],
         flights: dict[K, asyncio.Future[Landed[V]]],
+        answer: asyncio.Future[V],
     ) -> None:
-        assert self.fetch_on_loop is not None
-        self.calls += 1
+        """An on-loop fetch is over: land its flight (cancelled: the loop is ending)."""
         landed: Landed[V] = None
-        try:
-            value = await self.fetch_on_loop(key)
-        except asyncio.CancelledError:  # the loop shutting down: never left in flight
-            raise
-        except Exception as error:
-            if getattr(error, "gateway_fault", True):  # a 4xx about one value is not an outage
+        if not answer.cancelled():
+            error = answer.exception()
+            if error is None:
+                self.breaker.success()
+                value = answer.result()
+                landed = (value, self._keep(key, value))
+            elif getattr(error, "gateway_fault", True):  # a 4xx about one value: no outage
                 self.breaker.failure()
-        else:
-            self.breaker.success()
-            landed = (value, self._keep(key, value))
-        finally:
-            if flights.get(key) is flight:
-                del flights[key]
-            if not flight.done():
-                flight.set_result(landed)
+        if flights.get(key) is flight:
+            del flights[key]
+        if not flight.done():
+            flight.set_result(landed)
 
     def _keep(self, key: K, value: V) -> float:
         """Cache a fresh answer; returns when it expires."""

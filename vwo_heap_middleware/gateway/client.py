@@ -1,6 +1,6 @@
-"""Clients of the real VWO gateway service: pooled connections, short timeouts.
+"""Clients of the real VWO gateway service: kept-alive connections, short timeouts.
 
-Memberships asked from an event loop have their own client, ``loop.LoopMemberships``.
+Lookups asked from an event loop have their own client, ``loop.LoopGateway``.
 
 The SDK's client retries three times with 2, 4 and 8 s sleeps; on a request path that turns a
 gateway hiccup into a 14 s page. ``GatewayClient`` (settings, memberships, user details) makes
@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -20,6 +23,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from ..config import Config
+from .wire import Endpoint, Reader, Response
 
 
 class Gateway(Protocol):
@@ -89,73 +93,160 @@ class EventClient:
 
 
 class GatewayClient:
-    """The real gateway's settings, memberships and user details: one try each, within its
-    timeout, over pooled keep-alive connections (urllib3)."""
+    """The real gateway's settings (urllib3), memberships and user details (``Connections``):
+    one try each, within its timeout, over keep-alive connections."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, parser: str | None = None) -> None:
         self.config = config
         self.base_url = config.gateway_url
         self._pool = urllib3.PoolManager(
-            num_pools=4, maxsize=16, retries=False, ca_certs=config.gateway_ca_file
+            num_pools=1, maxsize=2, retries=False, ca_certs=config.gateway_ca_file
         )
+        endpoint = Endpoint.of(config, parser)
+        self._connections = Connections(endpoint) if endpoint is not None else None
+        self._targets = LookupTargets(config)
 
-    def _get(self, path: str, query: dict[str, str], timeout: float) -> Any:
-        # "@" left as it is (a query may hold it): an email then needs no "%", which keeps
-        # urllib3 on its fast path (it re-checks a "%"-encoded URL byte by byte, ~200 us).
-        url = f"{self.base_url}{path}?{urlencode(query, safe='@')}"
+    def fetch_settings(self, timeout: float = 5.0) -> dict[str, Any]:
+        query = {
+            "i": self.config.sdk_key,
+            "a": self.config.account_id,
+            "platform": "server",
+            "api-version": "1",
+            "s": "prod",
+        }
+        url = f"{self.base_url}{SETTINGS_PATH}?{urlencode(query)}"
         try:
             response = self._pool.request(
                 "GET", url, timeout=urllib3.Timeout(total=timeout), retries=False
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise GatewayError(f"{path}: {type(exc).__name__}") from None
-        return parse_answer(path, response.status, response.data)
-
-    def fetch_settings(self, timeout: float = 5.0) -> dict[str, Any]:
-        settings = self._get(
-            "/server-side/v2-settings",
-            {
-                "i": self.config.sdk_key,
-                "a": self.config.account_id,
-                "platform": "server",
-                "api-version": "1",
-                "s": "prod",
-            },
-            timeout,
-        )
+            raise GatewayError(f"{SETTINGS_PATH}: {type(exc).__name__}") from None
+        settings = parse_answer(SETTINGS_PATH, response.status, response.data)
         if not isinstance(settings, dict):
-            raise GatewayError("/server-side/v2-settings: the answer is not a settings object")
+            raise GatewayError(f"{SETTINGS_PATH}: the answer is not a settings object")
         return settings
 
     def is_member(self, list_id: str, attribute: str) -> bool:
-        query = membership_query(self.config, list_id, attribute)
-        return member(self._get(MEMBERSHIP_PATH, query, self.config.lookup_timeout))
+        return member(self._lookup(self._targets.membership(list_id, attribute)))
 
     def user_details(self, user_agent: str | None, ip_address: str | None) -> dict[str, Any]:
+        return user_details(self._lookup(self._targets.user_details(user_agent, ip_address)))
+
+    def _lookup(self, target: str) -> Any:
+        assert self._connections is not None
+        path = target.split("?")[0]
+        response = self._connections.get(target, self.config.lookup_timeout)
+        return parse_answer(path, response.status, response.body)
+
+    def close(self) -> None:
+        self._pool.clear()
+        if self._connections is not None:
+            self._connections.close()
+
+
+class Connections:
+    """Blocking keep-alive connections to the gateway, shared by threads: a request written in
+    one call, its answer parsed as it arrives (``wire``); a connection the gateway closed while
+    idle costs one retry on a new one, nothing else."""
+
+    def __init__(self, endpoint: Endpoint, max_idle: int = 16) -> None:
+        self.endpoint = endpoint
+        self._max_idle = max_idle
+        self._idle: list[tuple[socket.socket, Reader]] = []
+        self._lock = threading.Lock()
+
+    def get(self, target: str, timeout: float) -> Response:
+        """GET ``target``; ``GatewayError`` when no answer came within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        path = target.split("?")[0]
+        while True:
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            heard = False
+            try:
+                sock, reader = idle or self._connect(deadline)
+            except OSError as error:
+                raise GatewayError(f"{path}: {type(error).__name__}") from None
+            try:
+                sock.settimeout(_left(deadline))
+                sock.sendall(reader.frame(target))
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        raise ConnectionResetError("the gateway closed the connection")
+                    heard = True
+                    response = reader.feed(data)
+                    if response is not None:
+                        break
+                    sock.settimeout(_left(deadline))
+            except (OSError, ValueError) as error:
+                sock.close()
+                if idle is not None and not heard and time.monotonic() < deadline:
+                    continue  # closed while idle: once more, on a new connection
+                raise GatewayError(f"{path}: {type(error).__name__}") from None
+            self._put(sock, reader, response.keep_alive)
+            return response
+
+    def _connect(self, deadline: float) -> tuple[socket.socket, Reader]:
+        endpoint = self.endpoint
+        sock = socket.create_connection((endpoint.host, endpoint.port), timeout=_left(deadline))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if endpoint.tls is not None:
+            try:
+                sock = endpoint.tls.wrap_socket(sock, server_hostname=endpoint.host)
+            except BaseException:
+                sock.close()
+                raise
+        return sock, endpoint.reader()
+
+    def _put(self, sock: socket.socket, reader: Reader, keep_alive: bool) -> None:
+        with self._lock:
+            if keep_alive and len(self._idle) < self._max_idle:
+                self._idle.append((sock, reader))
+                return
+        sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for sock, _ in idle:
+            sock.close()
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.001)
+
+
+SETTINGS_PATH = "/server-side/v2-settings"
+MEMBERSHIP_PATH = "/check-attribute"
+USER_DETAILS_PATH = "/get-user-details"
+
+
+class LookupTargets:
+    """The request targets (path and query) of lookups; the account's part formatted once.
+    "@" stays as it is: an e-mail then needs no percent sign."""
+
+    def __init__(self, config: Config) -> None:
+        self._account = "&" + urlencode({"accountId": config.account_id, "sdkKey": config.sdk_key})
+
+    def membership(self, list_id: str, attribute: str) -> str:
+        query = urlencode({"attribute": attribute, "listId": list_id}, safe="@")
+        return f"{MEMBERSHIP_PATH}?{query}{self._account}"
+
+    def user_details(self, user_agent: str | None, ip_address: str | None) -> str:
         query = {}
         if user_agent:
             query["userAgent"] = user_agent
         if ip_address:
             query["ipAddress"] = ip_address
-        answer = self._get("/get-user-details", query, self.config.lookup_timeout)
-        if not isinstance(answer, dict):
-            raise GatewayError("/get-user-details: unexpected answer")
-        return answer
-
-    def close(self) -> None:
-        self._pool.clear()
+        return f"{USER_DETAILS_PATH}?{urlencode(query)}"
 
 
-MEMBERSHIP_PATH = "/check-attribute"
-
-
-def membership_query(config: Config, list_id: str, attribute: str) -> dict[str, str]:
-    return {
-        "attribute": attribute,
-        "listId": list_id,
-        "accountId": config.account_id,
-        "sdkKey": config.sdk_key,
-    }
+def user_details(answer: Any) -> dict[str, Any]:
+    """A ``/get-user-details`` answer: its location and parsed user agent (empty if absent)."""
+    if not isinstance(answer, dict):
+        raise GatewayError(f"{USER_DETAILS_PATH}: unexpected answer")
+    return {"location": answer.get("location") or {}, "userAgent": answer.get("userAgent") or {}}
 
 
 def member(answer: Any) -> bool:

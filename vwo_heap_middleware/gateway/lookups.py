@@ -4,8 +4,10 @@ Redis first when it is configured (``redis_store``)."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,7 +21,7 @@ from ..observers import Observer
 from .breaker import CircuitBreaker
 from .cached_lookup import CachedLookup, Started, wait_async
 from .client import Gateway, GatewayClient
-from .loop import LoopMemberships
+from .loop import LoopGateway
 
 if TYPE_CHECKING:
     from .redis_store import RedisStore
@@ -91,23 +93,63 @@ class GatewayLookups:
         )
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._on_loop: LoopMemberships | None = None
+        self._on_loop: LoopGateway | None = None
         self._set_on_loop(client)
 
     def _set_on_loop(self, client: Gateway) -> None:
-        """Async requests ask the real gateway for memberships from the event loop, unless
-        Redis coordinates the asking (its calls block) or the gateway is HTTPS."""
+        """Async requests ask the real gateway (HTTP or HTTPS) from their event loop, Redis
+        with its asyncio client; the thread pool is left to blocking callers."""
         if self._on_loop is not None:
             self._on_loop.close()
-        on_loop = LoopMemberships(self._config)
-        usable = isinstance(client, GatewayClient) and on_loop.usable and self.shared is None
-        self._on_loop = on_loop if usable else None
-        self.memberships.fetch_on_loop = self._fetch_membership_on_loop if usable else None
+        on_loop = LoopGateway(self._config) if isinstance(client, GatewayClient) else None
+        self._on_loop = on_loop if on_loop is not None and on_loop.usable else None
+        usable = self._on_loop is not None
+        self.memberships.fetch_on_loop = self._membership_on_loop if usable else None
+        self.user_details.fetch_on_loop = self._details_on_loop if usable else None
 
-    async def _fetch_membership_on_loop(self, key: MembershipKey) -> bool:
-        assert self._on_loop is not None
-        with self._timing("membership"):
-            return await self._on_loop.is_member(*key)
+    def _membership_on_loop(self, key: MembershipKey) -> asyncio.Future[bool]:
+        on_loop = self._on_loop
+        assert on_loop is not None
+
+        def ask() -> asyncio.Future[bool]:
+            return self._timed_on_loop("membership", on_loop.is_member(*key))
+
+        if self.shared is not None:
+            return asyncio.ensure_future(self.shared.fetch_once_async("m", key, ask, self._ttl))
+        return ask()
+
+    def _details_on_loop(self, key: DetailsKey) -> asyncio.Future[Mapping[str, Any]]:
+        on_loop = self._on_loop
+        assert on_loop is not None
+
+        def ask() -> asyncio.Future[dict[str, Any]]:
+            return self._timed_on_loop("user_details", on_loop.user_details(*key))
+
+        if self.shared is None:
+            answer: asyncio.Future[Any] = ask()
+        else:
+            ttl = self._config.user_details_ttl
+            answer = asyncio.ensure_future(
+                self.shared.fetch_once_async("u", key, ask, lambda details: ttl)
+            )
+        frozen: asyncio.Future[Mapping[str, Any]] = answer.get_loop().create_future()
+        answer.add_done_callback(functools.partial(_frozen, frozen))
+        return frozen
+
+    def _timed_on_loop(self, kind: str, answer: asyncio.Future[V]) -> asyncio.Future[V]:
+        """``answer``, its duration and outcome told to the observers when it lands."""
+        if self.observers:
+            started = time.perf_counter()
+
+            def told(done: asyncio.Future[V]) -> None:
+                failed = done.cancelled() or done.exception() is not None
+                self.observers.lookup_done(kind, time.perf_counter() - started, failed)
+
+            answer.add_done_callback(told)
+        return answer
+
+    def _ttl(self, member: bool) -> float:
+        return self._config.membership_ttl if member else self._config.non_membership_ttl
 
     def reset(self, client: Gateway) -> None:
         """After a fork: forget the parent's caches, threads, connections and breaker."""
@@ -138,7 +180,7 @@ class GatewayLookups:
         running event loop, so memberships may be asked from it."""
         return Pending(
             self.memberships.begin(memberships, on_loop=on_loop),
-            self.user_details.begin([details] if details else []),
+            self.user_details.begin([details] if details else [], on_loop=on_loop),
         )
 
     def close(self) -> None:
@@ -176,22 +218,27 @@ class GatewayLookups:
         def ask() -> bool:
             return self.timed("membership", self.client.is_member, *key)
 
-        def ttl(member: bool) -> float:
-            return self._config.membership_ttl if member else self._config.non_membership_ttl
-
         if self.shared is None:
             return ask()
-        return self.shared.fetch_once("m", key, ask, ttl)
+        return self.shared.fetch_once("m", key, ask, self._ttl)
 
     def _fetch_user_details(self, key: DetailsKey) -> Mapping[str, Any]:
         def ask() -> dict[str, Any]:
-            details = self.timed("user_details", self.client.user_details, *key)
-            return {
-                "location": details.get("location") or {},
-                "userAgent": details.get("userAgent") or {},
-            }
+            return self.timed("user_details", self.client.user_details, *key)
 
         if self.shared is None:
             return MappingProxyType(ask())
         ttl = self._config.user_details_ttl
         return MappingProxyType(self.shared.fetch_once("u", key, ask, lambda details: ttl))
+
+
+def _frozen(frozen: asyncio.Future[Mapping[str, Any]], answer: asyncio.Future[Any]) -> None:
+    """User details as a read-only mapping (they are shared by every decision made on them)."""
+    if frozen.done():
+        return
+    if answer.cancelled():
+        frozen.cancel()
+    elif (error := answer.exception()) is not None:
+        frozen.set_exception(error)
+    else:
+        frozen.set_result(MappingProxyType(answer.result()))

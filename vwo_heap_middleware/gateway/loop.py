@@ -1,120 +1,279 @@
-"""Membership lookups for async requests on the event loop itself: no thread hand-off."""
+"""Gateway lookups from an event loop, with no thread and no task per lookup.
+
+Each loop keeps its own keep-alive connections (asyncio ``Protocol``/``Transport``, TLS too),
+which the loop watches: a connection the gateway closes leaves the pool as it closes. A lookup
+writes its preformatted request in one call and gets back a loop future the connection resolves
+from ``data_received``; a deadline timer fails it (and closes the connection: an answer would
+come out of step). Nothing a caller does to the future reaches other callers: each lookup has
+its own. The connections close with their loop (a keeper task the loop cancels at its end), on
+``close()``, and are forgotten after a fork.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from typing import Any
-from urllib.parse import urlencode, urlsplit
-
-import h11
+import contextlib
+import functools
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..config import Config
-from .client import MEMBERSHIP_PATH, GatewayError, member, membership_query, parse_answer
+from .client import GatewayError, LookupTargets, member, parse_answer, user_details
+from .wire import Endpoint, Reader, Response
 
-_timeout: Any = getattr(asyncio, "timeout", None)
+T = TypeVar("T")
+Convert = Callable[[Response], T]
 
 
-class LoopMemberships:
-    """Membership lookups for async requests on the event loop itself: no thread hand-off.
+class LoopGateway:
+    """Memberships and user details from the running event loop; see the module's docstring."""
 
-    Keep-alive sockets are driven by the running loop's ``sock_*`` calls (so a socket belongs
-    to no loop and any loop may reuse it) and HTTP/1.1 is framed by h11. Plain-HTTP gateways
-    only (``usable``); HTTPS gateways are asked from the engine's thread pool.
-    """
-
-    def __init__(self, config: Config, max_idle: int = 32) -> None:
-        parts = urlsplit(config.gateway_url)
-        self.config = config
-        self.usable = parts.scheme == "http" and parts.hostname is not None
-        self._host = parts.netloc
-        self._address = (parts.hostname or "", parts.port or 80)
-        self._resolved: Any = None
-        self._idle: list[tuple[socket.socket, h11.Connection]] = []
+    def __init__(self, config: Config, *, parser: str | None = None, max_idle: int = 64) -> None:
+        self.endpoint = Endpoint.of(config, parser)
+        self.usable = self.endpoint is not None
+        self._timeout = config.lookup_timeout
+        self._targets = LookupTargets(config)
         self._max_idle = max_idle
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    async def is_member(self, list_id: str, attribute: str) -> bool:
-        query = urlencode(membership_query(self.config, list_id, attribute), safe="@")
-        try:
-            if _timeout is not None:  # Python 3.11+: a timer, not another task
-                async with _timeout(self.config.lookup_timeout):
-                    status, data = await self._get(f"{MEMBERSHIP_PATH}?{query}")
-            else:
-                request = self._get(f"{MEMBERSHIP_PATH}?{query}")
-                status, data = await asyncio.wait_for(request, self.config.lookup_timeout)
-        except (OSError, asyncio.TimeoutError, h11.ProtocolError) as exc:
-            raise GatewayError(f"{MEMBERSHIP_PATH}: {type(exc).__name__}") from None
-        return member(parse_answer(MEMBERSHIP_PATH, status, data))
+    def is_member(self, list_id: str, attribute: str) -> asyncio.Future[bool]:
+        target = self._targets.membership(list_id, attribute)
+        return self.request(target, functools.partial(_membership, target))
 
-    async def _get(self, target: str) -> tuple[int, bytes]:
+    def user_details(
+        self, user_agent: str | None, ip_address: str | None
+    ) -> asyncio.Future[dict[str, Any]]:
+        target = self._targets.user_details(user_agent, ip_address)
+        return self.request(target, functools.partial(_user_details, target))
+
+    def request(self, target: str, convert: Convert[T]) -> asyncio.Future[T]:
+        """GET ``target`` from the running loop; the future holds ``convert(response)`` or a
+        ``GatewayError`` within the lookup timeout."""
+        assert self.endpoint is not None
         loop = asyncio.get_running_loop()
-        sock, conn = self._reuse() or await self._connect(loop)
-        try:
-            request = h11.Request(method="GET", target=target, headers=[("Host", self._host)])
-            await loop.sock_sendall(
-                sock, conn.send(request) + (conn.send(h11.EndOfMessage()) or b"")
-            )
-            status, body = 0, bytearray()
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await loop.sock_recv(sock, 65536))
-                elif isinstance(event, h11.Response):
-                    status = event.status_code
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-                elif isinstance(event, h11.ConnectionClosed):
-                    raise ConnectionResetError("the gateway closed the connection")
-        except BaseException:
-            sock.close()
-            raise
-        if (
-            conn.our_state is h11.DONE
-            and conn.their_state is h11.DONE
-            and len(self._idle) < self._max_idle
-        ):
-            conn.start_next_cycle()
-            self._idle.append((sock, conn))
-        else:
-            sock.close()
-        return status, bytes(body)
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = self._pools[loop] = _Pool(loop, self.endpoint, self._max_idle)
+        waiter: asyncio.Future[T] = loop.create_future()
+        pool.send(target, convert, waiter, time.monotonic() + self._timeout)
+        return waiter
 
-    def _reuse(self) -> tuple[socket.socket, h11.Connection] | None:
-        """An idle connection the gateway has not closed meanwhile (an idle timeout, a
-        restart), else None; closed ones are dropped."""
-        while self._idle:
-            sock, conn = self._idle.pop()
-            try:
-                if sock.recv(1, socket.MSG_PEEK) == b"":  # closed by the gateway
-                    raise ConnectionResetError
-            except BlockingIOError:  # nothing to read: alive and idle
-                return sock, conn
-            except OSError:
-                pass
-            sock.close()  # closed, or it sent what nobody asked for
-        return None
-
-    async def _connect(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> tuple[socket.socket, h11.Connection]:
-        if self._resolved is None:
-            found = await loop.getaddrinfo(*self._address, type=socket.SOCK_STREAM)
-            self._resolved = found[0]
-        family, kind, proto, _, address = self._resolved
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, address)
-        except BaseException:
-            sock.close()
-            raise
-        return sock, h11.Connection(h11.CLIENT)
+    def idle(self) -> int:
+        """Idle connections kept, over every loop (for tests and stats)."""
+        return sum(len(pool.idle) for pool in list(self._pools.values()))
 
     def close(self) -> None:
-        """Close the idle connections (engine closing, or a forked child's copies)."""
-        idle, self._idle = self._idle, []
-        for sock, _ in idle:
-            sock.close()
+        """Close every connection, each on its own loop's thread (engine closing)."""
+        pools, self._pools = list(self._pools.items()), weakref.WeakKeyDictionary()
+        for loop, pool in pools:
+            with contextlib.suppress(RuntimeError):  # a closed loop took them down already
+                loop.call_soon_threadsafe(pool.close)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's loops and connections are not this process's."""
+        self._pools = weakref.WeakKeyDictionary()
+
+
+class _Pool:
+    """One loop's connections to the gateway."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, endpoint: Endpoint, max_idle: int) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self.max_idle = max_idle
+        self.idle: list[_Connection] = []
+        self.open: set[_Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = {close_with_loop(loop, self.close)}
+
+    def send(
+        self, target: str, convert: Convert[Any], waiter: asyncio.Future[Any], deadline: float
+    ) -> None:
+        while self.idle:
+            connection = self.idle.pop()
+            if connection.send(target, convert, waiter, deadline, reused=True):
+                return
+        task = self.loop.create_task(self._connect_and_send(target, convert, waiter, deadline))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _connect_and_send(
+        self, target: str, convert: Convert[Any], waiter: asyncio.Future[Any], deadline: float
+    ) -> None:
+        endpoint = self.endpoint
+        connecting = self.loop.create_connection(
+            lambda: _Connection(self),
+            endpoint.host,
+            endpoint.port,
+            ssl=endpoint.tls,
+            server_hostname=endpoint.host if endpoint.tls else None,
+        )
+        try:
+            _, connection = await asyncio.wait_for(connecting, max(deadline - time.monotonic(), 0))
+        except (OSError, asyncio.TimeoutError) as error:
+            fail(waiter, GatewayError(f"{target.split('?')[0]}: {type(error).__name__}"))
+            return
+        if not connection.send(target, convert, waiter, deadline, reused=False):
+            fail(waiter, GatewayError(f"{target.split('?')[0]}: ConnectionResetError"))
+
+    def release(self, connection: _Connection) -> None:
+        if len(self.idle) < self.max_idle:
+            self.idle.append(connection)
+        else:
+            connection.close()
+
+    def lost(self, connection: _Connection) -> None:
+        self.open.discard(connection)
+        with contextlib.suppress(ValueError):
+            self.idle.remove(connection)
+
+    def close(self) -> None:
+        """Drop every connection now: no TLS goodbye, which would need the loop a while longer
+        (at its end it has no while; the socket under a TLS transport would stay open)."""
+        for connection in list(self.open):
+            if connection.transport is not None:
+                connection.transport.abort()
+        self.idle.clear()
+        for task in list(self.tasks):
+            task.cancel()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: one request at a time, its answer resolving its waiter."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.reader: Reader = pool.endpoint.reader()
+        self.waiter: asyncio.Future[Any] | None = None
+        self.convert: Convert[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.request = b""
+        self.deadline = 0.0
+        self.reused = False
+        self.heard = False  # a byte of the current answer came
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.pool.open.add(self)
+
+    def send(
+        self,
+        target: str,
+        convert: Convert[Any],
+        waiter: asyncio.Future[Any],
+        deadline: float,
+        *,
+        reused: bool,
+    ) -> bool:
+        """Write the request; False when this connection is gone (take another)."""
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.waiter, self.convert, self.deadline, self.reused = waiter, convert, deadline, reused
+        self.heard = False
+        self.request = self.reader.frame(target)
+        self.timer = self.pool.loop.call_at(
+            self.pool.loop.time() + max(deadline - time.monotonic(), 0.0), self._timed_out
+        )
+        self.transport.write(self.request)
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None:  # nobody asked: out of step
+            self.close()
+            return
+        self.heard = True
+        try:
+            response = self.reader.feed(data)
+        except ValueError as error:
+            self._finish(GatewayError(f"{_path(self.request)}: {error}"))
+            self.close()
+            return
+        if response is None:
+            return
+        convert = self.convert
+        self._finish(None)
+        if response.keep_alive:
+            self.pool.release(self)
+        else:
+            self.close()
+        if not waiter.done():
+            try:
+                waiter.set_result(convert(response))  # type: ignore[misc]
+            except GatewayError as error:
+                waiter.set_exception(error)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.lost(self)
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if self.reused and not self.heard and time.monotonic() < self.deadline:
+            # the gateway closed an idle connection as we wrote: one more try, a new one
+            target = _target(self.request)
+            convert, self.waiter = self.convert, None
+            self._stop_timer()
+            self.pool.send(target, convert, waiter, self.deadline)  # type: ignore[arg-type]
+            return
+        self._finish(GatewayError(f"{_path(self.request)}: ConnectionResetError"))
+
+    def _timed_out(self) -> None:
+        self._finish(GatewayError(f"{_path(self.request)}: TimeoutError"))
+        self.close()  # its answer, if it comes, would answer the next request
+
+    def _finish(self, error: GatewayError | None) -> None:
+        waiter, self.waiter, self.convert = self.waiter, None, None
+        self._stop_timer()
+        if error is not None and waiter is not None:
+            fail(waiter, error)
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def close_with_loop(
+    loop: asyncio.AbstractEventLoop, close: Callable[[], Awaitable[None] | None]
+) -> asyncio.Task[None]:
+    """A task that calls ``close`` when the loop ends (``asyncio.run`` and servers cancel what
+    is left running then); keep a reference to it."""
+
+    async def keep() -> None:
+        try:
+            await loop.create_future()
+        finally:
+            closing = close()
+            if closing is not None:
+                await closing
+
+    return loop.create_task(keep())
+
+
+def fail(waiter: asyncio.Future[Any], error: GatewayError) -> None:
+    if not waiter.done():
+        waiter.set_exception(error)
+
+
+def _target(request: bytes) -> str:
+    return request.split(b" ", 2)[1].decode("ascii")
+
+
+def _path(request: bytes) -> str:
+    return _target(request).split("?")[0] if request else "gateway"
+
+
+def _membership(target: str, response: Response) -> bool:
+    return member(parse_answer(target.split("?")[0], response.status, response.body))
+
+
+def _user_details(target: str, response: Response) -> dict[str, Any]:
+    return user_details(parse_answer(target.split("?")[0], response.status, response.body))

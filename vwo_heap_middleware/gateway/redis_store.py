@@ -3,9 +3,9 @@
 Three things every worker of every host shares through one Redis:
 
 - **gateway answers**: ``/check-attribute`` memberships and ``/get-user-details``, with the same
-  TTLs as in memory. A worker asks its own cache, then Redis (one ``MGET`` for all a request
-  needs), then the gateway; one worker per key asks the gateway (``SET NX``), the others wait
-  briefly for its answer;
+  TTLs as in memory. A worker asks its own cache, then Redis (one ``MGET`` for all a blocking
+  request needs; from the event loop, redis-py's asyncio client), then the gateway; one worker
+  per key asks the gateway (``SET NX``), the others wait briefly for its answer;
 - **sticky decisions**: the SDK's storage connector, so a visitor keeps the variation they were
   bucketed into while the flag's rule exists, even when the traffic split changes;
 - **one impression** per visitor, campaign and variation within the decision's lifetime.
@@ -17,10 +17,12 @@ does without Redis. Keys hold hashes of identities and user ids, never the raw v
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis
@@ -29,6 +31,7 @@ from ..config import Config
 from ..evaluation.outcome import Event
 from ..identity import fingerprint
 from .breaker import CircuitBreaker
+from .loop import close_with_loop
 
 logger = logging.getLogger("vwo_heap_middleware")
 T = TypeVar("T")
@@ -54,6 +57,11 @@ class RedisStore:
         self._prefix = f"{config.redis_prefix}:{config.account_id}"
         self._config = config
         self.breaker = CircuitBreaker(window=10.0, min_calls=3, ratio=0.5, probe_interval=1.0)
+        # redis-py's asyncio clients, one per event loop (their connections are the loop's)
+        self._on_loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closers: set[asyncio.Task[None]] = set()
 
     def _call(self, call: Callable[[], T], default: T) -> T:
         """``call()`` against Redis, or ``default`` when Redis fails or is being skipped."""
@@ -108,6 +116,63 @@ class RedisStore:
                 return json.loads(found)  # type: ignore[no-any-return]
             time.sleep(POLL)
         return fetch()  # the other worker is slow: ask ourselves
+
+    async def fetch_once_async(
+        self,
+        kind: str,
+        key: tuple[str | None, ...],
+        fetch: Callable[[], Awaitable[T]],
+        ttl: Callable[[T], float],
+    ) -> T:
+        """``fetch_once`` from an event loop, with redis-py's asyncio client: the answer other
+        workers have, else one worker asks the gateway while the others wait briefly."""
+        client = self._client_on_loop()
+        name = self._name(kind, key)
+        found = await self._call_async(lambda: client.get(name), None)
+        if found is not None:
+            return json.loads(found)  # type: ignore[no-any-return]
+        lock = f"{name}:lock"
+        lock_ms = int(LOCK_SECONDS * 1000)
+        if await self._call_async(lambda: client.set(lock, b"1", px=lock_ms, nx=True), True):
+            value = await fetch()
+            if ttl(value) > 0:
+                px = max(int(ttl(value) * 1000), 1)
+                await self._call_async(lambda: client.set(name, json.dumps(value), px=px), None)
+            await self._call_async(lambda: client.delete(lock), None)
+            return value
+        deadline = time.monotonic() + self._config.lookup_timeout
+        while time.monotonic() < deadline:
+            await asyncio.sleep(POLL)
+            found = await self._call_async(lambda: client.get(name), None)
+            if found is not None:
+                return json.loads(found)  # type: ignore[no-any-return]
+        return await fetch()  # the other worker is slow: ask ourselves
+
+    def _client_on_loop(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._on_loops.get(loop)
+        if client is None:
+            import redis.asyncio
+
+            timeout = self._config.redis_timeout
+            client = self._on_loops[loop] = redis.asyncio.Redis.from_url(
+                str(self._config.redis_url),
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+            self._closers.add(close_with_loop(loop, client.aclose))
+        return client
+
+    async def _call_async(self, call: Callable[[], Awaitable[T]], default: T) -> T:
+        if not self.breaker.allow():
+            return default
+        try:
+            result = await call()
+        except (redis.RedisError, OSError, asyncio.TimeoutError):
+            self.breaker.failure()
+            return default
+        self.breaker.success()
+        return result
 
     # Impressions -----------------------------------------------------------------------------
 

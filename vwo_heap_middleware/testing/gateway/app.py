@@ -91,10 +91,13 @@ class Recorder:
             self.events: Counter[str] = Counter()
             self.event_log: deque[dict[str, Any]] = deque(maxlen=RECORD_LIMIT)
             self.membership_lookups: deque[dict[str, Any]] = deque(maxlen=RECORD_LIMIT)
+            self.lookup_peers: set[str] = set()  # client addresses that asked for lookups
 
-    def request(self, endpoint: str) -> None:
+    def request(self, endpoint: str, peer: str = "") -> None:
         with self._lock:
             self.requests[endpoint] += 1
+            if endpoint in ("check_attribute", "user_details") and len(self.lookup_peers) < 65536:
+                self.lookup_peers.add(peer)
 
     def event(self, name: str, query: Mapping[str, str], body: object) -> None:
         with self._lock:
@@ -121,6 +124,7 @@ class Recorder:
                 **counts,
                 "event_log": list(self.event_log),
                 "membership_lookups": list(self.membership_lookups),
+                "lookup_connections": len(self.lookup_peers),  # distinct client (address, port)
             }
 
 
@@ -179,7 +183,8 @@ class GatewayApp:
 
     def dispatch(self, endpoint: str, request: Request) -> Response:
         if endpoint in ENDPOINTS:
-            self.recorder.request(endpoint)
+            peer = f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '')}"
+            self.recorder.request(endpoint, peer)
             fault = self.faults.get(endpoint)
             if fault is not None:
                 if fault.latency:
