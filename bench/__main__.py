@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                     url = urls[framework, case]
                     made, received = events_made(url), events_received(gateway_url)
                     cpu = cpu_seconds(pids[framework, case])
+                    gc_pauses(url)  # from here on
                     set_fault(gateway_url, fault, args.seconds)
                     try:
                         result = (
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                         clear_fault(gateway_url, fault)
                     cpu = cpu_seconds(pids[framework, case]) - cpu
                     result.cpu_us = cpu / max(result.requests, 1) * 1e6
+                    result.gc = gc_pauses(url)
                     drain(url)  # the case ends when its impressions are delivered
                     settle(gateway_url)
                     result.impressions = events_made(url) - made
@@ -194,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"round {number + 1} {framework:9} {case:3} {result.rps:9.0f} req/s  "
                         f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                        f"cpu {result.cpu_us:6.0f} us/req  events {result.delivered}/"
-                        f"{result.impressions}  errors {result.errors}",
+                        f"cpu {result.cpu_us:6.0f} us/req  "
+                        f"gc longest {(result.gc or {}).get('longest_ms', 0):.1f} ms  "
+                        f"events {result.delivered}/{result.impressions}  errors {result.errors}",
                         flush=True,
                     )
         micro = {} if args.no_micro else run_micro(gateway_url)
@@ -231,6 +234,22 @@ def clear_fault(gateway_url: str, fault: str | None) -> None:
         wait_for(f"{gateway_url}/_gateway/health", 30.0)
     elif fault == "slow":
         http.request("DELETE", f"{gateway_url}/_gateway/faults")
+
+
+def gc_summary(pauses: list[dict[str, float]]) -> dict[str, float]:
+    """A case's collector pauses over its rounds: counts and total summed, longest the max."""
+    return {
+        "gc_pauses": sum(p["count"] for p in pauses),
+        "gc_ms": round(sum(p["total_ms"] for p in pauses), 1),
+        "gc_longest_ms": round(max((p["longest_ms"] for p in pauses), default=0), 2),
+        "gc_full": sum(p["full"] for p in pauses),
+        "gc_full_longest_ms": round(max((p["full_ms"] for p in pauses), default=0), 2),
+    }
+
+
+def gc_pauses(url: str) -> dict[str, float]:
+    """The server's collector pauses since the last call (``/gc`` reads and resets them)."""
+    return dict(http.request("GET", f"{url}/gc").json())
 
 
 def events_made(url: str) -> int:
@@ -279,7 +298,7 @@ def run_micro(gateway_url: str) -> dict[str, float]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -300,6 +319,7 @@ def summarise(
                 "cpu_us": statistics.median(r.cpu_us for r in results),
                 "impressions": sum(r.impressions for r in results),
                 "delivered": sum(r.delivered for r in results),
+                **gc_summary([r.gc for r in results if r.gc]),
             }
             for case, results in by_case.items()
             if results
@@ -361,7 +381,9 @@ def write(report: dict[str, Any], out: Path) -> None:
                 f"{framework:9} {case:3} {figure['rps']:9.0f} req/s  "
                 f"p50 {figure['p50_ms']:7.2f} ms  p99 {figure['p99_ms']:7.2f} ms  "
                 f"cpu {figure['cpu_us']:6.0f} us/req  events {figure['delivered']}/"
-                f"{figure['impressions']}"
+                f"{figure['impressions']}  gc {figure['gc_pauses']} pauses "
+                f"{figure['gc_ms']} ms, longest {figure['gc_longest_ms']} ms, "
+                f"full {figure['gc_full']} (longest {figure['gc_full_longest_ms']} ms)"
             )
     if report["micro_us"]:
         print("micro (us): " + ", ".join(f"{k} {v}" for k, v in report["micro_us"].items()))

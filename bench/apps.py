@@ -10,13 +10,46 @@ LaunchDarkly service here). The gateway comes from the environment.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 CASE = os.environ.get("BENCH_CASE", "bare")
+
+
+class GcPauses:
+    """The garbage collector's pauses in this server, from ``gc.callbacks``: read (and reset)
+    at ``/gc`` before and after each case."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.reset()
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> dict[str, float]:
+        seen = dict(getattr(self, "seen", {}))
+        self.seen = {"count": 0, "total_ms": 0.0, "longest_ms": 0.0, "full": 0, "full_ms": 0.0}
+        return seen
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = (time.perf_counter() - self._started) * 1000
+        seen = self.seen
+        seen["count"] += 1
+        seen["total_ms"] += took
+        seen["longest_ms"] = max(seen["longest_ms"], took)
+        if info.get("generation") == 2:
+            seen["full"] += 1
+            seen["full_ms"] = max(seen["full_ms"], took)
+
+
+PAUSES = GcPauses()
 FLAGS = ("premium_checkout", "new_banner")
 PAGE = (
     "<!doctype html><title>Shop</title>"
@@ -158,8 +191,16 @@ def starlette_app() -> Any:
     async def stats(request: Request) -> JSONResponse:
         return JSONResponse(engine.stats() if engine is not None else {})
 
+    async def gc_pauses(request: Request) -> JSONResponse:
+        return JSONResponse(PAUSES.reset())
+
     app: Any = Starlette(
-        routes=[Route("/", page), Route("/healthz", healthz), Route("/stats", stats)]
+        routes=[
+            Route("/", page),
+            Route("/healthz", healthz),
+            Route("/stats", stats),
+            Route("/gc", gc_pauses),
+        ]
     )
     if CASE == "seed" or CASE in PEERS:
         if CASE == "seed":
@@ -248,6 +289,10 @@ def flask_app() -> Any:
     @app.get("/stats")
     def stats() -> dict[str, int]:
         return engine.stats() if engine is not None else {}
+
+    @app.get("/gc")
+    def gc_pauses() -> dict[str, float]:
+        return PAUSES.reset()
 
     return app
 

@@ -81,6 +81,7 @@ class Result:
     cpu_us: float = 0.0  # the server's CPU time per request (every process of it)
     impressions: int = 0  # vwo_variationShown events the server made during the case
     delivered: int = 0  # ... and the gateway received by the end of the case
+    gc: dict[str, float] | None = None  # the server's collector pauses during the case
 
 
 def free_port() -> int:

@@ -1,5 +1,6 @@
 """Micro-figures, in microseconds: identity parsing + context, a warm and a cold decision, and
-a new (visitor, flag) decision in-process, native and by the SDK.
+a new (visitor, flag) decision in-process, native and by the SDK; and what cached visitors cost
+the garbage collector.
 
 Run as ``python -m bench.micro GATEWAY_URL``; prints one JSON object.
 """
@@ -7,13 +8,14 @@ Run as ``python -m bench.micro GATEWAY_URL``; prints one JSON object.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vwo_heap_middleware import Config, FlagEngine, RequestFacts, build_visitor
+from vwo_heap_middleware import Config, FlagEngine, RequestFacts, build_visitor, open_request
 from vwo_heap_middleware.evaluation.native import NativeSettings
 from vwo_heap_middleware.evaluation.outcome import Answers
 from vwo_heap_middleware.offline.flags_file import load_flags_file
@@ -81,6 +83,44 @@ def evaluation(config: Config, calls: int = 5000) -> dict[str, float]:
     return {"native_evaluation_us": round(native_us, 2), "sdk_evaluation_us": round(sdk_us, 2)}
 
 
+def gc_figures(visitors: int = 200_000) -> dict[str, float]:
+    """What caching visitors costs the garbage collector: tracked objects kept per cached
+    visitor, and one full collection with ``visitors`` of them cached (offline engine: the
+    same caches, no network)."""
+    here = Path(__file__).parent
+    config = Config(
+        offline_flags=here / "flags.toml",
+        offline_segments=here / "segments.json",
+        flags=("premium_checkout", "new_banner"),
+        cache_size=visitors * 5,  # nobody evicted: every visitor stays cached
+    )
+    engine = FlagEngine(config)
+
+    def visit(n: int) -> None:
+        facts = RequestFacts(identity_header=f"gc-{n}@example.com", peer="203.0.113.7")
+        with open_request(engine, facts) as flags:
+            flags.enabled("premium_checkout")
+
+    for n in range(1000):
+        visit(n)
+    gc.collect()
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(1000, 1000 + visitors):
+        visit(n)
+    gc.collect()
+    gc.collect()
+    kept = (len(gc.get_objects()) - before) / visitors
+    started = time.perf_counter()
+    gc.collect()
+    full_ms = (time.perf_counter() - started) * 1000
+    engine.close()
+    return {
+        "gc_tracked_objects_per_cached_visitor": round(kept, 3),
+        f"gc_full_collection_ms_with_{visitors}_cached_visitors": round(full_ms, 2),
+    }
+
+
 def main() -> None:
     gateway_url = sys.argv[1]
     config = Config(
@@ -120,6 +160,7 @@ def main() -> None:
     engine.close()
     new_us = {mode: new_decision(config, mode) for mode in ("native", "sdk")}
     evaluated = evaluation(config)
+    collector = gc_figures()
     print(
         json.dumps(
             {
@@ -130,6 +171,7 @@ def main() -> None:
                 "new_decision_native_us": round(new_us["native"], 2),
                 "new_decision_sdk_us": round(new_us["sdk"], 2),
                 **evaluated,
+                **collector,
             }
         )
     )

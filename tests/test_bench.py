@@ -63,5 +63,6 @@ def test_bench_runs_for_a_second(tmp_path: Path) -> None:
     figures = report["figures"]["starlette"]
     assert figures["A"]["rps"] > 0 and figures["C"]["rps"] > 0
     assert figures["C"]["errors"] == 0
+    assert {"gc_pauses", "gc_longest_ms", "gc_full_longest_ms"} <= set(figures["C"])
     assert next(tmp_path.glob("bench-*.png")).stat().st_size > 0
     assert done.stdout.strip().splitlines()[-1].startswith("starlette: C/A=")

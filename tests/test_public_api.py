@@ -86,6 +86,7 @@ PUBLIC_ROOT = {
     "fastapi",
     "flask",
     "guards",
+    "headers",
     "identity",
     "observers",
     "openfeature",

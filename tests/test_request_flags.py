@@ -10,7 +10,7 @@ import pytest
 
 from tests.support import DATA, EngineFactory, visitor
 from vwo_heap_middleware import Reason, RequestFlags
-from vwo_heap_middleware.request_flags import ResponseHeaders, merge_vary
+from vwo_heap_middleware.headers import ResponseHeaders
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 
@@ -94,14 +94,6 @@ def test_any_read_of_the_visitor_marks_the_response(
         assert flags.response_headers() == ResponseHeaders(
             ("Cookie", "X-Heap-Identity"), (), "private"
         )
-
-
-def test_merge_vary() -> None:
-    assert merge_vary(None, ["Cookie"]) == "Cookie"
-    assert (
-        merge_vary("Accept-Encoding, cookie", ["Cookie", "X-Heap-Identity"])
-        == "Accept-Encoding, cookie, X-Heap-Identity"
-    )
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ class Plan:
     deadline: float
     revision: str | None = None  # of the settings decided on (None: not ready)
     results: dict[str, FlagDecision] = field(default_factory=dict)
-    todo: dict[str, tuple[FlagNeeds, tuple[Any, ...]]] = field(default_factory=dict)
+    todo: dict[str, tuple[FlagNeeds, str]] = field(default_factory=dict)  # needs, cache key
     memberships: set[MembershipKey] = field(default_factory=set)
     details: DetailsKey | None = None
     cached: int = 0  # results that came from the decision cache
@@ -144,13 +144,19 @@ class Decider:
             return plan
         custom = context["custom_variables"]
         facts = (context.get("user_agent"), context.get("ip_address"))
-        base = (index.revision, visitor.user_id, tuple(sorted(custom.items())))
+        # The cache key, one string: everything that can change the decision, each repr'd.
+        base = repr((index.revision, visitor.user_id, sorted(custom.items())))
+        with_facts = ""
         for key in keys:
             needs = index.flags.get(key)
             if needs is None:
                 plan.results[key] = self._default(key, Reason.UNKNOWN_FLAG)
                 continue
-            cache_key = (key, *base, facts if needs.request_facts else None)
+            if needs.request_facts:
+                with_facts = with_facts or f"{base}{facts!r}"
+                cache_key = f"{key!r}{with_facts}"
+            else:
+                cache_key = f"{key!r}{base}"
             cached = self._decisions.lookup(cache_key)
             if cached is not None:
                 plan.results[key], expires = cached

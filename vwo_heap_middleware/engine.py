@@ -1,9 +1,9 @@
 """``FlagEngine``: the one configured core every adapter shares, and its composition root.
 
-It builds every part and hands each its collaborators: the gateway client (or the offline one),
-Redis, the event spool, the SDK door, the lookups, the caches, the decider, the settings loop.
-A decision is planned (pure), its lookups started and waited for (the one step in which
-``decide`` and ``decide_async`` differ), finished (pure), and its events spooled.
+It builds every part and hands each its collaborators (gateway client, Redis, event spool, SDK
+door, lookups, caches, decider, settings loop). A decision is planned (pure), its lookups started
+and waited for (the one step where ``decide`` and ``decide_async`` differ), finished (pure), and
+its events spooled.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 from .config import Config
 from .decider import Decider, Plan
 from .decision import FlagDecision, Reason
-from .evaluation import overrides
 from .evaluation.caches import DecisionCaches
 from .evaluation.flag_index import FlagIndex
 from .gateway.client import Gateway, GatewayClient
@@ -63,10 +62,10 @@ class FlagEngine:
         self._client: Gateway = self._offline or GatewayClient(config)
         self._lookups = GatewayLookups(config, self._client, shared=redis, observers=self.observers)
         self._caches = DecisionCaches(config)
-        self._recalls = not config.hooks  # else visitors are not a function of facts alone
         self._decider = Decider(config, self._sdk, self._caches.decisions)
         self._index: FlagIndex | None = None
         self._pid: int | None = None
+        self._started_here = False  # started in this process (a fork hook clears it)
         self._closed = False
         self._start_lock = threading.RLock()
         self._first_decision = True  # until this process waited for the first settings answer
@@ -103,6 +102,7 @@ class FlagEngine:
                 os.register_at_fork(after_in_child=lambda: (hook := forked()) and hook())
                 atexit.register(self.close)
             self._pid = os.getpid()
+            self._started_here = True
             if self._offline is not None:
                 self._settings_loop.load(self._offline.settings)  # ready at once
             else:
@@ -125,15 +125,14 @@ class FlagEngine:
         self._first_decision = not self.ready
 
     def _forked(self) -> None:
-        """In a new child, while it has one thread: locks a parent thread may have held, and
-        the caches (no decision made before holds)."""
+        """In a new child, with one thread: new locks (a parent's thread may have held them)."""
         self._start_lock = threading.RLock()
+        self._started_here = False
         self._settings_loop.reset()
         self._caches.reset()
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop every thread the engine or the SDK started; spooled events get ``timeout`` s
-        (default ``Config.flush_timeout``) to be sent, and what is left is logged."""
+        """Stop every thread; spooled events get ``timeout`` s (``Config.flush_timeout``)."""
         self._closed = True
         self._lookups.close()
         self.events.close(self.config.flush_timeout if timeout is None else timeout)
@@ -148,8 +147,8 @@ class FlagEngine:
         return self.ready
 
     def wait_started(self, timeout: float | None = None) -> bool:
-        """Block until the first settings attempt has an answer (loaded, or failed), at most
-        ``timeout`` (default ``Config.startup_wait``) seconds; returns ``ready``."""
+        """Block until the first settings attempt answered, at most ``timeout`` (default
+        ``Config.startup_wait``) seconds; returns ``ready``."""
         self._ensure_process()
         if not self.ready:
             wait = self.config.startup_wait if timeout is None else timeout
@@ -220,9 +219,9 @@ class FlagEngine:
     ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
         """A returning visitor and their decisions of ``keys`` by the request's facts, when
         nothing can have changed them; else None."""
-        if not (self._recalls and self.ready and self._pid == os.getpid()) or overrides.current():
+        if not (self._started_here and self.ready):
             return None
-        recalled = self._caches.returning.recall(facts, self._index.revision, keys)  # type: ignore[union-attr]
+        recalled = self._caches.recall(facts, self._index, keys)
         if recalled is not None:
             self.observers.report(*recalled, cached=len(recalled[1]))
         return recalled
@@ -293,8 +292,6 @@ class FlagEngine:
             for event in self._decider.finish(plan, visitor, memberships, detail):
                 self.events.add(event)
         self.observers.report(visitor, plan.results, plan.cached)
-        if facts is not None and self._recalls and plan.revision is not None:
-            self._caches.returning.remember(
-                facts, plan.revision, visitor, plan.results, plan.expires
-            )
+        if facts is not None:
+            self._caches.remember(facts, plan.revision, visitor, plan.results, plan.expires)
         return plan.results

@@ -13,36 +13,14 @@ import contextvars
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 from .config import Config
 from .decision import FlagDecision, Reason
 from .engine import FlagEngine
+from .headers import ResponseHeaders, debug_entry, read_headers
 from .visitor import RequestFacts, Visitor, build_visitor, resolve_identity, resolve_identity_async
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseHeaders:
-    """What a response must carry: ``vary`` (to merge into ``Vary``) and ``extra`` headers."""
-
-    vary: tuple[str, ...] = ()
-    extra: tuple[tuple[str, str], ...] = ()
-    cache_control: str | None = None  # to set unless the response has a Cache-Control
-
-    def __bool__(self) -> bool:
-        return bool(self.vary or self.extra or self.cache_control)
-
-    def to_append(self, vary: list[str], has_cache_control: bool) -> list[tuple[str, str]]:
-        """The headers to add to a response whose ``Vary`` values (``vary``, to be replaced by
-        the merged one) and ``Cache-Control`` presence are given; every adapter's rule."""
-        appended = [("Vary", merge_vary(", ".join(vary), self.vary))] if self.vary else []
-        if self.cache_control and not has_cache_control:
-            appended.append(("Cache-Control", self.cache_control))
-        return appended + list(self.extra)
-
 
 MakeRequest = Callable[[], Any]  # makes the framework's request object on first use
 
@@ -265,35 +243,13 @@ class RequestFlags:
         listed = ""
         if config.debug_header:
             known = self.engine.knows
-            listed = ", ".join(_debug_entry(k, d) for k, d in self._decisions.items() if known(k))
+            listed = ", ".join(debug_entry(k, d) for k, d in self._decisions.items() if known(k))
             if listed:
                 extra.append(("X-Flags", listed))
         if not (self.read or listed):
             return ResponseHeaders((), tuple(extra), None)
-        vary = config.vary
-        if self.engine.reads_user_agent(self._decisions):
-            vary = (*vary, "User-Agent")
-        private = "private" if config.cache_control_private else None
-        return ResponseHeaders(vary, tuple(extra), private)
-
-
-def _debug_entry(key: str, decision: FlagDecision) -> str:
-    """``key=on;targeted[;stale][;native|;sdk]``: what ``X-Flags`` says of one decision; a key
-    beyond ``[A-Za-z0-9_.-~]`` is percent-encoded, so the header stays one safe line."""
-    parts = ["on" if decision.enabled else "off", decision.reason.value]
-    if decision.stale:
-        parts.append("stale")
-    if decision.evaluator:
-        parts.append(decision.evaluator)
-    return f"{quote(key, safe='')}={';'.join(parts)}"
-
-
-def merge_vary(existing: str | None, added: Iterable[str]) -> str:
-    """``Vary`` with ``added`` appended once each (case-insensitive), keeping what was there."""
-    values = [v.strip() for v in (existing or "").split(",") if v.strip()]
-    seen = {v.lower() for v in values}
-    for value in added:
-        if value.lower() not in seen:
-            values.append(value)
-            seen.add(value.lower())
-    return ", ".join(values)
+        user_agent = self.engine.reads_user_agent(self._decisions)
+        if not extra:  # the usual response: the same headers every time
+            return read_headers(config.vary, user_agent, config.cache_control_private)
+        read = read_headers(config.vary, user_agent, config.cache_control_private)
+        return ResponseHeaders(read.vary, tuple(extra), read.cache_control)

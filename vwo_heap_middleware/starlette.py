@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import FlagEngine
 from .guards import FlagRequired
-from .request_flags import RequestFlags, ResponseHeaders, open_request_async
+from .headers import ResponseHeaders
+from .request_flags import RequestFlags, open_request_async
 from .visitor import RequestFacts
 
 
@@ -100,6 +101,9 @@ def with_headers(
 ) -> list[tuple[bytes, bytes]]:
     """An ASGI response's raw headers with ``added``: ``Vary`` merged into one header,
     ``Cache-Control`` unless the response has one, the extra headers appended."""
+    raw = list(raw)
+    if not any(name.lower() in (b"vary", b"cache-control") for name, _ in raw):
+        return raw + list(added.raw)  # the usual response: headers encoded once
     headers: list[tuple[bytes, bytes]] = []
     vary: list[str] = []
     cache_control = False

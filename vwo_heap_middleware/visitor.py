@@ -102,6 +102,33 @@ class Visitor:
     def identity(self) -> str | None:
         return self.heap.identity
 
+    def atoms(self) -> tuple[str | None, ...]:
+        """This visitor as strings only, for a cache whose entries the garbage collector need
+        not walk; ``from_atoms`` gives it back (for visitors no app hook shaped)."""
+        context = self.context or {}
+        return (
+            self.heap.identity,
+            self.heap.user_id,
+            self.heap.source,
+            self.user_id,
+            context.get("user_agent"),
+            context.get("ip_address"),
+        )
+
+    @classmethod
+    def from_atoms(cls, atoms: tuple[str | None, ...], custom_variable: str) -> Visitor:
+        identity, heap_user_id, source, user_id, user_agent, ip_address = atoms
+        heap = HeapIdentity(identity, heap_user_id, source or "none")
+        if user_id is None:
+            return cls(heap, None, None)
+        custom = {custom_variable: identity} if identity is not None else {}
+        context: dict[str, Any] = {"id": user_id, "custom_variables": custom}
+        if user_agent is not None:
+            context["user_agent"] = user_agent
+        if ip_address is not None:
+            context["ip_address"] = ip_address
+        return cls(heap, user_id, context)
+
 
 def identify(config: Config, facts: RequestFacts, resolved: object = None) -> HeapIdentity:
     """The visitor's Heap identity, by ``config.identity_sources`` precedence.

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from .engine import FlagEngine
 from .guards import FlagRequired
-from .request_flags import ResponseHeaders, open_request
+from .headers import ResponseHeaders
+from .request_flags import open_request
 from .visitor import RequestFacts
 
 if TYPE_CHECKING:

@@ -3,6 +3,7 @@ as the answers they were made on."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from typing import Any
@@ -13,12 +14,12 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from tests.support import EngineFactory, wait_until
+from tests.support import DEMO_FLAGS, DEMO_SEGMENTS, EngineFactory, wait_until
 from vwo_heap_middleware import RequestFacts, build_visitor, open_request, requires_flag
 from vwo_heap_middleware.config import Config
 from vwo_heap_middleware.decision import FlagDecision, Reason
 from vwo_heap_middleware.engine import FlagEngine
-from vwo_heap_middleware.evaluation.caches import DecisionCache, ReturningVisitors
+from vwo_heap_middleware.evaluation.caches import DecisionCache, ExpiringMap, ReturningVisitors
 from vwo_heap_middleware.starlette import HeapFlagsMiddleware
 from vwo_heap_middleware.testing import override_flags
 from vwo_heap_middleware.testing.gateway import LocalGateway
@@ -156,12 +157,12 @@ def test_starlette_makes_no_request_object_unless_something_needs_it(
 
 def test_facts_are_told_apart_exactly() -> None:
     seen = RequestFacts(identity_header=b"ada@example.com", cookie="a=1")
-    visitors = ReturningVisitors(10)
+    visitors = ReturningVisitors(10, "heap_identity")
     config = Config(account_id="1", sdk_key="k", gateway_url="http://x")
     decisions = {"k": FlagDecision("k", True)}
     ada = build_visitor(config, seen, None)
     visitors.remember(seen, "rev", ada, decisions, math.inf)
-    assert visitors.recall(seen, "rev", ["k"]) == (ada, decisions)
+    assert visitors.recall(seen, "rev", ["k"]) == (ada, decisions), "the same visitor back"
     assert visitors.recall(seen, "other revision", ["k"]) is None
     assert visitors.recall(seen, "rev", ["k", "unknown"]) is None
     near = [
@@ -177,17 +178,63 @@ def test_facts_are_told_apart_exactly() -> None:
 def test_cache_keeps_decisions_until_reset() -> None:
     cache = DecisionCache(maxsize=2, ttl=60)
     decision = FlagDecision("a", True)
-    cache.put(("a", "user"), decision)
-    assert cache.get(("a", "user")) is decision and len(cache) == 1
-    assert cache.get(("a", "other")) is None
-    cache.put(("b", 1), decision)
-    cache.put(("c", 1), decision)
-    assert len(cache) == 2, "bounded"
+    cache.put("a user", decision)
+    assert cache.get("a user") is decision and len(cache) == 1
+    assert cache.get("a other") is None
+    cache.put("b 1", decision)
+    cache.put("c 1", decision)
+    assert 1 <= len(cache) <= 2, "bounded"
     cache.reset()
-    assert len(cache) == 0 and cache.get(("c", 1)) is None
+    assert len(cache) == 0 and cache.get("c 1") is None
 
 
 def test_a_zero_ttl_keeps_nothing() -> None:
     cache = DecisionCache(maxsize=10, ttl=0)
     cache.put("k", FlagDecision("k", True))
     assert cache.get("k") is None
+
+
+def test_an_expiring_map_keeps_the_recent_within_its_bound() -> None:
+    cache: ExpiringMap[str, int] = ExpiringMap(maxsize=8)
+    for n in range(4):
+        cache.put(f"k{n}", n, 100.0)  # a generation is full: it turns old
+    assert cache.get("k0", 1.0) == (0, 100.0), "a hit in the old generation comes back young"
+    for n in range(4, 8):
+        cache.put(f"k{n}", n, 100.0)
+    assert len(cache) <= 8
+    assert cache.get("k1", 1.0) is None, "the least recently used made room"
+    assert cache.get("k0", 1.0) == (0, 100.0) and cache.get("k7", 1.0) == (7, 100.0)
+    assert cache.get("k7", 100.0) is None, "expired when read"
+
+
+def test_what_is_cached_per_visitor_is_nothing_the_gc_walks() -> None:
+    """Thousands of visitors cached: no object the garbage collector tracks is kept for any of
+    them (it would walk them all at every full collection)."""
+    config = Config(
+        offline_flags=DEMO_FLAGS,
+        offline_segments=DEMO_SEGMENTS,
+        flags=("premium_checkout", "new_banner"),
+    )
+    engine = FlagEngine(config)
+
+    def visit(n: int) -> None:
+        facts = RequestFacts(identity_header=f"v{n}@example.com", peer="203.0.113.9")
+        with open_request(engine, facts) as flags:
+            flags.enabled("premium_checkout")
+
+    try:
+        for n in range(50):
+            visit(n)
+        gc.collect()
+        gc.collect()
+        before = len(gc.get_objects())
+        for n in range(50, 2050):
+            visit(n)
+        gc.collect()
+        gc.collect()
+        kept = len(gc.get_objects()) - before
+        stats = engine.stats()
+    finally:
+        engine.close()
+    assert stats["returning_visitors"] >= 1000 and stats["cached_decisions"] >= 2000
+    assert kept < 100, f"{kept} tracked objects kept for 2,000 cached visitors"

@@ -102,11 +102,12 @@ def test_event_client_sends_json_and_reports_failures(
 ) -> None:
     events = EventClient()
     url = f"{demo_gateway.url}/events/t?en=vwo_variationShown&a=123456"
-    sent = events.send("POST", url, headers={"X-Test": "1"}, json_body={"d": {"msgId": "m1"}})
+    json_headers = {"X-Test": "1", "Content-Type": "application/json"}
+    sent = events.send("POST", url, headers=json_headers, body=b'{"d": {"msgId": "m1"}}')
     assert (sent.status, sent.data, sent.error) == (200, {"status": "ok"}, None)
     assert demo_gateway.records()["event_log"][-1]["body"] == {"d": {"msgId": "m1"}}
     demo_gateway.faults.set("events", status=500)
-    failed = events.send("POST", url, headers={}, json_body={})
+    failed = events.send("POST", url, headers=json_headers, body=b"{}")
     assert (failed.status, failed.error) == (500, "HTTP 500")
     assert demo_gateway.records()["requests"]["events"] == 2, "one try each: the spool retries"
     nowhere = events.send("POST", f"http://127.0.0.1:{free_port()}/events/t", headers={})

@@ -24,7 +24,7 @@ QUERY = {"en": "vwo_variationShown", "a": "123456", "env": "local-demo-sdk-key",
 
 def event(n: int) -> Event:
     body = {"d": {"msgId": f"m{n}", "event": {"name": "vwo_variationShown"}}}
-    return Event(body, QUERY)
+    return Event.of(body, QUERY)
 
 
 def delivered(gateway: LocalGateway) -> list[str]:

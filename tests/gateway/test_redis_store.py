@@ -99,12 +99,14 @@ def test_an_impression_once_per_visitor_campaign_and_variation(redis_server: Red
         body = {
             "d": {"visId": visitor_uuid, "event": {"props": {"id": campaign, "variation": "1"}}}
         }
-        return Event(body, query)
+        return Event.of(body, query)
 
     assert store.first_impression(shown(1, "A"))
     assert not store.first_impression(shown(1, "A")), "another worker sent it"
     assert store.first_impression(shown(2, "A")) and store.first_impression(shown(1, "B"))
-    assert store.first_impression(Event({"d": {}}, {"en": "vwo_fmeSdkInit"})), "not an impression"
+    assert store.first_impression(Event.of({"d": {}}, {"en": "vwo_fmeSdkInit"})), (
+        "not an impression"
+    )
 
 
 def test_a_dead_redis_costs_nothing_but_redis(redis_server: RedisServer) -> None:
@@ -116,7 +118,7 @@ def test_a_dead_redis_costs_nothing_but_redis(redis_server: RedisServer) -> None
         assert store.fetch_once("m", ("vip", f"u{n}"), lambda: True, lambda _: 60) is True, (
             "the gateway answers"
         )
-        assert store.first_impression(Event({"d": {}}, {"en": "vwo_variationShown"})), "sent"
+        assert store.first_impression(Event.of({"d": {}}, {"en": "vwo_variationShown"})), "sent"
     assert time.monotonic() - started < 2.0
     assert store.breaker.is_open, "after a few failures Redis is not even tried"
 

@@ -7,101 +7,203 @@ client address) and the settings revision alone. One lookup in ``ReturningVisito
 in for parsing the identity, building the context, planning and the decision cache, for as long
 as every decision holds (the membership answers they were made on). Entries are keyed by a
 128-bit digest of the facts, so a large Cookie header is not kept for every visitor.
+
+What is kept per visitor is atoms only (strings, numbers, tuples of them): the garbage collector
+then has nothing of theirs to walk, however many visitors are cached. Decisions are ``Interned``:
+each distinct one exists once and entries hold its number.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass
-
-from cachetools import LRUCache, TLRUCache
+from typing import Any, Generic, TypeVar
 
 from ..config import Config
 from ..decision import FlagDecision
 from ..identity import fingerprint
 from ..visitor import RequestFacts, Visitor
+from . import overrides
+from .flag_index import FlagIndex
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class ExpiringMap(Generic[K, V]):
+    """A bounded map whose entries expire each at its own time, checked when read.
+
+    Two generations of plain dicts, one of values and one of expiry times: entries go into the
+    young one; when it holds half of ``maxsize`` it becomes the old one and the old one is
+    dropped; a hit in the old one moves back to the young one. So the recently used stay, the
+    bound holds, and every step is O(1). Given atoms for keys and values (strings, bytes,
+    numbers), the dicts hold nothing the garbage collector tracks, so they are never walked.
+    Thread-safe.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything (and take a new lock: a forked child's may have been held)."""
+        self._lock = threading.Lock()
+        self._young: dict[K, V] = {}
+        self._young_expires: dict[K, float] = {}
+        self._old: dict[K, V] = {}
+        self._old_expires: dict[K, float] = {}
+
+    def get(self, key: K, now: float) -> tuple[V, float] | None:
+        """``(value, expires)`` while ``now`` is before it expires, else None."""
+        with self._lock:
+            expires = self._young_expires.get(key)
+            if expires is not None:
+                value = self._young[key]
+            else:
+                expires = self._old_expires.pop(key, None)
+                if expires is None:
+                    return None
+                value = self._old.pop(key)
+                if expires > now:
+                    self._put(key, value, expires)
+        return (value, expires) if expires > now else None
+
+    def put(self, key: K, value: V, expires: float) -> None:
+        with self._lock:
+            if self._old_expires.pop(key, None) is not None:
+                del self._old[key]
+            self._put(key, value, expires)
+
+    def _put(self, key: K, value: V, expires: float) -> None:
+        self._young[key] = value
+        self._young_expires[key] = expires
+        if len(self._young) * 2 >= self.maxsize:
+            self._old, self._old_expires = self._young, self._young_expires
+            self._young, self._young_expires = {}, {}
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+
+class Interned:
+    """Every distinct decision once, numbered: cache entries keep the number. A flag has a
+    handful of outcomes per settings revision, so the table stays small; past ``limit`` entries
+    (settings changing all day) decisions are kept as they are."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._numbers: dict[tuple[Any, ...], int] = {}
+        self._decisions: list[FlagDecision] = []
+
+    def number(self, decision: FlagDecision) -> int | FlagDecision:
+        # A native decision's variables are its variation's mapping, compiled once and kept
+        # alive by the interned decision (so its id is never another's); others by content.
+        variables: object = id(decision.variables)
+        if decision.evaluator != "native":
+            variables = json.dumps(dict(decision.variables), sort_keys=True, default=repr)
+        key = (
+            decision.key,
+            decision.enabled,
+            variables,
+            decision.reason,
+            decision.stale,
+            decision.evaluator,
+        )
+        with self._lock:
+            number = self._numbers.get(key)
+            if number is None:
+                if len(self._decisions) >= self._limit:
+                    return decision
+                number = self._numbers[key] = len(self._decisions)
+                self._decisions.append(decision)
+            return number
+
+    def decision(self, number: int | FlagDecision) -> FlagDecision:
+        return self._decisions[number] if isinstance(number, int) else number
 
 
 class DecisionCache:
-    """Decisions by everything that can change them (the caller builds the key): each until
-    the inputs it was made on expire (the membership answers), at most ``ttl`` s.
+    """Decisions by everything that can change them (the caller builds the key, a string):
+    each until the inputs it was made on expire (the membership answers), at most ``ttl`` s.
 
     A cached decision sends no second impression, as with the SDK's storage-backed decisions.
     """
 
-    def __init__(self, maxsize: int, ttl: float) -> None:
-        self._maxsize = maxsize
+    def __init__(self, maxsize: int, ttl: float, interned: Interned | None = None) -> None:
         self._ttl = ttl
-        self.reset()
+        self._interned = interned or Interned()
+        self._map: ExpiringMap[str, int | FlagDecision] = ExpiringMap(maxsize)
 
     def reset(self) -> None:
-        """Forget everything (new settings, or a forked child: the lock may have been held)."""
-        self._lock = threading.Lock()
-        self._cache: TLRUCache[Hashable, tuple[FlagDecision, float]] = TLRUCache(
-            self._maxsize, ttu=lambda key, entry, now: entry[1], timer=time.monotonic
-        )
+        """Forget everything (new settings, or a forked child)."""
+        self._map.clear()
 
-    def get(self, key: Hashable) -> FlagDecision | None:
+    def get(self, key: str) -> FlagDecision | None:
         entry = self.lookup(key)
         return entry[0] if entry is not None else None
 
-    def lookup(self, key: Hashable) -> tuple[FlagDecision, float] | None:
+    def lookup(self, key: str) -> tuple[FlagDecision, float] | None:
         """The decision and when it expires (``time.monotonic()``), or None."""
-        with self._lock:
-            return self._cache.get(key)
+        entry = self._map.get(key, time.monotonic())
+        if entry is None:
+            return None
+        return self._interned.decision(entry[0]), entry[1]
 
-    def put(self, key: Hashable, decision: FlagDecision, expires: float = math.inf) -> float:
+    def put(self, key: str, decision: FlagDecision, expires: float = math.inf) -> float:
         """Keep ``decision`` until ``expires`` (and at most ``ttl`` s); returns when it expires."""
         now = time.monotonic()
         expires = min(expires, now + self._ttl)
         if expires > now:
-            with self._lock:
-                self._cache[key] = (decision, expires)
+            self._map.put(key, self._interned.number(decision), expires)
         return expires
 
     def __len__(self) -> int:
-        return len(self._cache)
-
-
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """A returning visitor: who they are, and their decisions while every one holds."""
-
-    revision: str
-    visitor: Visitor
-    decisions: Mapping[str, FlagDecision]
-    expires: float  # ``time.monotonic()`` when the first decision stops holding
+        return len(self._map)
 
 
 class ReturningVisitors:
-    """Visitors recalled from their request's raw facts, the most recent ``maxsize`` of them."""
+    """Visitors recalled from their request's raw facts, the most recent ``maxsize`` of them.
 
-    def __init__(self, maxsize: int) -> None:
-        self._maxsize = maxsize
-        self.reset()
+    An entry is one string: the settings revision, the visitor's atoms and each decision's
+    number, joined by ``SEPARATOR`` (a visitor with that character in a header is not kept).
+    """
+
+    SEPARATOR = "\x1f"
+
+    def __init__(
+        self, maxsize: int, custom_variable: str, interned: Interned | None = None
+    ) -> None:
+        self._interned = interned or Interned()
+        self._custom_variable = custom_variable  # the one a visitor no app hook shaped has
+        self._map: ExpiringMap[bytes, str] = ExpiringMap(maxsize)
 
     def reset(self) -> None:
         """Forget everyone (new settings, a forked child)."""
-        self._lock = threading.Lock()
-        self._cache: LRUCache[bytes, Remembered] = LRUCache(self._maxsize)
+        self._map.clear()
 
     def recall(
         self, facts: RequestFacts, revision: str, keys: Iterable[str]
     ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
         """The visitor of these facts and their decisions of ``keys``, if every one still holds
         on settings ``revision``; else None."""
-        digest = _digest(facts)
-        with self._lock:
-            entry = self._cache.get(digest)
-        if entry is None or entry.revision != revision or entry.expires <= time.monotonic():
+        found = self._map.get(_digest(facts), time.monotonic())
+        if found is None:
             return None
+        parts = found[0].split(self.SEPARATOR)
+        if parts[0] != revision:
+            return None
+        decided = dict(part.split("=", 1) for part in parts[7:])
+        decision = self._interned.decision
         try:
-            return entry.visitor, {key: entry.decisions[key] for key in keys}
+            decisions = {key: decision(int(decided[key])) for key in keys}
         except KeyError:  # a key not decided for them yet
             return None
+        atoms = tuple(part or None for part in parts[1:7])
+        return Visitor.from_atoms(atoms, self._custom_variable), decisions
 
     def remember(
         self,
@@ -112,13 +214,19 @@ class ReturningVisitors:
         expires: float,
     ) -> None:
         """Keep these decisions for the visitor of these facts until ``expires``."""
-        if expires > time.monotonic():
-            entry = Remembered(revision, visitor, dict(decisions), expires)
-            with self._lock:
-                self._cache[_digest(facts)] = entry
+        if expires <= time.monotonic():
+            return
+        numbers = [self._interned.number(d) for d in decisions.values()]
+        if not all(isinstance(n, int) for n in numbers):
+            return  # the table of decisions is full
+        parts = [revision, *(atom or "" for atom in visitor.atoms())]
+        parts += [f"{key}={n}" for key, n in zip(decisions, numbers, strict=True)]
+        if any(self.SEPARATOR in part for part in parts):
+            return
+        self._map.put(_digest(facts), self.SEPARATOR.join(parts), expires)
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self._map)
 
 
 def _digest(facts: RequestFacts) -> bytes:
@@ -145,15 +253,39 @@ def _digest(facts: RequestFacts) -> bytes:
 
 class DecisionCaches:
     """One engine's caches: ``decisions`` (the decider's) and ``returning`` visitors (the
-    engine's recall); ``reset`` forgets every decision (new settings, a forked child)."""
+    engine's recall), sharing one table of interned decisions; ``reset`` forgets every decision
+    (new settings, a forked child)."""
 
     def __init__(self, config: Config) -> None:
-        self.decisions = DecisionCache(config.cache_size, config.decision_ttl)
-        self.returning = ReturningVisitors(max(config.cache_size // 5, 1))  # the frequent ones
+        self._recalls = not config.hooks  # else visitors are not a function of facts alone
+        interned = Interned()
+        self.decisions = DecisionCache(config.cache_size, config.decision_ttl, interned)
+        most = max(config.cache_size // 5, 1)  # the frequent ones
+        self.returning = ReturningVisitors(most, config.custom_variable, interned)
 
     def reset(self) -> None:
         self.decisions.reset()
         self.returning.reset()
+
+    def recall(
+        self, facts: RequestFacts, index: FlagIndex | None, keys: Iterable[str]
+    ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
+        """A returning visitor's decisions on these settings, when nothing can have changed
+        them: no app hook shapes visitors, nothing is overridden."""
+        if not self._recalls or index is None or overrides.current():
+            return None
+        return self.returning.recall(facts, index.revision, keys)
+
+    def remember(
+        self,
+        facts: RequestFacts,
+        revision: str | None,
+        visitor: Visitor,
+        decisions: Mapping[str, FlagDecision],
+        expires: float,
+    ) -> None:
+        if self._recalls and revision is not None:
+            self.returning.remember(facts, revision, visitor, decisions, expires)
 
     def stats(self) -> dict[str, int]:
         return {"cached_decisions": len(self.decisions), "returning_visitors": len(self.returning)}

@@ -1,10 +1,12 @@
 """The impressions VWO's SDK sends (``vwo_variationShown``), built as data, byte for byte as the
 SDK builds them (``utils/network_util.py``, ``utils/impression_util.py``) but for timestamps and
-random ids. The constant parts are made once per settings revision."""
+random ids. What is the same for every impression of a settings revision is formatted once; an
+impression is then one string format, its JSON written in the order the SDK writes its keys."""
 
 from __future__ import annotations
 
 import functools
+import json
 import random
 import re
 import time
@@ -13,11 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .outcome import Event
+from .outcome import VARIATION_SHOWN, Event
 
-VARIATION_SHOWN = "vwo_variationShown"
 WEB_UUID = re.compile(r"^[DJ][0-9A-Fa-f]{32}$")
 VWO_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://vwo.com")
+_dumps = functools.partial(json.dumps, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,13 @@ class Impressions:
     def __init__(self, sdk: SdkFacts, *, web_connectivity: bool) -> None:
         self._web = web_connectivity
         self._account = sdk.account_id
-        self._props = {"vwo_sdkName": sdk.name, "vwo_sdkVersion": sdk.version}
+        self._props = (
+            f'"vwo_sdkName":{_dumps(sdk.name)},"vwo_sdkVersion":{_dumps(sdk.version)},'
+            f'"vwo_envKey":{_dumps(sdk.sdk_key)},'
+        )
+        self._environment = _dumps(sdk.sdk_key)
+        self._query = {"a": str(sdk.account_id), "sn": sdk.name, "sv": sdk.version}
         self._env = sdk.sdk_key
-        self._query = {"a": str(sdk.account_id), "p": "FS", "sn": sdk.name, "sv": sdk.version}
 
     def make(
         self,
@@ -67,32 +73,26 @@ class Impressions:
         if session is None or session == 0:
             session = int(time.time())
         agent, ip = context.get("user_agent"), context.get("ip_address")
+        session_json, visitor_json = _dumps(session), _dumps(visitor)  # a web id may end in \n
+        tail = ""
+        if agent is not None:
+            tail += f',"visitor_ua":{_dumps(agent)}'
+        if ip is not None:
+            tail += f',"visitor_ip":{_dumps(ip)}'
+        tail += f',"visitor":{{"props":{{"vwo_fs_environment":{self._environment}'
+        tail += f',"ip":{_dumps(ip)}}}}}}}}}' if ip else "}}}}"
         events = []
         for campaign_id, variation_id in shown:
             millis = int(time.time() * 1000)
-            props: dict[str, Any] = {
-                **self._props,
-                "vwo_envKey": self._env,
-                "id": campaign_id,
-                "variation": str(variation_id),
-                "isFirst": 1,
-            }
-            if usage_meta:
-                props["vwoMeta"] = usage_meta
-                usage_meta = None
-            body: dict[str, Any] = {
-                "msgId": f"{visitor}-{millis}",
-                "visId": visitor,
-                "sessionId": session,
-                "event": {"props": props, "name": VARIATION_SHOWN, "time": millis},
-            }
-            if agent is not None:
-                body["visitor_ua"] = agent
-            if ip is not None:
-                body["visitor_ip"] = ip
-            body["visitor"] = {"props": {"vwo_fs_environment": self._env}}
-            if ip:
-                body["visitor"]["props"]["ip"] = ip
+            variation = str(variation_id)
+            meta = f',"vwoMeta":{_dumps(usage_meta)}' if usage_meta else ""
+            usage_meta = None
+            data = (
+                f'{{"d":{{"msgId":{_dumps(f"{visitor}-{millis}")},"visId":{visitor_json},'
+                f'"sessionId":{session_json},"event":{{"props":{{{self._props}'
+                f'"id":{_dumps(campaign_id)},"variation":{_dumps(variation)},"isFirst":1{meta}}},'
+                f'"name":"{VARIATION_SHOWN}","time":{millis}}}{tail}'
+            )
             query = {
                 "en": VARIATION_SHOWN,
                 "a": self._query["a"],
@@ -105,5 +105,6 @@ class Impressions:
                 "sv": self._query["sv"],
                 "env": self._env,
             }
-            events.append(Event({"d": body}, query))
+            shown_key = (visitor, str(campaign_id), variation)
+            events.append(Event(data.encode(), query, shown_key))
         return tuple(events)

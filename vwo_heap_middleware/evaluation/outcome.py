@@ -9,6 +9,7 @@ here does I/O.
 from __future__ import annotations
 
 import enum
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,13 +47,33 @@ class Answer(Generic[V]):
         return self.status in (AnswerStatus.FRESH, AnswerStatus.STALE)
 
 
+VARIATION_SHOWN = "vwo_variationShown"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event for VWO (an impression, the SDK's own): its JSON body and the query of the
-    request the SDK would have made."""
+    """One event for VWO (an impression, the SDK's own): its JSON body, encoded once as it is
+    sent; the query of the request the SDK would have made; and, for an impression, what it
+    shows: ``(visitor UUID, campaign id, variation id)``."""
 
-    body: Mapping[str, Any]
+    data: bytes
     query: Mapping[str, str]
+    shown: tuple[str, str, str] | None = None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any], query: Mapping[str, str]) -> Event:
+        """An event from its body as a mapping (the SDK's own events)."""
+        shown = None
+        if query.get("en") == VARIATION_SHOWN:
+            d = body.get("d") or {}
+            props = (d.get("event") or {}).get("props") or {}
+            shown = (str(d.get("visId")), str(props.get("id")), str(props.get("variation")))
+        return cls(json.dumps(body, separators=(",", ":")).encode(), query, shown)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The body, decoded (for what reads it rarely: tests, a shadow comparison)."""
+        return json.loads(self.data)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

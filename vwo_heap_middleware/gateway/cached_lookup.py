@@ -1,7 +1,7 @@
 """``CachedLookup``: answers ``key -> value`` from the gateway (a segment membership, a
 visitor's user details), cached, shared between concurrent requests, and failing fast.
 
-- fresh answers come from a TTL cache (cachetools), with a TTL per answer (members and
+- fresh answers come from a cache of atoms (``ExpiringMap``), with a TTL per answer (members and
   non-members can differ); each answer says when it expires, so a decision made on it can live
   exactly as long;
 - concurrent requests for one key share one gateway call, its *flight*: on the thread pool, or
@@ -24,8 +24,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from cachetools import TLRUCache, TTLCache
-
+from ..evaluation.caches import ExpiringMap
 from ..evaluation.outcome import Answer, AnswerStatus
 from .breaker import CircuitBreaker
 
@@ -74,6 +73,7 @@ class CachedLookup(Generic[K, V]):
         clock: Callable[[], float] = time.monotonic,
         shared: Callable[[list[K]], Mapping[K, V]] | None = None,
         fetch_on_loop: Callable[[K], asyncio.Future[V]] | None = None,
+        atom: Callable[[K], Hashable] = repr,
     ) -> None:
         self._clock = clock
         self._fetch = fetch
@@ -84,16 +84,15 @@ class CachedLookup(Generic[K, V]):
         self._ttl = ttl
         self._stale_ttl = stale_ttl
         self._maxsize = maxsize
+        self._atom = atom  # the caches' key: an atom (a string), not a tuple the GC would walk
         self.calls = 0
         self.reset()
 
     def reset(self) -> None:
         """Forget everything (after a fork: a lock or cache may have been mid-change)."""
         self._lock = threading.Lock()
-        self._fresh: TLRUCache[K, tuple[V, float]] = TLRUCache(  # (value, expires)
-            self._maxsize, ttu=lambda key, entry, now: entry[1], timer=self._clock
-        )
-        self._stale: TTLCache[K, V] = TTLCache(self._maxsize, self._stale_ttl, timer=self._clock)
+        self._fresh: ExpiringMap[Hashable, V] = ExpiringMap(self._maxsize)
+        self._stale: ExpiringMap[Hashable, V] = ExpiringMap(self._maxsize)  # for faults
         self._in_flight: dict[K, concurrent.futures.Future[Landed[V]]] = {}
         # Flights on event loops: each loop's own, touched only from that loop's thread.
         self._on_loops: weakref.WeakKeyDictionary[
@@ -113,9 +112,9 @@ class CachedLookup(Generic[K, V]):
             loop = asyncio.get_running_loop()
             flights = self._on_loops.get(loop) or self._on_loops.setdefault(loop, {})
         missing: list[K] = []
+        now = self._clock()
         for key in keys:
-            with self._lock:
-                entry = self._fresh.get(key)
+            entry = self._fresh.get(self._atom(key), now)
             if entry is not None:
                 started.answers[key] = Answer(entry[0], AnswerStatus.FRESH, entry[1])
                 continue
@@ -174,10 +173,11 @@ class CachedLookup(Generic[K, V]):
 
     def _keep(self, key: K, value: V) -> float:
         """Cache a fresh answer; returns when it expires."""
-        expires = self._clock() + self._ttl(value)
-        with self._lock:
-            self._fresh[key] = (value, expires)
-            self._stale[key] = value
+        now = self._clock()
+        expires = now + self._ttl(value)
+        atom = self._atom(key)
+        self._fresh.put(atom, value, expires)
+        self._stale.put(atom, value, now + self._stale_ttl)
         return expires
 
     def _start(self, key: K) -> concurrent.futures.Future[Landed[V]]:
@@ -215,11 +215,8 @@ class CachedLookup(Generic[K, V]):
 
     def fallback(self, key: K, status: AnswerStatus) -> Answer[V]:
         """The stale answer for ``key`` if there is one, else no value with ``status``."""
-        with self._lock:
-            try:
-                return Answer(self._stale[key], AnswerStatus.STALE)
-            except KeyError:
-                return Answer(None, status)
+        entry = self._stale.get(self._atom(key), self._clock())
+        return Answer(None, status) if entry is None else Answer(entry[0], AnswerStatus.STALE)
 
 
 async def wait_async(flights: Iterable[Any], timeout: float) -> None:

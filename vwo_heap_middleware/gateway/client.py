@@ -69,14 +69,9 @@ class EventClient:
         url: str,
         *,
         headers: Mapping[str, str],
-        json_body: object = None,
+        body: bytes | None = None,
         timeout: float = 3.0,
     ) -> Sent:
-        headers = dict(headers)
-        body = None
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            headers["Content-Type"] = "application/json"
         try:
             response = self._pool.request(
                 method, url, body=body, headers=headers, timeout=urllib3.Timeout(total=timeout)

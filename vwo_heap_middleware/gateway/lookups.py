@@ -81,6 +81,7 @@ class GatewayLookups:
             stale_ttl=config.stale_membership_ttl,
             maxsize=config.cache_size,
             shared=(lambda keys: shared.answers("m", keys)) if shared else None,
+            atom=_membership_atom,
         )
         self.user_details: CachedLookup[DetailsKey, Mapping[str, Any]] = CachedLookup(
             self._fetch_user_details,
@@ -242,3 +243,8 @@ def _frozen(frozen: asyncio.Future[Mapping[str, Any]], answer: asyncio.Future[An
         frozen.set_exception(error)
     else:
         frozen.set_result(MappingProxyType(answer.result()))
+
+
+def _membership_atom(key: MembershipKey) -> str:
+    """(list id, value) as one string, told apart by the list id's length."""
+    return f"{len(key[0])}:{key[0]}{key[1]}"

@@ -179,11 +179,10 @@ class RedisStore:
     def first_impression(self, event: Event) -> bool:
         """True for the first impression of a visitor, campaign and variation in the decision's
         lifetime across all workers (and for every other event, and whenever Redis fails)."""
-        data = event.body.get("d")
-        if not isinstance(data, Mapping) or event.query.get("en") != "vwo_variationShown":
+        if event.shown is None:
             return True
-        props = (data.get("event") or {}).get("props") or {}
-        name = f"{self._prefix}:i:{props.get('id')}:{props.get('variation')}:{data.get('visId')}"
+        visitor, campaign, variation = event.shown
+        name = f"{self._prefix}:i:{campaign}:{variation}:{visitor}"
         return self._set(name, b"1", self._config.decision_ttl, only_new=True, default=True)
 
     def _set(

@@ -266,7 +266,7 @@ class _SdkNetworkClient:
         query = request_model.get_query() or {}
         call, sink = self._process.current_call.get(), self._process.event_sink
         if isinstance(body, dict) and (call is not None or sink is not None):
-            event = Event(body, {str(k): str(v) for k, v in query.items()})
+            event = Event.of(body, {str(k): str(v) for k, v in query.items()})
             if call is not None:
                 call.events.append(event)
             elif sink is not None:

@@ -1,0 +1,72 @@
+"""The headers a response carries because its request read the visitor: ``Vary`` naming every
+request header the visitor can come from, ``Cache-Control: private``, and the opt-in debug
+headers. ``RequestFlags.response_headers()`` says which; each adapter writes them in its
+framework's way, with the same rule (``ResponseHeaders.to_append``)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from .decision import FlagDecision
+
+
+@dataclass(frozen=True)
+class ResponseHeaders:
+    """What a response must carry: ``vary`` (to merge into ``Vary``) and ``extra`` headers."""
+
+    vary: tuple[str, ...] = ()
+    extra: tuple[tuple[str, str], ...] = ()
+    cache_control: str | None = None  # to set unless the response has a Cache-Control
+
+    def __bool__(self) -> bool:
+        return bool(self.vary or self.extra or self.cache_control)
+
+    @functools.cached_property
+    def raw(self) -> tuple[tuple[bytes, bytes], ...]:
+        """These headers as an ASGI response without ``Vary`` or ``Cache-Control`` of its own
+        gets them: encoded once."""
+        return tuple(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.to_append([], False)
+        )
+
+    def to_append(self, vary: list[str], has_cache_control: bool) -> list[tuple[str, str]]:
+        """The headers to add to a response whose ``Vary`` values (``vary``, to be replaced by
+        the merged one) and ``Cache-Control`` presence are given; every adapter's rule."""
+        appended = [("Vary", merge_vary(", ".join(vary), self.vary))] if self.vary else []
+        if self.cache_control and not has_cache_control:
+            appended.append(("Cache-Control", self.cache_control))
+        return appended + list(self.extra)
+
+
+@functools.lru_cache(maxsize=64)
+def read_headers(vary: tuple[str, ...], user_agent: bool, private: bool) -> ResponseHeaders:
+    """What a response that read the visitor carries: made once per configuration."""
+    return ResponseHeaders(
+        (*vary, "User-Agent") if user_agent else vary, (), "private" if private else None
+    )
+
+
+def debug_entry(key: str, decision: FlagDecision) -> str:
+    """``key=on;targeted[;stale][;native|;sdk]``: what ``X-Flags`` says of one decision; a key
+    beyond ``[A-Za-z0-9_.-~]`` is percent-encoded, so the header stays one safe line."""
+    parts = ["on" if decision.enabled else "off", decision.reason.value]
+    if decision.stale:
+        parts.append("stale")
+    if decision.evaluator:
+        parts.append(decision.evaluator)
+    return f"{quote(key, safe='')}={';'.join(parts)}"
+
+
+def merge_vary(existing: str | None, added: Iterable[str]) -> str:
+    """``Vary`` with ``added`` appended once each (case-insensitive), keeping what was there."""
+    values = [v.strip() for v in (existing or "").split(",") if v.strip()]
+    seen = {v.lower() for v in values}
+    for value in added:
+        if value.lower() not in seen:
+            values.append(value)
+            seen.add(value.lower())
+    return ", ".join(values)
