@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .config import Config
@@ -215,13 +215,13 @@ class FlagEngine:
         self.observers.add(observer)
 
     def recall(
-        self, facts: RequestFacts, keys: Iterable[str]
-    ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
-        """A returning visitor and their decisions of ``keys`` by the request's facts, when
-        nothing can have changed them; else None."""
+        self, facts: RequestFacts
+    ) -> tuple[Callable[[], Visitor], dict[str, FlagDecision]] | None:
+        """A returning visitor (a function that builds them) and their decisions of
+        ``Config.flags`` by the request's facts, when nothing can have changed them."""
         if not (self._started_here and self.ready):
             return None
-        recalled = self._caches.recall(facts, self._index, keys)
+        recalled = self._caches.recall(facts, self._index)
         if recalled is not None:
             self.observers.report(*recalled, cached=len(recalled[1]))
         return recalled

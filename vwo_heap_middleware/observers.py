@@ -8,7 +8,7 @@ traceback, later ones at DEBUG.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from .decision import FlagDecision
@@ -62,12 +62,19 @@ class Observers(Observer):
         self._failed: set[tuple[int, str]] = set()
         self._log_key = log_key  # identity hashes in the debug log (``Config.log_key``)
 
-    def report(self, visitor: Visitor, decisions: Mapping[str, FlagDecision], cached: int) -> None:
+    def report(
+        self,
+        visitor: Visitor | Callable[[], Visitor],
+        decisions: Mapping[str, FlagDecision],
+        cached: int,
+    ) -> None:
         """One ``decide`` (or recall): to the observers, and to the log at DEBUG, each decision
-        with a hash of the user id."""
+        with a hash of the user id (``visitor`` may be a function that builds the visitor)."""
         if self._observers:
             self.decided(decisions, cached)
         if logger.isEnabledFor(logging.DEBUG):
+            if not isinstance(visitor, Visitor):
+                visitor = visitor()
             user = short_hash(visitor.user_id or "", key=self._log_key)
             for d in decisions.values():
                 extra = {"flag_key": d.key, "flag_reason": d.reason.value, "user_hash": user}

@@ -77,7 +77,7 @@ def _recalled(
 ) -> RequestFlags | None:
     """A returning visitor's flags, recalled by the request's facts in one lookup."""
     started = time.perf_counter()
-    recalled = engine.recall(facts, engine.config.flags)
+    recalled = engine.recall(facts)
     if recalled is None:
         return None
     visitor, decisions = recalled
@@ -105,14 +105,14 @@ class RequestFlags:
     def __init__(
         self,
         engine: FlagEngine,
-        visitor: Visitor,
+        visitor: Visitor | Callable[[], Visitor],
         decisions: Mapping[str, FlagDecision] | None = None,
         *,
         request: Any = None,
         make_request: MakeRequest | None = None,
     ) -> None:
         self.engine = engine
-        self.visitor = visitor
+        self._visitor = visitor  # or a function that builds them (a returning visitor)
         self._request = request
         self._make_request = make_request
         self.read = False  # the response depends on the visitor: it must Vary
@@ -137,6 +137,14 @@ class RequestFlags:
             with contextlib.suppress(ValueError):  # set in another context (Flask's teardown)
                 current_flags.reset(token)
         self._request = self._make_request = None  # no cycle back to the request and scope
+
+    @property
+    def visitor(self) -> Visitor:
+        """The visitor of this request (built now, if it was recalled)."""
+        visitor = self._visitor
+        if not isinstance(visitor, Visitor):
+            visitor = self._visitor = visitor()
+        return visitor
 
     @property
     def request(self) -> Any:

@@ -41,14 +41,14 @@ def test_a_returning_visitor_is_recalled_with_the_same_decisions(
     demo_gateway: LocalGateway, make_engine: EngineFactory
 ) -> None:
     engine = make_engine(demo_gateway, flags=FLAGS)
-    assert engine.recall(ADA, FLAGS) is None, "never seen"
+    assert engine.recall(ADA) is None, "never seen"
     first = decide(engine)
-    recalled = engine.recall(ADA, FLAGS)
+    recalled = engine.recall(ADA)
     assert recalled is not None and recalled[1] == first
-    assert recalled[0].identity == "ada@example.com"
+    assert recalled[0]().identity == "ada@example.com", "built when asked for"
     assert decide(engine) == first and engine.stats()["returning_visitors"] == 1
     other = RequestFacts(identity_header="ada@example.com", user_agent="UA", peer="203.0.113.10")
-    assert engine.recall(other, FLAGS) is None, "another address is other facts"
+    assert engine.recall(other) is None, "another address is other facts"
 
 
 def test_no_recall_when_a_hook_shapes_the_visitor_or_an_override_is_on(
@@ -56,13 +56,13 @@ def test_no_recall_when_a_hook_shapes_the_visitor_or_an_override_is_on(
 ) -> None:
     hooked = make_engine(demo_gateway, flags=FLAGS, context_enricher=lambda request: {"a": 1})
     decide(hooked)
-    assert hooked.recall(ADA, FLAGS) is None and hooked.stats()["returning_visitors"] == 0
+    assert hooked.recall(ADA) is None and hooked.stats()["returning_visitors"] == 0
     engine = make_engine(demo_gateway, flags=FLAGS)
     decide(engine)
     with override_flags({"premium_checkout": False}):
-        assert engine.recall(ADA, FLAGS) is None
+        assert engine.recall(ADA) is None
         assert decide(engine)["premium_checkout"].reason is Reason.OVERRIDE
-    assert engine.recall(ADA, FLAGS) is not None, "the override is over"
+    assert engine.recall(ADA) is not None, "the override is over"
 
 
 def test_new_settings_forget_every_returning_visitor(
@@ -73,7 +73,7 @@ def test_new_settings_forget_every_returning_visitor(
     settings = json.loads(demo_gateway.app.settings_body)
     settings["version"] = int(settings.get("version", 1)) + 1
     engine.apply_settings(settings)
-    assert engine.recall(ADA, FLAGS) is None
+    assert engine.recall(ADA) is None
 
 
 def test_decisions_on_failed_lookups_are_not_recalled(
@@ -86,7 +86,7 @@ def test_decisions_on_failed_lookups_are_not_recalled(
     finally:
         demo_gateway.accept_connections()
     assert decided["premium_checkout"].reason is Reason.GATEWAY_ERROR
-    assert engine.recall(ADA, FLAGS) is None
+    assert engine.recall(ADA) is None
     assert decide(engine)["premium_checkout"].reason is Reason.TARGETED, "asked again"
 
 
@@ -157,14 +157,18 @@ def test_starlette_makes_no_request_object_unless_something_needs_it(
 
 def test_facts_are_told_apart_exactly() -> None:
     seen = RequestFacts(identity_header=b"ada@example.com", cookie="a=1")
-    visitors = ReturningVisitors(10, "heap_identity")
+    visitors = ReturningVisitors(10, "heap_identity", ("k", "j"))
     config = Config(account_id="1", sdk_key="k", gateway_url="http://x")
-    decisions = {"k": FlagDecision("k", True)}
+    decisions = {"k": FlagDecision("k", True), "j": FlagDecision("j", False)}
     ada = build_visitor(config, seen, None)
     visitors.remember(seen, "rev", ada, decisions, math.inf)
-    assert visitors.recall(seen, "rev", ["k"]) == (ada, decisions), "the same visitor back"
-    assert visitors.recall(seen, "other revision", ["k"]) is None
-    assert visitors.recall(seen, "rev", ["k", "unknown"]) is None
+    recalled = visitors.recall(seen, "rev")
+    assert recalled is not None and recalled[1] == decisions
+    assert recalled[0]() == ada, "the same visitor back"
+    assert visitors.recall(seen, "other revision") is None
+    visitors.remember(seen, "rev", ada, {"k": FlagDecision("k", True)}, math.inf)
+    again = visitors.recall(seen, "rev")
+    assert again is not None and again[1] == decisions, "not the configured flags: not kept"
     near = [
         RequestFacts(identity_header="ada@example.com", cookie="a=1"),  # text, not bytes
         RequestFacts(identity_header=b"ada@example.com", cookie="a=1", user_agent=""),
@@ -172,7 +176,7 @@ def test_facts_are_told_apart_exactly() -> None:
         RequestFacts(identity_header=b"ada@example.co", cookie="ma=1"),  # same bytes, joined
         RequestFacts(cookie="a=1", identity_header=b"ada@example.com", peer="10.0.0.1"),
     ]
-    assert [visitors.recall(facts, "rev", ["k"]) for facts in near] == [None] * len(near)
+    assert [visitors.recall(facts, "rev") for facts in near] == [None] * len(near)
 
 
 def test_cache_keeps_decisions_until_reset() -> None:

@@ -15,11 +15,12 @@ each distinct one exists once and entries hold its number.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
 import time
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
 from ..config import Config
@@ -166,19 +167,27 @@ class DecisionCache:
 
 
 class ReturningVisitors:
-    """Visitors recalled from their request's raw facts, the most recent ``maxsize`` of them.
+    """Visitors recalled from their request's raw facts, the most recent ``maxsize`` of them,
+    with their decisions of ``keys`` (the flags every request decides).
 
-    An entry is one string: the settings revision, the visitor's atoms and each decision's
-    number, joined by ``SEPARATOR`` (a visitor with that character in a header is not kept).
+    An entry is one string: the settings revision, a character per decision (its number) and
+    the visitor's atoms joined by ``SEPARATOR`` (a visitor with that character in a header is
+    not kept). Recalling one reads two slices; the visitor is built only when asked for.
     """
 
     SEPARATOR = "\x1f"
+    _OFFSET = 0x100  # numbers as characters past the control characters
 
     def __init__(
-        self, maxsize: int, custom_variable: str, interned: Interned | None = None
+        self,
+        maxsize: int,
+        custom_variable: str,
+        keys: tuple[str, ...],
+        interned: Interned | None = None,
     ) -> None:
         self._interned = interned or Interned()
         self._custom_variable = custom_variable  # the one a visitor no app hook shaped has
+        self._keys = keys
         self._map: ExpiringMap[bytes, str] = ExpiringMap(maxsize)
 
     def reset(self) -> None:
@@ -186,24 +195,28 @@ class ReturningVisitors:
         self._map.clear()
 
     def recall(
-        self, facts: RequestFacts, revision: str, keys: Iterable[str]
-    ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
-        """The visitor of these facts and their decisions of ``keys``, if every one still holds
-        on settings ``revision``; else None."""
+        self, facts: RequestFacts, revision: str
+    ) -> tuple[Callable[[], Visitor], dict[str, FlagDecision]] | None:
+        """The visitor of these facts (a function that builds it) and their decisions of
+        ``keys``, if every one still holds on settings ``revision``; else None."""
         found = self._map.get(_digest(facts), time.monotonic())
         if found is None:
             return None
-        parts = found[0].split(self.SEPARATOR)
-        if parts[0] != revision:
+        entry = found[0]
+        cut = len(revision)
+        if not entry.startswith(revision):
             return None
-        decided = dict(part.split("=", 1) for part in parts[7:])
-        decision = self._interned.decision
-        try:
-            decisions = {key: decision(int(decided[key])) for key in keys}
-        except KeyError:  # a key not decided for them yet
-            return None
-        atoms = tuple(part or None for part in parts[1:7])
-        return Visitor.from_atoms(atoms, self._custom_variable), decisions
+        numbers = entry[cut : cut + len(self._keys)]
+        decision, offset = self._interned.decision, self._OFFSET
+        decisions = {
+            key: decision(ord(char) - offset) for key, char in zip(self._keys, numbers, strict=True)
+        }
+        atoms = entry[cut + len(self._keys) :]
+        return functools.partial(self._visitor, atoms), decisions
+
+    def _visitor(self, atoms: str) -> Visitor:
+        parts = tuple(part or None for part in atoms.split(self.SEPARATOR))
+        return Visitor.from_atoms(parts, self._custom_variable)
 
     def remember(
         self,
@@ -213,17 +226,18 @@ class ReturningVisitors:
         decisions: Mapping[str, FlagDecision],
         expires: float,
     ) -> None:
-        """Keep these decisions for the visitor of these facts until ``expires``."""
-        if expires <= time.monotonic():
+        """Keep these decisions for the visitor of these facts until ``expires``, when they are
+        the decisions of ``keys``."""
+        if expires <= time.monotonic() or tuple(decisions) != self._keys:
             return
         numbers = [self._interned.number(d) for d in decisions.values()]
         if not all(isinstance(n, int) for n in numbers):
             return  # the table of decisions is full
-        parts = [revision, *(atom or "" for atom in visitor.atoms())]
-        parts += [f"{key}={n}" for key, n in zip(decisions, numbers, strict=True)]
-        if any(self.SEPARATOR in part for part in parts):
+        atoms = [atom or "" for atom in visitor.atoms()]
+        if any(self.SEPARATOR in atom for atom in atoms):
             return
-        self._map.put(_digest(facts), self.SEPARATOR.join(parts), expires)
+        chars = "".join(chr(n + self._OFFSET) for n in numbers)  # type: ignore[operator]
+        self._map.put(_digest(facts), revision + chars + self.SEPARATOR.join(atoms), expires)
 
     def __len__(self) -> int:
         return len(self._map)
@@ -261,20 +275,20 @@ class DecisionCaches:
         interned = Interned()
         self.decisions = DecisionCache(config.cache_size, config.decision_ttl, interned)
         most = max(config.cache_size // 5, 1)  # the frequent ones
-        self.returning = ReturningVisitors(most, config.custom_variable, interned)
+        self.returning = ReturningVisitors(most, config.custom_variable, config.flags, interned)
 
     def reset(self) -> None:
         self.decisions.reset()
         self.returning.reset()
 
     def recall(
-        self, facts: RequestFacts, index: FlagIndex | None, keys: Iterable[str]
-    ) -> tuple[Visitor, dict[str, FlagDecision]] | None:
-        """A returning visitor's decisions on these settings, when nothing can have changed
-        them: no app hook shapes visitors, nothing is overridden."""
+        self, facts: RequestFacts, index: FlagIndex | None
+    ) -> tuple[Callable[[], Visitor], dict[str, FlagDecision]] | None:
+        """A returning visitor's decisions of ``Config.flags`` on these settings, when nothing
+        can have changed them: no app hook shapes visitors, nothing is overridden."""
         if not self._recalls or index is None or overrides.current():
             return None
-        return self.returning.recall(facts, index.revision, keys)
+        return self.returning.recall(facts, index.revision)
 
     def remember(
         self,
