@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[flask,starlette,fastapi,gateway,openfeature,otel,redis,dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[flask,starlette,fastapi,django,gateway,openfeature,otel,redis,dev,bench]'
 	touch $(STAMP)
 
 test: $(STAMP) redis-server
@@ -27,7 +27,7 @@ chaos: $(STAMP)
 # The native evaluator against the SDK on 250,000 generated cases (VWO_HEAP_DIFFERENTIAL_CASES,
 # VWO_HEAP_DIFFERENTIAL_SEED change the run).
 differential: $(STAMP)
-	$(BIN)/python -m pytest -m differential -p no:cacheprovider tests/test_native_evaluator.py
+	$(BIN)/python -m pytest -m differential -p no:cacheprovider tests/evaluation/test_native.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

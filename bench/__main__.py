@@ -1,7 +1,7 @@
 """``make bench``: requests/s and latency per case, on real servers with a real load generator.
 
-Cases, for Starlette on uvicorn and Flask on gunicorn (one worker each, pinned to core 0; the
-load generator and the local gateway on core 1):
+Cases, for Starlette on uvicorn, Flask on gunicorn and Django on uvicorn (A, C, D and R only;
+one worker each, pinned to core 0; the load generator and the local gateway on core 1):
 
   A  bare       the same page without flags
   B  seed       a hand-written middleware calling the stock SDK's get_flag per flag per request
@@ -60,6 +60,16 @@ SERVERS = {
         "warning",
         "--no-access-log",
     ],
+    "django": [
+        "-m",
+        "uvicorn",
+        "bench.django_site:application",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ],
     "flask": [
         "-m",
         "gunicorn",
@@ -76,6 +86,8 @@ SERVERS = {
         "warning",
     ],
 }
+# Django is measured bare and with the middleware: its own cost, not again against the peers.
+FRAMEWORK_CASES = {"django": ("A", "C", "D", "R")}
 SERVER_CORE, LOAD_CORE = 0, 1
 http = urllib3.PoolManager(retries=False, timeout=5.0)
 
@@ -109,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per case and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--frameworks", default="starlette,flask")
+    parser.add_argument("--frameworks", default="starlette,flask,django")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator")
     parser.add_argument("--no-micro", action="store_true")
@@ -139,12 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     servers: list[subprocess.Popen[bytes]] = []
     pids: dict[tuple[str, str], int] = {}
-    rounds: dict[str, dict[str, list[Result]]] = {f: {c: [] for c in cases} for f in frameworks}
+    cases_of = {f: [c for c in cases if c in FRAMEWORK_CASES.get(f, CASES)] for f in frameworks}
+    rounds: dict[str, dict[str, list[Result]]] = {
+        f: {c: [] for c in cases_of[f]} for f in frameworks
+    }
     try:
         wait_for(f"{gateway_url}/_gateway/health")
         urls: dict[tuple[str, str], str] = {}
         for framework in frameworks:
-            for case in cases:
+            for case in cases_of[framework]:
                 port = free_port()
                 env = {
                     **os.environ,
@@ -168,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_python(url + "/", 1, args.connections, warm)
         for number in range(args.rounds):
             for framework in frameworks:
-                for case in cases:
+                for case in cases_of[framework]:
                     _, traffic, fault = CASES[case]
                     url = urls[framework, case]
                     made, received = events_made(url), events_received(gateway_url)

@@ -32,7 +32,7 @@ settings.register_profile("project", deadline=None)
 settings.load_profile("project")
 
 pytest_plugins = ["pytester"]  # the test kit's own pytest plugin is tested in a subprocess
-collect_ignore = ["user_project"]  # a user's project: the test kit's tests run it from a wheel
+collect_ignore = ["user_project", "django_project"]  # users' projects: run from a wheel
 
 
 @pytest.fixture

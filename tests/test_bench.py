@@ -43,7 +43,7 @@ def test_bench_runs_for_a_second(tmp_path: Path) -> None:
             "--rounds",
             "1",
             "--frameworks",
-            "starlette",
+            "starlette,django",
             "--cases",
             "A,C",
             "--python-load",
@@ -64,5 +64,8 @@ def test_bench_runs_for_a_second(tmp_path: Path) -> None:
     assert figures["A"]["rps"] > 0 and figures["C"]["rps"] > 0
     assert figures["C"]["errors"] == 0
     assert {"gc_pauses", "gc_longest_ms", "gc_full_longest_ms"} <= set(figures["C"])
+    assert set(report["figures"]["django"]) == {"A", "C"}
+    assert report["figures"]["django"]["C"]["errors"] == 0
     assert next(tmp_path.glob("bench-*.png")).stat().st_size > 0
-    assert done.stdout.strip().splitlines()[-1].startswith("starlette: C/A=")
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("starlette: C/A=") and " | django: C/A=" in last

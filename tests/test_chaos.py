@@ -40,12 +40,18 @@ pytestmark = pytest.mark.chaos
 MEMBERS = [f"member{n}@example.net" for n in range(20)]
 OTHERS = [f"other{n}@example.net" for n in range(20)]
 EVALUATION_TIMEOUT = 0.2
-SERVERS = {
-    "uvicorn": "-m uvicorn tests.scripts.chaos_apps:app --port {port} --log-level warning",
-    "gunicorn": (
-        "-m gunicorn tests.scripts.chaos_apps:app --bind 127.0.0.1:{port} --workers 3 "
-        "--threads 4 --preload --log-level warning"
-    ),
+UVICORN = "-m uvicorn tests.scripts.chaos_apps:app --port {port} --log-level warning"
+GUNICORN = (
+    "-m gunicorn tests.scripts.chaos_apps:app --bind 127.0.0.1:{port} --workers 3 "
+    "--threads 4 --preload --log-level warning"
+)
+SERVERS = {"uvicorn": UVICORN, "gunicorn": GUNICORN}
+# Which app each chaos run serves: (server, the CHAOS_APP of tests/scripts/chaos_apps.py)
+APPS = {
+    "fastapi-uvicorn": ("uvicorn", "fastapi"),
+    "flask-gunicorn": ("gunicorn", "flask"),
+    "django-uvicorn": ("uvicorn", "django-asgi"),
+    "django-gunicorn": ("gunicorn", "django-wsgi"),
 }
 CLOSED = re.compile(r"^(\d+) INFO event spool closed: (\d+) events sent, (\d+) dropped$", re.M)
 
@@ -140,12 +146,13 @@ def decisions_everywhere(url: str, who: str, times: int = 12) -> set[str]:
     return answers
 
 
-@pytest.mark.parametrize("name", sorted(SERVERS))
+@pytest.mark.parametrize("name", sorted(APPS))
 def test_chaos(name: str, gateway: LocalGateway, tmp_path: Path) -> None:
     port = free_port()
+    server_name, app = APPS[name]
     env = {
         **os.environ,
-        "CHAOS_APP": "flask" if name == "gunicorn" else "fastapi",
+        "CHAOS_APP": app,
         "VWO_ACCOUNT_ID": "555",
         "VWO_SDK_KEY": "examples-test-key",
         "VWO_GATEWAY_URL": gateway.url,
@@ -159,7 +166,7 @@ def test_chaos(name: str, gateway: LocalGateway, tmp_path: Path) -> None:
     }
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
-    command = [sys.executable, *SERVERS[name].format(port=port).split()]
+    command = [sys.executable, *SERVERS[server_name].format(port=port).split()]
     with (
         log_path.open("wb") as log,
         subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log) as server,
@@ -197,7 +204,7 @@ def test_chaos(name: str, gateway: LocalGateway, tmp_path: Path) -> None:
     assert p99 <= EVALUATION_TIMEOUT * 1000 + 50, f"flags p99 {p99:.1f} ms"
     assert exited < 5.0, f"SIGTERM took {exited:.1f} s"
     closed = CLOSED.findall(text)
-    workers = 1 if name == "uvicorn" else 3
+    workers = 1 if server_name == "uvicorn" else 3
     assert len(closed) >= workers, text[-3000:]
     assert sum(int(dropped) for _, _, dropped in closed) == 0, "no impression lost"
     # Exactly once: what the workers counted as sent is what the gateway received (a batch

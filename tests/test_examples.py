@@ -1,4 +1,4 @@
-"""Both example apps on real servers (uvicorn; gunicorn with --preload and two forked workers),
+"""The example apps on real servers (uvicorn; gunicorn with --preload and two forked workers),
 configured only through the environment, against a local gateway with data they have never seen."""
 
 from __future__ import annotations
@@ -54,6 +54,29 @@ SERVERS = {
         "{port}",
         "--http",
         "h11",
+        "--log-level",
+        "warning",
+    ],
+    "django-uvicorn": [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "examples.django_app.asgi:application",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+    ],
+    "django-gunicorn": [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "examples.django_app.wsgi:application",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        "3",
+        "--preload",
         "--log-level",
         "warning",
     ],

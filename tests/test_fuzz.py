@@ -1,6 +1,6 @@
-"""10,000 generated hostile requests (fixed seed) through real servers: uvicorn with the FastAPI
-example, gunicorn with the Flask example. None may get a 5xx or leave a traceback, and a Heap
-segment member is decided correctly while the fuzzing runs (the circuit breaker stays closed)."""
+"""5,000 generated hostile requests (fixed seed) through each real server: uvicorn with the
+FastAPI example and the Django one, gunicorn with the Flask example. None may get a 5xx or leave a
+traceback, and a Heap segment member is decided correctly while the fuzzing runs (the circuit breaker stays closed)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ MEMBER = "mira@example.net"
 REQUESTS_PER_SERVER = 5_000
 SERVERS = {
     "fastapi-uvicorn": "-m uvicorn examples.fastapi_app.app:app --port {port} --log-level warning",
+    "django-uvicorn": (
+        "-m uvicorn examples.django_app.asgi:application --port {port} --log-level warning"
+    ),
     "flask-gunicorn": (
         "-m gunicorn examples.flask_app.app:app --bind 127.0.0.1:{port} --workers 2 "
         "--log-level warning"

@@ -43,8 +43,13 @@ def test_stop_ends_the_thread() -> None:
         fetched.set()
         return {}
 
+    def settings_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "vwo-heap-settings"}
+
+    others = settings_threads()  # other engines' (Django's process engine lives all session)
     loop = SettingsLoop(fetch, lambda settings: None, refresh=3600)
     loop.start()
     assert fetched.wait(5) and loop.running
+    assert len(settings_threads() - others) == 1
     loop.stop(2.0)
-    assert not any(t.name == "vwo-heap-settings" and t.is_alive() for t in threading.enumerate())
+    assert not {t for t in settings_threads() - others if t.is_alive()}

@@ -31,6 +31,19 @@ def flask_app() -> Any:
     return app
 
 
-app = flask_app() if os.environ.get("CHAOS_APP") == "flask" else fastapi_app()
+def django_asgi() -> Any:
+    from examples.django_app.asgi import application
+
+    return application
+
+
+def django_wsgi() -> Any:
+    from examples.django_app.wsgi import application
+
+    return application
+
+
+APPS = {"flask": flask_app, "django-asgi": django_asgi, "django-wsgi": django_wsgi}
+app = APPS.get(os.environ.get("CHAOS_APP", ""), fastapi_app)()
 
 __all__ = ["app"]

@@ -414,3 +414,17 @@ def test_cli_survives_a_refusal_window() -> None:
         assert http.request("POST", f"{url}/_gateway/refuse?seconds=1").status == 200
         wait_until(lambda: not up(), timeout=5, what="the refusal window")
         wait_until(up, timeout=10, what="the gateway to come back")
+
+
+def test_a_gateway_nobody_stopped_does_not_keep_its_process_alive() -> None:
+    script = (
+        "from vwo_heap_middleware.testing.gateway import LocalGateway\n"
+        "import urllib.request\n"
+        f"gateway = LocalGateway.from_files(flags_file={str(DEMO_FLAGS)!r}).start()\n"
+        "urllib.request.urlopen(gateway.url + '/_gateway/records').read()\n"
+        "print('served')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert (done.returncode, done.stdout) == (0, "served\n"), done.stderr

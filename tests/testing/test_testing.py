@@ -184,9 +184,9 @@ def test_the_plugin_is_harmless_when_unused(pytester: pytest.Pytester) -> None:
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
 
 
-def test_a_user_suite_from_the_readme_passes_on_the_installed_wheel(tmp_path: Path) -> None:
-    """No gateway, a wheel installed apart, tests written as the README shows."""
-    wheels, target, project = tmp_path / "dist", tmp_path / "site", tmp_path / "project"
+def installed_wheel(tmp_path: Path) -> Path:
+    """This package built as a wheel and installed alone into a folder of its own."""
+    wheels, target = tmp_path / "dist", tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
         [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
@@ -201,16 +201,54 @@ def test_a_user_suite_from_the_readme_passes_on_the_installed_wheel(tmp_path: Pa
         capture_output=True,
         timeout=300,
     )
-    shutil.copytree(ROOT / "tests" / "user_project", project)
+    return target
+
+
+def run_user_project(
+    name: str, target: Path, tmp_path: Path, *command: str
+) -> subprocess.CompletedProcess[str]:
+    """A user's project (``tests/<name>``) run on the installed wheel, with no VWO variables."""
+    project = tmp_path / name
+    if not project.exists():
+        shutil.copytree(ROOT / "tests" / name, project)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VWO_", "HEAP_"))}
     env.update(PYTHONPATH=f"{target}{os.pathsep}{project}", WHEEL_TARGET=str(target))
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    return subprocess.run(
+        [sys.executable, *command],
         cwd=project,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_a_user_suite_from_the_readme_passes_on_the_installed_wheel(tmp_path: Path) -> None:
+    """No gateway, a wheel installed apart, tests written as the README shows."""
+    target = installed_wheel(tmp_path)
+    done = run_user_project(
+        "user_project", target, tmp_path, "-m", "pytest", "-q", "-p", "no:cacheprovider"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 passed" in done.stdout
+
+
+def test_a_django_project_from_the_readme_passes_with_pytest_django(tmp_path: Path) -> None:
+    """Settings, middleware, a guarded view, a template tag, a DRF view and tests with
+    pytest-django and override_flags, on the installed wheel; ``manage.py check`` is clean,
+    and a mistake in the settings is a named error, not a traceback."""
+    target = installed_wheel(tmp_path)
+    done = run_user_project(
+        "django_project", target, tmp_path, "-m", "pytest", "-q", "-p", "no:cacheprovider"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout
+    check = ["-m", "django", "check", "--settings", "shop.settings"]
+    clean = run_user_project("django_project", target, tmp_path, *check)
+    assert clean.returncode == 0 and "no issues" in clean.stdout, clean.stdout + clean.stderr
+    settings = tmp_path / "django_project" / "shop" / "settings.py"
+    settings.write_text(settings.read_text() + '\nVWO_HEAP["evaluation_timeout"] = 0\n')
+    broken = run_user_project("django_project", target, tmp_path, *check)
+    assert broken.returncode != 0
+    assert "vwo_heap.E001" in broken.stderr and "evaluation_timeout must be" in broken.stderr
+    assert "Traceback" not in broken.stderr

@@ -27,6 +27,24 @@ from .errors import GatewayDataError
 logger = logging.getLogger("vwo_heap_middleware.testing.gateway")
 
 
+def _in_a_daemon_thread(action: Callable[[], object]) -> None:
+    """Run ``action`` in a daemon thread and wait: threads it starts (cheroot's workers) are
+    daemons too, so a gateway nobody stopped never keeps its process from exiting."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            failed.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+
+
 def _daemon_timer(seconds: float, action: Callable[[], object]) -> None:
     timer = threading.Timer(seconds, action)
     timer.daemon = True  # a pending refusal window never keeps the process alive
@@ -153,7 +171,7 @@ class LocalGateway:
                 server.keep_alive_conn_limit = 1024  # cheroot keeps 10 by default
                 if self.tls is not None:
                     server.ssl_adapter = BuiltinSSLAdapter(*(str(p) for p in self.tls))
-                server.prepare()  # binds the port now: refused connections end here
+                _in_a_daemon_thread(server.prepare)  # binds the port now
                 self.port = server.bind_addr[1]
                 self._server = server
                 self._thread = threading.Thread(

@@ -1,0 +1,56 @@
+"""Configuration mistakes surface in ``manage.py check``, named, not as a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from tests.django.conftest import MIDDLEWARE, VWO_HEAP
+from vwo_heap_middleware.django.settings import config_from_settings
+
+
+def run() -> list[checks.CheckMessage]:
+    return checks.run_checks(tags=["vwo_heap"])
+
+
+def test_a_good_configuration_passes() -> None:
+    assert run() == []
+
+
+@pytest.mark.parametrize(
+    ("heap", "says"),
+    [
+        ({**VWO_HEAP, "gateway_url": "ftp://x"}, "gateway_url must be an http:// or https:// URL"),
+        ({**VWO_HEAP, "evaluation_timeout": 0}, "evaluation_timeout must be"),
+        ({**VWO_HEAP, "flag": ("x",)}, "VWO_HEAP has keys Config does not know: flag"),
+    ],
+)
+def test_a_bad_configuration_is_an_error_naming_what_to_fix(
+    heap: dict[str, object], says: str
+) -> None:
+    with override_settings(VWO_HEAP=heap):
+        (error,) = run()
+    assert error.id == "vwo_heap.E001" and says in error.msg
+
+
+def test_settings_named_like_the_environment_count_too() -> None:
+    partial = override_settings(VWO_HEAP={"flags": ("premium_checkout",)}, VWO_ACCOUNT_ID="777")
+    with partial, pytest.raises(ValueError, match="VWO_SDK_KEY is not set"):
+        config_from_settings()
+    named = {"VWO_ACCOUNT_ID": "777", "VWO_SDK_KEY": "k", "VWO_GATEWAY_URL": "http://gw:1"}
+    with override_settings(VWO_HEAP={"flags": ("premium_checkout",)}, **named):
+        config = config_from_settings()
+    assert (config.account_id, config.gateway_url, config.flags) == (
+        "777",
+        "http://gw:1",
+        ("premium_checkout",),
+    )
+
+
+def test_a_missing_or_misplaced_middleware() -> None:
+    with override_settings(MIDDLEWARE=MIDDLEWARE[:2]):
+        assert [m.id for m in run()] == ["vwo_heap.E002"]
+    heap = {**VWO_HEAP, "identity_resolver": lambda request: None}
+    with override_settings(MIDDLEWARE=[MIDDLEWARE[2], *MIDDLEWARE[:2]], VWO_HEAP=heap):
+        assert [m.id for m in run()] == ["vwo_heap.W001"]
