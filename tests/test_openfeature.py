@@ -56,6 +56,7 @@ def both(flags: Any) -> dict[str, Any]:
         "openfeature": [details.value, tier.value],
         "reason": details.reason,
         "variant": details.variant,
+        "rule": details.flag_metadata.get("rule_key"),
     }
 
 
@@ -71,9 +72,10 @@ def test_fastapi_answers_equal_the_middlewares(engine: FlagEngine) -> None:
         member = client.get("/", headers=MEMBER).json()
         other = client.get("/", headers=NON_MEMBER).json()
     assert member["middleware"] == member["openfeature"] == [True, "<b>Gold</b>"]
-    assert (member["reason"], member["variant"]) == ("TARGETING_MATCH", "on")
+    assert (member["reason"], member["variant"]) == ("TARGETING_MATCH", "Rollout-rule-1")
+    assert member["rule"] == "heap_segment1", "the rule that decided, in flag_metadata"
     assert other["middleware"] == other["openfeature"] == [False, "none"]
-    assert (other["reason"], other["variant"]) == ("DEFAULT", "off")
+    assert (other["reason"], other["variant"], other["rule"]) == ("DEFAULT", "off", None)
     assert engine.stats()["membership_calls"] == 2, "one lookup per visitor: the request's flags"
 
 
@@ -218,13 +220,9 @@ PEOPLE = ["vip@example.com", "someone@example.com"]
 
 
 def _seen(details: Any) -> tuple[Any, ...]:
-    return (
-        details.value,
-        details.variant,
-        details.reason,
-        details.error_code,
-        dict(details.flag_metadata),
-    )
+    metadata = dict(details.flag_metadata)
+    metadata.pop("cached", None)  # the second resolution of a visitor comes from the cache
+    return (details.value, details.variant, details.reason, details.error_code, metadata)
 
 
 def resolve_all(context: EvaluationContext | None = None) -> list[tuple[Any, ...]]:

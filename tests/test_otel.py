@@ -104,10 +104,13 @@ def test_each_flag_read_is_an_event_on_the_request_span(
     assert events["premium_checkout"] == {
         "feature_flag.key": "premium_checkout",
         "feature_flag.provider.name": PROVIDER_NAME,
-        "feature_flag.result.variant": "on",
+        "feature_flag.result.variant": "Rollout-rule-1",
         "feature_flag.result.value": True,
         "feature_flag.result.reason": "targeting_match",
+        "feature_flag.version": engine.readiness()["revision"],
         "feature_flag.context.id": short_hash("vip@example.com", key=engine.config.log_key),
+        "vwo_heap.rule.key": "heap_segment1",
+        "vwo_heap.rule.type": "rollout",
     }
     assert events["nope"]["error.type"] == "flag_not_found"
     assert "vip@example.com" not in str(events), "never the raw identity"

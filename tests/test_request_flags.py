@@ -13,6 +13,8 @@ from vwo_heap_middleware import Reason, RequestFlags
 from vwo_heap_middleware.headers import ResponseHeaders
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
+RULE = "rule=heap_segment1;variation=Rollout-rule-1;segment=heap_premium_users:member"
+
 
 def test_reading_loading_and_overriding(
     demo_gateway: LocalGateway, make_engine: EngineFactory
@@ -109,7 +111,7 @@ def test_x_flags_lists_only_flags_the_settings_know(
     flags.enabled("premium_checkout")
     assert not flags.enabled(key)
     ((name, value),) = flags.response_headers().extra
-    assert (name, value) == ("X-Flags", "premium_checkout=on;targeted;native")
+    assert (name, value) == ("X-Flags", f"premium_checkout=on;targeted;native;{RULE}")
     value.encode("latin-1")  # a header value any server can send
 
 

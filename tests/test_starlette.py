@@ -128,7 +128,10 @@ def test_opt_in_debug_headers(shop_gateway: LocalGateway, make_engine: EngineFac
     )
     with TestClient(starlette_app(engine)) as client:
         response = client.get("/plain", headers=MEMBER)
-    assert response.headers["x-flags"] == "premium_checkout=on;targeted;native"
+        again = client.get("/plain", headers=MEMBER)
+    details = "rule=heap_segment1;variation=Rollout-rule-1;segment=vip:member"
+    assert response.headers["x-flags"] == f"premium_checkout=on;targeted;native;{details}"
+    assert again.headers["x-flags"] == f"premium_checkout=on;targeted;native;cached;{details}"
     assert response.headers["server-timing"].startswith("flags;dur=")
 
 
@@ -338,6 +341,6 @@ def test_router_answers_with_the_debug_header_vary_too(
     with TestClient(starlette_app(engine)) as client:
         missing = client.get("/no-such-page", headers=MEMBER)
     assert missing.status_code == 404
-    assert missing.headers["x-flags"] == "premium_checkout=on;targeted;native"
+    assert missing.headers["x-flags"].startswith("premium_checkout=on;targeted;native;rule=")
     assert missing.headers["vary"] == "Cookie, X-Heap-Identity"
     assert missing.headers["cache-control"] == "private"

@@ -9,6 +9,7 @@ into decisions and the events to send, each flag evaluated natively where it can
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -19,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .config import Config
-from .decision import FlagDecision, Reason
+from .decision import NO_DETAILS, DecisionDetails, FlagDecision, Reason
 from .evaluation import overrides
 from .evaluation.caches import DecisionCache
 from .evaluation.flag_index import FlagIndex, FlagNeeds
@@ -46,6 +47,7 @@ STICKY = "sticky decisions (Redis storage) are kept by the SDK"
 BY_SDK = "flag %r is decided by the VWO SDK: the native evaluator does not cover %s"
 FELL_BACK = "flag %r for user %s: decided by the VWO SDK (%s)"
 SHADOW_DIFFERS = "shadow evaluation: flag %r for user %s differs: SDK %s, native %s"
+DECIDED = "flag %r for user %s: %s"
 
 
 @dataclass
@@ -54,7 +56,7 @@ class Plan:
     (``memberships``, ``details``) before ``finish``."""
 
     deadline: float
-    revision: str | None = None  # of the settings decided on (None: not ready)
+    index: FlagIndex | None = None  # the settings decided on (None: not ready)
     results: dict[str, FlagDecision] = field(default_factory=dict)
     todo: dict[str, tuple[FlagNeeds, str]] = field(default_factory=dict)  # needs, cache key
     memberships: set[MembershipKey] = field(default_factory=set)
@@ -63,6 +65,10 @@ class Plan:
     # When the first of the results stops holding (``time.monotonic()``); -inf when one of
     # them must not be reused (an override, a default for a failure, a stale answer).
     expires: float = math.inf
+
+    @property
+    def revision(self) -> str | None:
+        return self.index.revision if self.index is not None else None
 
     def left(self) -> float:
         """Seconds of the budget still left to wait for lookups."""
@@ -128,7 +134,7 @@ class Decider:
     ) -> Plan:
         """Answer what overrides and the cache know; say what the rest needs. ``index`` is None
         while the engine is not ready."""
-        plan = Plan(deadline, index.revision if index else None)
+        plan = Plan(deadline, index)
         forced = overrides.current()
         if forced:
             plan.results = {key: forced[key] for key in keys if key in forced}
@@ -206,11 +212,20 @@ class Decider:
                 decision = self._default(key, Reason.ERROR)
             elif outcome.missing and not outcome.enabled:
                 timed_out = AnswerStatus.TIMEOUT in statuses
-                decision = self._default(key, Reason.TIMEOUT if timed_out else Reason.GATEWAY_ERROR)
+                default = self._default(key, Reason.TIMEOUT if timed_out else Reason.GATEWAY_ERROR)
+                details = self._details(plan, key, outcome, memberships)  # which were unknown
+                decision = dataclasses.replace(default, details=details)
             else:
                 reason = Reason.TARGETED if outcome.enabled else Reason.NOT_TARGETED
+                details = self._details(plan, key, outcome, memberships)
                 decision = FlagDecision(
-                    key, outcome.enabled, outcome.variables, reason, stale, outcome.evaluator
+                    key,
+                    outcome.enabled,
+                    outcome.variables,
+                    reason,
+                    stale,
+                    outcome.evaluator,
+                    details,
                 )
                 if statuses <= {AnswerStatus.FRESH} and not outcome.missing:
                     # it holds as long as the answers it was made on
@@ -220,7 +235,19 @@ class Decider:
                     expires = self._decisions.put(cache_key, decision, min(used, default=math.inf))
             plan.results[key] = decision
             plan.expires = min(plan.expires, expires)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(DECIDED, key, self._who(visitor), decision.to_dict(details=True))
         return events
+
+    @staticmethod
+    def _details(
+        plan: Plan, key: str, outcome: Outcome, memberships: Mapping[MembershipKey, Answer[bool]]
+    ) -> DecisionDetails:
+        index = plan.index
+        rules = index.rules.get(key) if index is not None else None
+        if index is None or rules is None:
+            return NO_DETAILS
+        return rules.details(outcome, memberships, index.revision)
 
     def _evaluate(self, key: str, visitor: Visitor, answers: Answers) -> Outcome:
         """One flag, natively where the evaluator covers it, else (or in shadow) by the SDK."""

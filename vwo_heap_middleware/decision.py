@@ -63,13 +63,81 @@ _VOCABULARY: Mapping[Reason, tuple[str, str | None, str | None]] = {
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+class SegmentAnswer(str, enum.Enum):
+    """What a Heap segment (a VWO attribute list) said of the visitor in one decision."""
+
+    MEMBER = "member"
+    NOT_MEMBER = "not_member"
+    STALE = "stale"  # an answer kept from before the gateway failed
+    UNKNOWN = "unknown"  # no answer: the lookup failed or ran out of time
+
+    def __str__(self) -> str:
+        return self.value
+
+
+RULE_TYPES: Mapping[str, str] = MappingProxyType(
+    {"FLAG_ROLLOUT": "rollout", "FLAG_TESTING": "ab_test", "FLAG_PERSONALIZE": "personalize"}
+)
+"""VWO's campaign types as the details name them."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionDetails:
+    """Why a decision is what it is: the VWO rule that gave it (``rule_key``, ``rule_type``:
+    ``rollout``, ``ab_test`` or ``personalize``, ``rule_index`` in the flag's rules), its
+    campaign and the variation; ``in_experiment`` when an A/B test bucketed the visitor (an
+    impression was sent); the Heap segments consulted, by attribute list id; the settings
+    ``revision``; who evaluated; ``cached`` when the decision came from the decision cache
+    rather than being made for this request. A decision no rule gave has no rule fields."""
+
+    rule_key: str | None = None
+    rule_type: str | None = None
+    rule_index: int | None = None
+    campaign_id: Any = None
+    campaign_key: str | None = None
+    variation_id: Any = None
+    variation_name: str | None = None
+    in_experiment: bool = False
+    segments: tuple[tuple[str, SegmentAnswer], ...] = ()
+    revision: str | None = None
+    evaluator: str = ""
+    cached: bool = False
+
+    @property
+    def segment_answers(self) -> dict[str, str]:
+        """``{attribute list id: "member" | "not_member" | "stale" | "unknown"}``."""
+        return {list_id: answer.value for list_id, answer in self.segments}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, every field (``segments`` as ``segment_answers``)."""
+        return {
+            "rule_key": self.rule_key,
+            "rule_type": self.rule_type,
+            "rule_index": self.rule_index,
+            "campaign_id": self.campaign_id,
+            "campaign_key": self.campaign_key,
+            "variation_id": self.variation_id,
+            "variation_name": self.variation_name,
+            "in_experiment": self.in_experiment,
+            "segments": self.segment_answers,
+            "revision": self.revision,
+            "evaluator": self.evaluator,
+            "cached": self.cached,
+        }
+
+
+NO_DETAILS = DecisionDetails()
+"""The details of a decision nobody evaluated (a default, an override)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FlagDecision:
     """One flag for one visitor: ``enabled``, its ``variables`` and the ``reason``.
 
     ``stale``: decided on a segment answer kept from before the gateway failed. ``evaluator``:
     who evaluated VWO's rules, ``"native"`` or ``"sdk"`` (``""`` when nobody did: a default, an
-    override).
+    override). ``details``: which rule and variation, the segment answers, the revision, whether
+    it came from the cache (``DecisionDetails``).
     """
 
     key: str
@@ -78,20 +146,32 @@ class FlagDecision:
     reason: Reason = Reason.NOT_TARGETED
     stale: bool = False
     evaluator: str = ""
+    # Metadata: two decisions with the same outcome are equal whichever rule or cache gave them.
+    details: DecisionDetails = field(default=NO_DETAILS, compare=False, repr=False)
+
+    @property
+    def variant(self) -> str:
+        """The variation's name when a rule gave one, else ``"on"``/``"off"`` (OpenFeature's
+        ``variant``, OpenTelemetry's ``feature_flag.result.variant``)."""
+        name = self.details.variation_name
+        return name if name is not None else ("on" if self.enabled else "off")
 
     def variable(self, name: str, default: Any = None) -> Any:
         """The value of a flag variable, or ``default`` when the decision has none."""
         return self.variables.get(name, default)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready; ``"stale": true`` is added only to decisions made on stale answers."""
-        result = {
+    def to_dict(self, details: bool = False) -> dict[str, Any]:
+        """JSON-ready; ``"stale": true`` is added only to decisions made on stale answers, and
+        ``"details"`` (``DecisionDetails.to_dict()``) when asked for."""
+        result: dict[str, Any] = {
             "enabled": self.enabled,
             "variables": dict(self.variables),
             "reason": self.reason.value,
         }
         if self.stale:
             result["stale"] = True
+        if details:
+            result["details"] = self.details.to_dict()
         return result
 
     def __bool__(self) -> bool:

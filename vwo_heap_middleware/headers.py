@@ -51,13 +51,23 @@ def read_headers(vary: tuple[str, ...], user_agent: bool, private: bool) -> Resp
 
 
 def debug_entry(key: str, decision: FlagDecision) -> str:
-    """``key=on;targeted[;stale][;native|;sdk]``: what ``X-Flags`` says of one decision; a key
-    beyond ``[A-Za-z0-9_.-~]`` is percent-encoded, so the header stays one safe line."""
+    """``key=on;targeted[;stale][;native|;sdk][;cached][;rule=..;variation=..][;segment=..]``:
+    what ``X-Flags`` says of one decision (``segment=<list id>:<answer>`` per Heap segment
+    consulted). Anything beyond ``[A-Za-z0-9_.-~]`` is percent-encoded, so the header stays one
+    safe line."""
     parts = ["on" if decision.enabled else "off", decision.reason.value]
     if decision.stale:
         parts.append("stale")
     if decision.evaluator:
         parts.append(decision.evaluator)
+    details = decision.details
+    if details.cached:
+        parts.append("cached")
+    if details.rule_key is not None:
+        parts.append(f"rule={quote(details.rule_key, safe='')}")
+    if details.variation_name is not None:
+        parts.append(f"variation={quote(details.variation_name, safe='')}")
+    parts += [f"segment={quote(list_id, safe='')}:{answer}" for list_id, answer in details.segments]
     return f"{quote(key, safe='')}={';'.join(parts)}"
 
 

@@ -240,6 +240,22 @@ def _user_id(context: EvaluationContext | None) -> str | None:
     return clean_identity(user_id)
 
 
+def _metadata(decision: FlagDecision) -> dict[str, bool | int | float | str]:
+    """``flag_metadata``: the reason in this package's words, ``stale``, and the decision's
+    details that have a value (``segment.<list id>``: that segment's answer)."""
+    metadata: dict[str, bool | int | float | str] = {
+        "vwo_heap_reason": decision.reason.value,
+        "stale": decision.stale,
+    }
+    details = decision.details
+    for name, value in details.to_dict().items():
+        if name == "segments":
+            metadata.update({f"segment.{list_id}": answer for list_id, answer in value.items()})
+        elif isinstance(value, (bool, int, float, str)) and value != "":
+            metadata[name] = value
+    return metadata
+
+
 def _details(
     decision: FlagDecision, variable: str | None, default: T, kind: Any
 ) -> FlagResolutionDetails[T]:
@@ -248,8 +264,8 @@ def _details(
     error = ErrorCode(code) if code is not None else None
     if decision.stale and error is None:
         reason = OpenFeatureReason.STALE
-    metadata = {"vwo_heap_reason": decision.reason.value, "stale": decision.stale}
-    variant = "on" if decision.enabled else "off"
+    metadata = _metadata(decision)
+    variant = decision.variant
     if error is not None:
         message = f"flag {decision.key!r}: {decision.reason.value}"
         return FlagResolutionDetails(default, error, message, reason, None, metadata)

@@ -4,8 +4,10 @@ On with ``Config(otel=True)`` or ``VWO_HEAP_OTEL=true``; the app configures the 
 
 - Each decision a request reads adds a ``feature_flag.evaluation`` event to the current span,
   with the semantic conventions' attributes (``feature_flag.key``,
-  ``feature_flag.provider.name``, ``feature_flag.result.variant``/``value``/``reason``,
-  ``error.type``); never the raw identity, at most its hash as ``feature_flag.context.id``
+  ``feature_flag.provider.name``, ``feature_flag.result.variant`` (the variation's name, or
+  on/off), ``value``, ``reason``, ``feature_flag.version`` (the settings revision),
+  ``error.type``) and the rule (``vwo_heap.rule.key``, ``vwo_heap.rule.type``); never the raw
+  identity, at most its hash as ``feature_flag.context.id``
   (``Config(otel_context_id=True)``).
 - Gateway lookups and settings loads are ``CLIENT`` spans.
 - Metrics: decisions by flag and reason, gateway call duration, decision-cache hit ratio,
@@ -70,15 +72,22 @@ class FlagTelemetry(Observer):
         span = trace.get_current_span()
         if not span.is_recording():
             return
-        attributes: dict[str, str | bool] = {
+        attributes: dict[str, str | bool | int] = {
             "feature_flag.key": decision.key,
             "feature_flag.provider.name": PROVIDER_NAME,
-            "feature_flag.result.variant": "on" if decision.enabled else "off",
+            "feature_flag.result.variant": decision.variant,
             "feature_flag.result.value": decision.enabled,
             "feature_flag.result.reason": _reason(decision),
         }
         if decision.reason.error_type is not None:
             attributes["error.type"] = decision.reason.error_type
+        details = decision.details
+        if details.rule_key is not None:
+            attributes["vwo_heap.rule.key"] = details.rule_key
+        if details.rule_type is not None:
+            attributes["vwo_heap.rule.type"] = details.rule_type
+        if details.revision is not None:
+            attributes["feature_flag.version"] = details.revision
         if self._context_id and flags.user_id:
             attributes["feature_flag.context.id"] = short_hash(flags.user_id, key=self._log_key)
         span.add_event(EVALUATION_EVENT, attributes)

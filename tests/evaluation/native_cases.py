@@ -435,6 +435,7 @@ class Differential:
                 dict(oracle.variables),
                 oracle.missing,
                 [normalized(e, context) for e in oracle.events],
+                sorted(set(oracle.asked)),  # the segments a decision's details name
             )
             ours = (
                 False,
@@ -442,6 +443,7 @@ class Differential:
                 dict(mine.variables),
                 mine.missing,
                 [normalized(e, context) for e in mine.events],
+                sorted(set(mine.asked)),
             )
             if theirs != ours and len(tally.mismatches) < 20:
                 where = json.dumps({"settings": settings, "flag": key, "context": context})

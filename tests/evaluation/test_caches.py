@@ -183,7 +183,9 @@ def test_cache_keeps_decisions_until_reset() -> None:
     cache = DecisionCache(maxsize=2, ttl=60)
     decision = FlagDecision("a", True)
     cache.put("a user", decision)
-    assert cache.get("a user") is decision and len(cache) == 1
+    kept = cache.get("a user")
+    assert kept == decision and len(cache) == 1
+    assert kept is not None and kept.details.cached and not decision.details.cached
     assert cache.get("a other") is None
     cache.put("b 1", decision)
     cache.put("c 1", decision)

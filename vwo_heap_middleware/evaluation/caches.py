@@ -15,6 +15,7 @@ each distinct one exists once and entries hold its number.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -92,13 +93,14 @@ class ExpiringMap(Generic[K, V]):
 class Interned:
     """Every distinct decision once, numbered: cache entries keep the number. A flag has a
     handful of outcomes per settings revision, so the table stays small; past ``limit`` entries
-    (settings changing all day) decisions are kept as they are."""
+    (settings changing all day) decisions are kept as they are. What comes back out is the
+    decision as recalled: its details say ``cached``."""
 
     def __init__(self, limit: int = 10_000) -> None:
         self._limit = limit
         self._lock = threading.Lock()
         self._numbers: dict[tuple[Any, ...], int] = {}
-        self._decisions: list[FlagDecision] = []
+        self._recalled: list[FlagDecision] = []
 
     def number(self, decision: FlagDecision) -> int | FlagDecision:
         # A native decision's variables are its variation's mapping, compiled once and kept
@@ -113,18 +115,26 @@ class Interned:
             decision.reason,
             decision.stale,
             decision.evaluator,
+            decision.details,
         )
         with self._lock:
             number = self._numbers.get(key)
             if number is None:
-                if len(self._decisions) >= self._limit:
-                    return decision
-                number = self._numbers[key] = len(self._decisions)
-                self._decisions.append(decision)
+                if len(self._recalled) >= self._limit:
+                    return recalled(decision)
+                number = self._numbers[key] = len(self._recalled)
+                self._recalled.append(recalled(decision))
             return number
 
     def decision(self, number: int | FlagDecision) -> FlagDecision:
-        return self._decisions[number] if isinstance(number, int) else number
+        return self._recalled[number] if isinstance(number, int) else number
+
+
+def recalled(decision: FlagDecision) -> FlagDecision:
+    """``decision`` as a cache gives it back: ``details.cached``."""
+    if decision.details.cached:
+        return decision
+    return dataclasses.replace(decision, details=dataclasses.replace(decision.details, cached=True))
 
 
 class DecisionCache:

@@ -6,9 +6,10 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from .details import FlagRules
 from .outcome import MembershipKey
 
 # ``custom_variable <name> inlist(<list id>)``: a Heap segment synced into a VWO attribute list.
@@ -62,10 +63,12 @@ def membership_value(value: object) -> str:
 
 @dataclass(frozen=True)
 class FlagIndex:
-    """Each flag's needs in one settings revision (a digest of the settings names it)."""
+    """Each flag's needs in one settings revision (a digest of the settings names it), and
+    its rules as decision details name them."""
 
     revision: str
     flags: Mapping[str, FlagNeeds]
+    rules: Mapping[str, FlagRules] = field(default_factory=dict)
 
     def reads_user_agent(self, keys: Iterable[str]) -> bool:
         """True when any of these flags' rules read the User-Agent header."""
@@ -80,6 +83,7 @@ class FlagIndex:
             h.get("segments") for h in settings.get("holdouts") or [] if isinstance(h, dict)
         ]
         flags = {}
+        rules: dict[str, FlagRules] = {}
         for feature in settings.get("features") or []:
             if not isinstance(feature, dict) or not isinstance(feature.get("key"), str):
                 continue
@@ -96,6 +100,7 @@ class FlagIndex:
                     for v in campaign.get("variations") or []
                     if isinstance(v, dict)
                 ]
+            rules.setdefault(feature["key"], FlagRules.read(feature, campaigns))  # the SDK: first
             operators, lists = _scan(segments)
             details = bool(operators & USER_DETAILS_OPERATORS)
             flags[feature["key"]] = FlagNeeds(
@@ -105,7 +110,7 @@ class FlagIndex:
                 user_agent=bool(operators & USER_AGENT_OPERATORS),
             )
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        return cls(revision=digest, flags=flags)
+        return cls(revision=digest, flags=flags, rules=rules)
 
 
 def _scan(roots: list[Any]) -> tuple[set[str], set[tuple[str, str]]]:

@@ -274,7 +274,8 @@ class NativeSettings:
         if flag.impact_campaign:
             shown.append((flag.impact_campaign, 2 if enabled else 1))
         events = self._impressions.make(context, user_id, shown, usage_meta) if shown else ()
-        return Outcome(enabled, variables, events, call.missing, evaluator="native")
+        asked = tuple(call.asked)
+        return Outcome(enabled, variables, events, call.missing, evaluator="native", asked=asked)
 
     @staticmethod
     def _in_traffic(rule: _Rule, seed: str) -> bool:

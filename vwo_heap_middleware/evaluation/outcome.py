@@ -89,7 +89,8 @@ class Answers:
 class Outcome:
     """One flag evaluated for one context. ``missing``: an answer it wanted was not known;
     ``error``: the evaluation failed (the SDK swallows its failures, its error log tells);
-    ``evaluator``: who decided, ``"native"`` or ``"sdk"``."""
+    ``evaluator``: who decided, ``"native"`` or ``"sdk"``; ``asked``: the segment memberships
+    it consulted, in order."""
 
     enabled: bool
     variables: Mapping[str, Any] = field(default_factory=lambda: NO_VARIABLES)
@@ -97,6 +98,7 @@ class Outcome:
     missing: bool = False
     error: bool = False
     evaluator: str = ""
+    asked: tuple[MembershipKey, ...] = ()
 
 
 class Evaluator(Protocol):

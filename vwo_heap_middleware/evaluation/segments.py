@@ -32,12 +32,14 @@ class Unsupported(Exception):
 
 
 class Memberships:
-    """One evaluation's segment membership answers, and whether one it wanted was missing."""
+    """One evaluation's segment membership answers, which it consulted (``asked``), and
+    whether one it wanted was missing."""
 
-    __slots__ = ("answers", "missing")
+    __slots__ = ("answers", "asked", "missing")
 
     def __init__(self, answers: Mapping[MembershipKey, bool | None]) -> None:
         self.answers = answers
+        self.asked: list[MembershipKey] = []
         self.missing = False
 
 
@@ -108,8 +110,9 @@ def _custom_variable(value: Any) -> Segment:
         def inlist(p: Mapping[str, Any], c: Memberships) -> bool:
             if name not in p:
                 return False
-            tag = p[name]
-            answer = c.answers.get((list_id, membership_value(tag)))
+            key = (list_id, membership_value(p[name]))
+            c.asked.append(key)
+            answer = c.answers.get(key)
             if answer is None:
                 c.missing = True
                 return False

@@ -204,7 +204,8 @@ class VwoSdk:
         finally:
             PROCESS.current_call.reset(token)
         found = MappingProxyType(variables)
-        return Outcome(enabled, found, tuple(call.events), call.missing, call.failed, "sdk")
+        events, asked = tuple(call.events), tuple(call.asked)
+        return Outcome(enabled, found, events, call.missing, call.failed, "sdk", asked)
 
     def _options(self) -> dict[str, Any]:
         level = self._config.sdk_log_level

@@ -58,6 +58,7 @@ class Call:
     missing: bool = False
     failed: bool = False  # the SDK logged an error during the call
     events: list[Event] = field(default_factory=list)
+    asked: list[tuple[str, str]] = field(default_factory=list)  # memberships, in order
 
 
 class ProcessState(Protocol):
@@ -91,9 +92,9 @@ def gateway_lookup(
     if call is None:  # not inside evaluate(): never block a caller on the network
         return False
     if endpoint == UrlEnum.ATTRIBUTE_CHECK.value:
-        answer = call.answers.memberships.get(
-            (str(query_params.get("listId")), str(query_params.get("attribute")))
-        )
+        key = (str(query_params.get("listId")), str(query_params.get("attribute")))
+        call.asked.append(key)
+        answer = call.answers.memberships.get(key)
         if answer is None:
             call.missing = True
             return False
