@@ -79,10 +79,12 @@ def test_the_core_needs_no_web_server_library() -> None:
 PACKAGE = Path(vwo_heap_middleware.__file__).parent
 PUBLIC_ROOT = {
     "__init__",
+    "__main__",
     "config",
     "decider",
     "decision",
     "engine",
+    "explain",
     "fastapi",
     "flask",
     "guards",

@@ -1,36 +1,35 @@
 """One ``decide`` call, planned and finished, with no I/O: the engine does the lookups between.
 
-``Decider.load`` gives the SDK new settings and compiles them for the native evaluator.
-``Decider.plan`` answers what overrides and the decision cache know, and says which gateway
-answers the rest needs; ``finish`` turns the answers the engine looked up (or their absence)
-into decisions and the events to send, each flag evaluated natively where it can be
-(``Config.evaluation``) and by the SDK otherwise, caching the ones made on fresh answers.
+``load`` gives the SDK new settings and compiles them for the native evaluator. ``plan`` answers
+what overrides and the decision cache know, and says which gateway answers the rest needs;
+``finish`` decides the rest on the answers looked up (natively where it can, else by the SDK),
+caching decisions made on fresh answers, and returns the events to send.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from .config import Config
-from .decision import NO_DETAILS, DecisionDetails, FlagDecision, Reason
+from .decision import NO_DETAILS, FlagDecision, Reason
 from .evaluation import overrides
 from .evaluation.caches import DecisionCache
 from .evaluation.flag_index import FlagIndex, FlagNeeds
-from .evaluation.native import Fallback, NativeSettings
+from .evaluation.native import Fallback, NativeSettings, Traced
 from .evaluation.outcome import (
     Answer,
     Answers,
     AnswerStatus,
     DetailsKey,
     Event,
+    LookedUp,
     MembershipKey,
     Outcome,
 )
@@ -48,6 +47,7 @@ BY_SDK = "flag %r is decided by the VWO SDK: the native evaluator does not cover
 FELL_BACK = "flag %r for user %s: decided by the VWO SDK (%s)"
 SHADOW_DIFFERS = "shadow evaluation: flag %r for user %s differs: SDK %s, native %s"
 DECIDED = "flag %r for user %s: %s"
+EVALUATED = frozenset({Reason.TARGETED, Reason.NOT_TARGETED})  # decisions a cache may keep
 
 
 @dataclass
@@ -190,77 +190,83 @@ class Decider:
     ) -> list[Event]:
         """Decide what the cache did not know, from the answers the engine looked up (waited
         for or not); returns the events to send."""
-        known = {key: a.value if a.known else None for key, a in memberships.items()}
-        statuses = {answer.status for answer in memberships.values()}
-        if detail is not None:
-            statuses.add(detail.status)
-        stale = AnswerStatus.STALE in statuses
+        inputs = LookedUp.of(memberships, detail)
         custom = (visitor.context or {}).get("custom_variables", {})
-        with_details = Answers(
-            known,
-            user_details=detail.value if detail is not None and detail.known else None,
-            user_details_missing=detail is not None and not detail.known,
-        )
-        without_details = Answers(known)
         events: list[Event] = []
         for key, (needs, cache_key) in plan.todo.items():
-            answers = with_details if needs.user_details else without_details
-            outcome = self._evaluate(key, visitor, answers)
+            decision, outcome = self._decide(plan.index, key, needs, visitor, inputs)
             events += outcome.events
             expires = -math.inf
-            if outcome.error:
-                decision = self._default(key, Reason.ERROR)
-            elif outcome.missing and not outcome.enabled:
-                timed_out = AnswerStatus.TIMEOUT in statuses
-                default = self._default(key, Reason.TIMEOUT if timed_out else Reason.GATEWAY_ERROR)
-                details = self._details(plan, key, outcome, memberships)  # which were unknown
-                decision = dataclasses.replace(default, details=details)
-            else:
-                reason = Reason.TARGETED if outcome.enabled else Reason.NOT_TARGETED
-                details = self._details(plan, key, outcome, memberships)
-                decision = FlagDecision(
-                    key,
-                    outcome.enabled,
-                    outcome.variables,
-                    reason,
-                    stale,
-                    outcome.evaluator,
-                    details,
-                )
-                if statuses <= {AnswerStatus.FRESH} and not outcome.missing:
-                    # it holds as long as the answers it was made on
-                    used = [memberships[m].expires for m in needs.memberships(custom)]
-                    if needs.user_details and detail is not None:
-                        used.append(detail.expires)
-                    expires = self._decisions.put(cache_key, decision, min(used, default=math.inf))
+            if decision.reason in EVALUATED and inputs.fresh and not outcome.missing:
+                # it holds as long as the answers it was made on
+                used = [memberships[m].expires for m in needs.memberships(custom)]
+                if needs.user_details and detail is not None:
+                    used.append(detail.expires)
+                expires = self._decisions.put(cache_key, decision, min(used, default=math.inf))
             plan.results[key] = decision
             plan.expires = min(plan.expires, expires)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(DECIDED, key, self._who(visitor), decision.to_dict(details=True))
         return events
 
-    @staticmethod
-    def _details(
-        plan: Plan, key: str, outcome: Outcome, memberships: Mapping[MembershipKey, Answer[bool]]
-    ) -> DecisionDetails:
-        index = plan.index
-        rules = index.rules.get(key) if index is not None else None
-        if index is None or rules is None:
-            return NO_DETAILS
-        return rules.details(outcome, memberships, index.revision)
+    def explain(
+        self, index: FlagIndex, visitor: Visitor, key: str, inputs: LookedUp
+    ) -> tuple[FlagDecision, list[Traced] | None]:
+        """Decide ``key`` as ``finish`` would, recording the native evaluator's steps (None:
+        the SDK decided); nothing is cached and the events are not returned (an explanation
+        sends no impression)."""
+        trace: list[Traced] = []
+        decision, outcome = self._decide(index, key, index.flags[key], visitor, inputs, trace)
+        return decision, trace if outcome.evaluator == "native" else None
 
-    def _evaluate(self, key: str, visitor: Visitor, answers: Answers) -> Outcome:
-        """One flag, natively where the evaluator covers it, else (or in shadow) by the SDK."""
+    def _decide(
+        self,
+        index: FlagIndex | None,
+        key: str,
+        needs: FlagNeeds,
+        visitor: Visitor,
+        inputs: LookedUp,
+        trace: list[Traced] | None = None,
+    ) -> tuple[FlagDecision, Outcome]:
+        """One flag on the answers: the decision, and the outcome it was made from."""
+        answers = inputs.with_details if needs.user_details else inputs.without_details
+        outcome = self._evaluate(key, visitor, answers, trace)
+        if outcome.error:
+            return self._default(key, Reason.ERROR), outcome
+        details = index.details(key, outcome, inputs.memberships) if index else NO_DETAILS
+        if outcome.missing and not outcome.enabled:
+            timed_out = AnswerStatus.TIMEOUT in inputs.statuses
+            default = self._default(key, Reason.TIMEOUT if timed_out else Reason.GATEWAY_ERROR)
+            return replace(default, details=details), outcome  # what was unknown
+        reason = Reason.TARGETED if outcome.enabled else Reason.NOT_TARGETED
+        decision = FlagDecision(
+            key,
+            outcome.enabled,
+            outcome.variables,
+            reason,
+            inputs.stale,
+            outcome.evaluator,
+            details,
+        )
+        return decision, outcome
+
+    def _evaluate(
+        self, key: str, visitor: Visitor, answers: Answers, trace: list[Traced] | None = None
+    ) -> Outcome:
+        """One flag, natively where the evaluator covers it, else (or in shadow) by the SDK.
+        ``trace``: an explanation's (its impressions are not sent: no usage block on them)."""
         context = visitor.context or {}
         native = self._native
         if native is None or key not in native.flags:
             return self._sdk.evaluate(key, context, answers)
         if self.config.evaluation == "shadow":
             return self._shadow(key, visitor, native, answers)
-        with self._usage_lock:
-            usage, self._usage_meta = self._usage_meta, None
+        usage = None
+        if trace is None:
+            with self._usage_lock:
+                usage, self._usage_meta = self._usage_meta, None
         try:
-            mine = native.evaluate(key, context, answers, usage_meta=usage)
+            mine = native.evaluate(key, context, answers, usage_meta=usage, trace=trace)
         except Fallback as why:
             logger.debug(FELL_BACK, key, self._who(visitor), why)
             mine = self._sdk.evaluate(key, context, answers)
@@ -279,20 +285,10 @@ class Decider:
             mine = native.evaluate(key, context, answers)
         except Fallback:
             return outcome
-        theirs, ours = _shown_all(outcome), _shown_all(mine)
+        theirs, ours = outcome.compared(), mine.compared()
         if outcome.error or theirs != ours:
             logger.warning(SHADOW_DIFFERS, key, self._who(visitor), theirs, ours)
         return outcome
 
     def _who(self, visitor: Visitor) -> str:
         return short_hash(visitor.user_id or "", key=self.config.log_key)
-
-
-def _shown_all(outcome: Outcome) -> tuple[Any, ...]:
-    """What a shadow run compares: enabled, variables, and what each impression says (without
-    its timestamps, random number and usage block)."""
-    shown = []
-    for event in outcome.events:
-        props = event.body.get("d", {}).get("event", {}).get("props", {})
-        shown.append((event.query.get("en"), props.get("id"), props.get("variation")))
-    return (outcome.enabled, dict(outcome.variables), shown)

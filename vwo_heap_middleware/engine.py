@@ -23,6 +23,7 @@ from .decider import Decider, Plan
 from .decision import FlagDecision, Reason
 from .evaluation.caches import DecisionCaches
 from .evaluation.flag_index import FlagIndex
+from .explain import Explanation, explain
 from .gateway.client import Gateway, GatewayClient
 from .gateway.events import EventSpool
 from .gateway.lookups import GatewayLookups, Pending
@@ -147,8 +148,7 @@ class FlagEngine:
         return self.ready
 
     def wait_started(self, timeout: float | None = None) -> bool:
-        """Block until the first settings attempt answered, at most ``timeout`` (default
-        ``Config.startup_wait``) seconds; returns ``ready``."""
+        """Wait for the first settings answer (``timeout``: ``startup_wait`` s); ``ready``."""
         self._ensure_process()
         if not self.ready:
             wait = self.config.startup_wait if timeout is None else timeout
@@ -186,15 +186,13 @@ class FlagEngine:
         return self.events.flush(timeout)
 
     def _ensure_process(self) -> None:
-        if self._pid is None:
-            if not self._closed:
-                self.start()
-        elif self._pid != os.getpid():
+        if self._pid is None and not self._closed:
+            self.start()
+        elif self._pid is not None and self._pid != os.getpid():
             self.postfork()
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
-        """Use these VWO settings from now on; ``vwo_sdk.SettingsRejected`` (the settings in
-        use stay) when the SDK refuses them."""
+        """Use these VWO settings from now on (``vwo_sdk.SettingsRejected``: SDK refused)."""
         index = self._decider.load(settings, self._index)
         if index is not None:
             self._caches.reset()  # decided on the settings before
@@ -226,6 +224,12 @@ class FlagEngine:
             self.observers.report(*recalled, cached=len(recalled[1]))
         return recalled
 
+    def explain(self, key: str, visitor: Visitor, timeout: float | None = None) -> Explanation:
+        """Why ``visitor`` gets flag ``key`` (``explain.Explanation``); sends no impression.
+        Waits for settings at most ``startup_wait`` s, for lookups at most ``timeout`` s."""
+        index = self._index if self.wait_ready(self.config.startup_wait) else None
+        return explain(self._decider, self._lookups, index, key, visitor, timeout)
+
     def decide(
         self,
         visitor: Visitor,
@@ -254,8 +258,7 @@ class FlagEngine:
         timeout: float | None = None,
         facts: RequestFacts | None = None,
     ) -> dict[str, FlagDecision]:
-        """``decide`` for async code: membership lookups run on the event loop (a plain-HTTP
-        gateway), others concurrently on the engine's threads; nothing blocks the loop."""
+        """``decide`` for async code: lookups on the event loop (or the engine's threads)."""
         keys = list(keys)
         try:
             if self._first_decision:  # a new worker: wait for settings off the loop

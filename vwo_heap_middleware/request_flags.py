@@ -235,6 +235,11 @@ class RequestFlags:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {decision.key: decision.to_dict() for decision in self}
 
+    def decided(self) -> dict[str, FlagDecision]:
+        """The decisions made so far, for debugging tools: looking does not count as reading
+        the visitor (no ``Vary``), and decides nothing."""
+        return dict(self._decisions)
+
     def __repr__(self) -> str:
         states = (f"{k}={'on' if d else 'off'}" for k, d in self._decisions.items())
         return f"<RequestFlags {', '.join(states)}>"

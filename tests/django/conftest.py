@@ -38,6 +38,7 @@ if not settings.configured:
             "django.contrib.contenttypes",
             "django.contrib.auth",
             "rest_framework",
+            "debug_toolbar",
             "vwo_heap_middleware.django",
         ],
         MIDDLEWARE=MIDDLEWARE,
@@ -47,6 +48,7 @@ if not settings.configured:
             {
                 "BACKEND": "django.template.backends.django.DjangoTemplates",
                 "DIRS": [HERE / "templates"],
+                "APP_DIRS": True,  # django-debug-toolbar's templates
                 "OPTIONS": {
                     "context_processors": [
                         "django.template.context_processors.request",
@@ -64,6 +66,12 @@ if not settings.configured:
         REST_FRAMEWORK={"UNAUTHENTICATED_USER": None},
         USE_TZ=True,
         VWO_HEAP=VWO_HEAP,
+        # The toolbar shows only when a test asks for it (tests/django/test_panel.py).
+        DEBUG_TOOLBAR_PANELS=["vwo_heap_middleware.django.panel.HeapFlagsPanel"],
+        DEBUG_TOOLBAR_CONFIG={
+            "SHOW_TOOLBAR_CALLBACK": "tests.django.urls.show_toolbar",
+            "IS_RUNNING_TESTS": False,
+        },
     )
     django.setup()
     call_command("migrate", verbosity=0, run_syncdb=True)  # auth's tables, in memory

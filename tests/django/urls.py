@@ -6,6 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import include, path
 from django.views import View
@@ -18,6 +19,10 @@ from rest_framework.views import APIView
 from vwo_heap_middleware import RequestFlags, get_flags
 from vwo_heap_middleware.django import FlagRequiredMixin, requires_flag, vary_on_flags
 from vwo_heap_middleware.django.guards import flag_permission
+
+
+def show_toolbar(request: HttpRequest) -> bool:
+    return request.headers.get("X-Toolbar") == "on"
 
 
 def state(request: HttpRequest) -> JsonResponse:
@@ -80,6 +85,12 @@ class PremiumAsyncView(FlagRequiredMixin, View):
 
 def page(request: HttpRequest) -> HttpResponse:
     return render(request, "page.html")
+
+
+def html_page(request: HttpRequest) -> HttpResponse:
+    """The page as a whole HTML document (a debug toolbar goes before ``</body>``)."""
+    body = render_to_string("page.html", request=request)
+    return HttpResponse(f"<!doctype html><html><body>{body}</body></html>")
 
 
 def jinja_page(request: HttpRequest) -> HttpResponse:
@@ -148,9 +159,11 @@ urlpatterns = [
     path("class", PremiumView.as_view()),
     path("class-async", PremiumAsyncView.as_view()),
     path("page", page),
+    path("html-page", html_page),
     path("jinja", jinja_page),
     path("cached", cached),
     path("cached-lazily", cached_lazily),
     path("api/premium", PremiumApi.as_view()),
     path("api/", include(router.urls)),
+    path("__debug__/", include("debug_toolbar.urls")),
 ]

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import EngineFactory
-from tests.support import visitor
+from tests.support import EngineFactory, visitor
 from vwo_heap_middleware.config import Config
 from vwo_heap_middleware.decider import Decider
 from vwo_heap_middleware.decision import FlagDecision, Reason
@@ -95,9 +94,10 @@ def test_an_ab_test_says_the_visitor_is_in_the_experiment(
         decision = engine.decide(visitor(engine.config, identity), ["ab"])["ab"]
         details = decision.details
         assert (details.rule_type, details.in_experiment) == ("ab_test", True)
-        assert decision.variables["color"] == {"control": "grey", "green": "green"}[
-            str(details.variation_name)
-        ]
+        assert (
+            decision.variables["color"]
+            == {"control": "grey", "green": "green"}[str(details.variation_name)]
+        )
         seen[identity] = details.variation_name
     assert set(seen.values()) == {"control", "green"}, "both arms among four visitors"
     stranger = engine.decide(visitor(engine.config, "zoe@example.com"), ["ab"])["ab"]

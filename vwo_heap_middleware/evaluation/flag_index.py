@@ -9,8 +9,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..decision import NO_DETAILS, DecisionDetails
 from .details import FlagRules
-from .outcome import MembershipKey
+from .outcome import Answer, MembershipKey, Outcome
 
 # ``custom_variable <name> inlist(<list id>)``: a Heap segment synced into a VWO attribute list.
 INLIST = re.compile(r"inlist\(([^)]+)\)")
@@ -69,6 +70,15 @@ class FlagIndex:
     revision: str
     flags: Mapping[str, FlagNeeds]
     rules: Mapping[str, FlagRules] = field(default_factory=dict)
+
+    def details(
+        self, key: str, outcome: Outcome, memberships: Mapping[MembershipKey, Answer[bool]]
+    ) -> DecisionDetails:
+        """The details of flag ``key``'s ``outcome`` in this revision."""
+        rules = self.rules.get(key)
+        if rules is None:
+            return NO_DETAILS
+        return rules.details(outcome, memberships, self.revision)
 
     def reads_user_agent(self, keys: Iterable[str]) -> bool:
         """True when any of these flags' rules read the User-Agent header."""

@@ -40,6 +40,20 @@ CONTEXT_KEYS = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Traced:
+    """One step of an evaluation, recorded for an explanation: ``rule``'s ``stage``
+    (``segment``, ``traffic``, ``whitelist``, ``variation``) and whether it passed, with the
+    bucket value, the variation chosen and the properties the segment was given."""
+
+    rule: _Rule
+    stage: str
+    passed: bool
+    value: int | None = None
+    variation: _Variation | None = None
+    properties: Mapping[str, Any] | None = None
+
+
 class Fallback(Exception):
     """Call time: the SDK would fail or log an error on this call, so it answers it."""
 
@@ -65,6 +79,8 @@ class _Variation:
     start: int
     end: int
     whitelist: Segment | None  # its segments, when whitelisting can pick it
+    name: Any = None
+    whitelist_dsl: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +93,7 @@ class _Rule:
     segment: Segment
     variations: tuple[_Variation, ...]
     forced: bool  # whitelisting
+    segment_dsl: Any = None  # the segment as the settings write it (for explanations)
 
     def seed(self, bucketing_id: str) -> str:
         return f"{self.salt}_{bucketing_id}" if self.salt else f"{self.campaign_id}_{bucketing_id}"
@@ -115,6 +132,8 @@ def _compile_rule(campaign: Mapping[str, Any], variation_id: Any) -> _Rule:
                 _variables(raw[i]),
                 *ranges[i],
                 whitelist,
+                raw[i].get("name"),
+                segments if wanted else None,
             )
         )
     if kind == AB:
@@ -136,6 +155,7 @@ def _compile_rule(campaign: Mapping[str, Any], variation_id: Any) -> _Rule:
         compile_segment(segment),
         tuple(variations),
         forced,
+        segment,
     )
 
 
@@ -207,13 +227,15 @@ class NativeSettings:
         answers: Answers,
         *,
         usage_meta: Mapping[str, Any] | None = None,
+        trace: list[Traced] | None = None,
     ) -> Outcome:
         """Decide native flag ``key`` as ``get_flag(key, context)`` would; ``Fallback`` when
         the SDK would fail or log an error instead. ``usage_meta``: the SDK's usage block, to
-        ride on the first impression (the SDK sends it once after ``init``)."""
+        ride on the first impression (the SDK sends it once after ``init``). ``trace``: a list
+        to record each step in (``Traced``), for an explanation."""
         try:
             memberships = Memberships(answers.memberships)
-            return self._evaluate(self.flags[key], context, memberships, usage_meta)
+            return self._evaluate(self.flags[key], context, memberships, usage_meta, trace)
         except Fallback:
             raise
         except Exception as error:
@@ -225,6 +247,7 @@ class NativeSettings:
         context: Mapping[str, Any],
         call: Memberships,
         usage_meta: Mapping[str, Any] | None,
+        trace: list[Traced] | None = None,
     ) -> Outcome:
         if not CONTEXT_KEYS.issuperset(context):
             raise Fallback("context keys this evaluator does not read")
@@ -250,8 +273,17 @@ class NativeSettings:
         enabled, variables = False, NO_VARIABLES
         check_experiments = not flag.rollouts
         for rule in flag.rollouts:
-            if rule.segment({**custom, "_vwoUserId": vwo_user_id(rule)}, call):
-                if self._in_traffic(rule, seed):  # the first rollout in segment is the only one
+            properties = {**custom, "_vwoUserId": vwo_user_id(rule)}
+            in_segment = rule.segment(properties, call)
+            if trace is not None:
+                trace.append(Traced(rule, "segment", in_segment, properties=properties))
+            if in_segment:
+                in_traffic = self._in_traffic(rule, seed)
+                if trace is not None:
+                    trace.append(
+                        Traced(rule, "traffic", in_traffic, self.traffic_bucket(rule, seed))
+                    )
+                if in_traffic:  # the first rollout in segment is the only one
                     variation = rule.variations[0]
                     enabled, variables, check_experiments = True, variation.variables, True
                     shown.append((rule.campaign_id, variation.id))
@@ -261,12 +293,30 @@ class NativeSettings:
                 value = vwo_user_id(rule)
                 if rule.forced:
                     chosen = self._whitelisted(rule, {"_vwoUserId": value}, call, seed)
+                    if trace is not None:
+                        whitelisted = {"_vwoUserId": value}
+                        trace.append(
+                            Traced(rule, "whitelist", chosen is not None, None, chosen, whitelisted)
+                        )
                     if chosen is not None:
                         enabled, variables = True, chosen.variables
                         shown.append((rule.campaign_id, chosen.id))
                         break
-                if rule.segment({**custom, "_vwoUserId": value}, call):
+                properties = {**custom, "_vwoUserId": value}
+                in_segment = rule.segment(properties, call)
+                if trace is not None:
+                    trace.append(Traced(rule, "segment", in_segment, properties=properties))
+                if in_segment:
                     allocated = self._allocated(rule, seed)
+                    if trace is not None:
+                        in_traffic = self._in_traffic(rule, seed)
+                        bucketed = self.traffic_bucket(rule, seed)
+                        trace.append(Traced(rule, "traffic", in_traffic, bucketed))
+                        if in_traffic and rule.type == AB:
+                            value_ = self.variation_bucket(rule, seed)
+                            trace.append(
+                                Traced(rule, "variation", allocated is not None, value_, allocated)
+                            )
                     if allocated is not None:
                         enabled, variables = True, allocated.variables
                         shown.append((rule.campaign_id, allocated.id))
@@ -278,8 +328,18 @@ class NativeSettings:
         return Outcome(enabled, variables, events, call.missing, evaluator="native", asked=asked)
 
     @staticmethod
-    def _in_traffic(rule: _Rule, seed: str) -> bool:
-        value = bucket(rule.seed(seed), 100)
+    def traffic_bucket(rule: _Rule, seed: str) -> int:
+        """The visitor's bucket (1-100) against the rule's traffic."""
+        return bucket(rule.seed(seed), 100)
+
+    def variation_bucket(self, rule: _Rule, seed: str) -> int:
+        """The visitor's bucket (1-10000) against an A/B test's variation ranges."""
+        prefix = rule.salt if rule.salt else rule.campaign_id
+        return bucket(f"{prefix}_{self._account}_{seed}", 10000)
+
+    @classmethod
+    def _in_traffic(cls, rule: _Rule, seed: str) -> bool:
+        value = cls.traffic_bucket(rule, seed)
         return value != 0 and value <= rule.traffic
 
     def _allocated(self, rule: _Rule, seed: str) -> _Variation | None:
@@ -287,8 +347,7 @@ class NativeSettings:
             return None
         if rule.type != AB:
             return rule.variations[0]
-        prefix = rule.salt if rule.salt else rule.campaign_id
-        value = bucket(f"{prefix}_{self._account}_{seed}", 10000)
+        value = self.variation_bucket(rule, seed)
         for variation in rule.variations:
             if variation.start <= value <= variation.end:
                 return variation

@@ -100,6 +100,51 @@ class Outcome:
     evaluator: str = ""
     asked: tuple[MembershipKey, ...] = ()
 
+    def compared(self) -> tuple[Any, ...]:
+        """What a shadow run compares: enabled, variables, and what each impression says
+        (without its timestamps, random number and usage block)."""
+        shown = []
+        for event in self.events:
+            props = event.body.get("d", {}).get("event", {}).get("props", {})
+            shown.append((event.query.get("en"), props.get("id"), props.get("variation")))
+        return (self.enabled, dict(self.variables), shown)
+
+
+@dataclass(frozen=True, slots=True)
+class LookedUp:
+    """The answers one decision is made on, as the evaluators and the details read them."""
+
+    memberships: Mapping[MembershipKey, Answer[bool]]
+    statuses: frozenset[AnswerStatus]
+    with_details: Answers
+    without_details: Answers
+
+    @classmethod
+    def of(
+        cls,
+        memberships: Mapping[MembershipKey, Answer[bool]],
+        detail: Answer[Mapping[str, Any]] | None,
+    ) -> LookedUp:
+        known = {key: a.value if a.known else None for key, a in memberships.items()}
+        statuses = {answer.status for answer in memberships.values()}
+        if detail is not None:
+            statuses.add(detail.status)
+        with_details = Answers(
+            known,
+            user_details=detail.value if detail is not None and detail.known else None,
+            user_details_missing=detail is not None and not detail.known,
+        )
+        return cls(memberships, frozenset(statuses), with_details, Answers(known))
+
+    @property
+    def stale(self) -> bool:
+        return AnswerStatus.STALE in self.statuses
+
+    @property
+    def fresh(self) -> bool:
+        """Every answer fresh: a decision made on them may be cached."""
+        return self.statuses <= {AnswerStatus.FRESH}
+
 
 class Evaluator(Protocol):
     """Decides one flag for a VWO user context from answers looked up beforehand."""
