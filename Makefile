@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test chaos differential demo lint docs bench gateway clean redis-server
+.PHONY: test chaos differential demo lint docs bench gateway clean redis-server browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[flask,starlette,fastapi,django,gateway,openfeature,otel,redis,dev,bench]'
 	touch $(STAMP)
 
-test: $(STAMP) redis-server
+test: $(STAMP) redis-server browser
 	$(BIN)/python -m pytest -m "not chaos and not differential" $(PYTEST_ARGS)
 
 # The Redis tests need a real redis-server: installed from Debian when missing and possible.
@@ -20,6 +20,18 @@ redis-server:
 	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server \
 		>/dev/null; } || echo "redis-server cannot be installed here: the Redis tests are skipped"
+
+# The browser tests need Chromium (Debian's, installed when missing and possible) and VWO's web
+# SDK from the npm registry (pinned, unpacked into .venv/npm); without them they are skipped.
+VWO_WEB_SDK := vwo-fme-node-sdk@1.35.0
+browser: $(STAMP)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		>/dev/null; } || echo "Chromium cannot be installed here: the browser tests are skipped"
+	@test -f $(VENV)/npm/package/package.json || { command -v npm >/dev/null \
+		&& mkdir -p $(VENV)/npm && cd $(VENV)/npm && npm pack --silent $(VWO_WEB_SDK) >/dev/null \
+		&& tar xzf vwo-fme-node-sdk-*.tgz; } \
+		|| echo "VWO's web SDK cannot be fetched from npm: its browser tests are skipped"
 
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -m chaos -s -p no:cacheprovider tests/test_chaos.py

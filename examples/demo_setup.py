@@ -24,6 +24,7 @@ def load_config() -> Config:
     """``Config.from_env()``; without ``VWO_GATEWAY_URL``, a local gateway serves the demo data."""
     environ = dict(os.environ)
     environ.setdefault("VWO_HEAP_FLAGS", "premium_checkout,new_banner")
+    environ.setdefault("VWO_HEAP_CLIENT_FLAGS", "new_banner")  # the page's browser-side banner
     if "VWO_GATEWAY_URL" not in environ:
         gateway = LocalGateway.from_files(
             flags_file=DEMO_FLAGS, segments_file=DEMO_SEGMENTS
@@ -38,12 +39,15 @@ def load_config() -> Config:
     return Config.from_env(environ)
 
 
-def flags_payload(flags: RequestFlags, keys: tuple[str, ...]) -> dict[str, Any]:
-    """The ``/api/flags`` document: exactly the configured keys."""
+def flags_payload(
+    flags: RequestFlags, keys: tuple[str, ...], details: bool = False
+) -> dict[str, Any]:
+    """The ``/api/flags`` document: exactly the configured keys (``?details=1``: with each
+    decision's details)."""
     return {
         "user_id": flags.user_id,
         "identity": flags.identity,
-        "flags": {key: flags[key].to_dict() for key in keys},
+        "flags": {key: flags[key].to_dict(details=details) for key in keys},
     }
 
 

@@ -24,6 +24,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
         "VWO_HEAP_GATEWAY_CA_FILE": str(ca_file),
         "VWO_HEAP_CUSTOM_VARIABLE": "heap_user",
         "VWO_HEAP_FLAGS": "premium_checkout, new_banner,,premium_checkout",
+        "VWO_HEAP_CLIENT_FLAGS": "new_banner,checkout_color",
         "HEAP_APP_ID": "1234",
         "VWO_HEAP_IDENTITY_HEADER": "X-HEAP-USER-ID",
         "VWO_HEAP_IDENTITY_SOURCES": "resolver,cookie",
@@ -62,7 +63,8 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert config.gateway_url == "http://127.0.0.1:8787"
     assert config.gateway_ca_file == str(ca_file)
     assert config.custom_variable == "heap_user"
-    assert config.flags == ("premium_checkout", "new_banner")
+    assert config.flags == ("premium_checkout", "new_banner", "checkout_color")
+    assert config.client_flags == ("new_banner", "checkout_color")
     assert config.heap_app_id == "1234"
     assert config.identity_header == "X-HEAP-USER-ID"
     assert config.identity_sources == ("resolver", "cookie")

@@ -80,6 +80,7 @@ PACKAGE = Path(vwo_heap_middleware.__file__).parent
 PUBLIC_ROOT = {
     "__init__",
     "__main__",
+    "browser",
     "config",
     "decider",
     "decision",

@@ -63,6 +63,9 @@ class Config:
     custom_variable: str = DEFAULT_CUSTOM_VARIABLE
     # Flag keys decided for every request; others are decided when first read.
     flags: tuple[str, ...] = ()
+    # Flag keys the browser may see (``client_payload``, the template helpers); none by default:
+    # the payload tells visitors their flags. They are decided for every request too.
+    client_flags: tuple[str, ...] = ()
     # Only this Heap app's cookies count; None: any Heap app's.
     heap_app_id: str | None = None
     # The request header API and mobile clients send the identity in.
@@ -197,11 +200,15 @@ class Config:
                 "custom_variable must be the custom variable name of your VWO rule "
                 f"(letters, digits, _ . -), got {self.custom_variable!r}",
             )
-        flags = (self.flags,) if isinstance(self.flags, str) else tuple(self.flags)
-        for key in flags:
-            if not isinstance(key, str) or not FLAG_KEY.match(key):
-                raise _invalid("flags", f"flags must be VWO feature flag keys, got {key!r}")
-        fix(self, "flags", tuple(dict.fromkeys(flags)))
+        keys = {}
+        for name in ("flags", "client_flags"):
+            value = getattr(self, name)
+            keys[name] = (value,) if isinstance(value, str) else tuple(value)
+            for key in keys[name]:
+                if not isinstance(key, str) or not FLAG_KEY.match(key):
+                    raise _invalid(name, f"{name} must be VWO feature flag keys, got {key!r}")
+        fix(self, "client_flags", tuple(dict.fromkeys(keys["client_flags"])))
+        fix(self, "flags", tuple(dict.fromkeys(keys["flags"] + keys["client_flags"])))
         if self.heap_app_id is not None and not (
             isinstance(self.heap_app_id, str) and self.heap_app_id.isdigit()
         ):
@@ -442,6 +449,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_GATEWAY_CA_FILE": ("gateway_ca_file", _optional),
     "VWO_HEAP_CUSTOM_VARIABLE": ("custom_variable", _text),
     "VWO_HEAP_FLAGS": ("flags", _list),
+    "VWO_HEAP_CLIENT_FLAGS": ("client_flags", _list),
     "HEAP_APP_ID": ("heap_app_id", _optional),
     "VWO_HEAP_IDENTITY_HEADER": ("identity_header", _text),
     "VWO_HEAP_IDENTITY_SOURCES": ("identity_sources", _list),

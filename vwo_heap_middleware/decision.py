@@ -102,6 +102,7 @@ class DecisionDetails:
     revision: str | None = None
     evaluator: str = ""
     cached: bool = False
+    feature_id: Any = None  # the flag's id in VWO's settings
 
     @property
     def segment_answers(self) -> dict[str, str]:
@@ -123,6 +124,7 @@ class DecisionDetails:
             "revision": self.revision,
             "evaluator": self.evaluator,
             "cached": self.cached,
+            "feature_id": self.feature_id,
         }
 
 

@@ -4,6 +4,9 @@
 
     heap_flags = HeapFlags(app)                   # Config from app.config, then the environment
     heap_flags = HeapFlags(app, engine=engine)    # or share an engine you built
+
+The browser module is served at ``/vwo-heap/vwo_heap/flags.js``
+(``url_for("vwo_heap.static", filename="vwo_heap/flags.js")``; ``static_url_path=None``: not).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import os
 from collections import ChainMap
 from typing import Any
 
-from flask import Flask, Response, current_app, g, redirect, request
+from flask import Blueprint, Flask, Response, current_app, g, redirect, request
 from werkzeug.exceptions import HTTPException, default_exceptions
 from werkzeug.local import LocalProxy
 
+from .browser import STATIC_DIR
 from .config import Config
 from .engine import FlagEngine
 from .guards import FlagRequired
@@ -32,8 +36,15 @@ def _current() -> RequestFlags:
 class HeapFlags:
     """Decides ``Config.flags`` before each request into ``g.flags``."""
 
-    def __init__(self, app: Flask | None = None, *, engine: FlagEngine | None = None) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        engine: FlagEngine | None = None,
+        static_url_path: str | None = "/vwo-heap",
+    ) -> None:
         self.engine = engine
+        self.static_url_path = static_url_path
         if app is not None:
             self.init_app(app)
 
@@ -47,6 +58,11 @@ class HeapFlags:
         app.after_request(self._after_request)
         app.teardown_request(self._teardown_request)
         app.register_error_handler(FlagRequired, _refusal)
+        if self.static_url_path is not None:
+            static = Blueprint(
+                EXTENSION, __name__, static_folder=STATIC_DIR, static_url_path=self.static_url_path
+            )
+            app.register_blueprint(static)
         self.engine.start()
 
     def _before_request(self) -> None:

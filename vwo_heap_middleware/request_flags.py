@@ -16,6 +16,8 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
+from . import browser
+from .browser import ELEMENT_ID, SafeHTML
 from .config import Config
 from .decision import FlagDecision, Reason
 from .engine import FlagEngine
@@ -232,8 +234,28 @@ class RequestFlags:
         self.read = True
         return len(self._decisions)
 
+    def __bool__(self) -> bool:
+        """Always true: ``flags or default`` must not ask ``len`` (a read) nor skip flags
+        that have decided nothing yet."""
+        return True
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {decision.key: decision.to_dict() for decision in self}
+
+    def client_payload(self, vwo_storage: bool = False) -> dict[str, Any]:
+        """The flags ``Config.client_flags`` allows, for the browser (``browser.py``); each
+        decided if it was not, and read (the response varies on the visitor)."""
+        config = self.engine.config
+        decided = {key: self.get(key) for key in config.client_flags}
+        user_id = self.visitor.user_id
+        return browser.client_payload(decided, user_id, config.account_id, vwo_storage)
+
+    def client_script(
+        self, element_id: str = ELEMENT_ID, nonce: str | None = None, vwo_storage: bool = False
+    ) -> SafeHTML:
+        """``client_payload()`` as a ``<script type="application/json">`` element no value can
+        break out of, for a template (``{{ flags.client_script(nonce=...) }}``)."""
+        return browser.script_tag(self.client_payload(vwo_storage), element_id, nonce)
 
     def decided(self) -> dict[str, FlagDecision]:
         """The decisions made so far, for debugging tools: looking does not count as reading

@@ -41,5 +41,6 @@ VWO_HEAP = {
     "sdk_key": _config.sdk_key,
     "gateway_url": _config.gateway_url,
     "flags": _config.flags,
+    "client_flags": _config.client_flags,
 }
 LOGGING_CONFIG = None

@@ -5,8 +5,10 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import path
+from django.views.static import serve
 
 from examples.demo_setup import flags_payload
+from vwo_heap_middleware.browser import STATIC_DIR
 from vwo_heap_middleware.django import engine, requires_flag
 
 
@@ -20,7 +22,8 @@ def premium(request: HttpRequest) -> HttpResponse:
 
 
 async def api_flags(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(flags_payload(request.flags, engine().config.flags))
+    details = request.GET.get("details") == "1"
+    return JsonResponse(flags_payload(request.flags, engine().config.flags, details))
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -29,6 +32,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("", index),
+    # The browser module, as the other shops serve it (a real site: collectstatic, whitenoise).
+    path("vwo-heap/<path:path>", serve, {"document_root": STATIC_DIR}),
     path("premium", premium),
     path("api/flags", api_flags),
     path("healthz", healthz),

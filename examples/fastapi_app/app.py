@@ -9,16 +9,19 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from examples.demo_setup import TEMPLATES, flags_payload, load_config
 from vwo_heap_middleware import FlagEngine, requires_flag
+from vwo_heap_middleware.browser import STATIC_DIR
 from vwo_heap_middleware.starlette import HeapFlagsMiddleware, flags_context
 
 config = load_config()
 engine = FlagEngine(config)
 app = FastAPI(title="Heap Shop")
 app.add_middleware(HeapFlagsMiddleware, engine=engine)
+app.mount("/vwo-heap", StaticFiles(directory=STATIC_DIR), name="vwo-heap")  # the browser module
 templates = Jinja2Templates(directory=TEMPLATES, context_processors=[flags_context])
 
 
@@ -35,7 +38,8 @@ async def premium(request: Request) -> Any:
 
 @app.get("/api/flags")
 async def api_flags(request: Request) -> dict[str, Any]:
-    return flags_payload(request.state.flags, config.flags)
+    details = request.query_params.get("details") == "1"
+    return flags_payload(request.state.flags, config.flags, details)
 
 
 @app.get("/healthz")

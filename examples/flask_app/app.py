@@ -5,7 +5,7 @@ Run: ``gunicorn examples.flask_app.app:app`` or ``python -m examples.flask_app``
 
 from __future__ import annotations
 
-from flask import Flask, Response, g, jsonify, render_template
+from flask import Flask, Response, g, jsonify, render_template, request
 
 from examples.demo_setup import TEMPLATES, flags_payload, load_config
 from vwo_heap_middleware import FlagEngine, requires_flag
@@ -30,7 +30,8 @@ def premium() -> str:
 
 @app.get("/api/flags")
 def api_flags() -> Response:
-    return jsonify(flags_payload(g.flags, config.flags))
+    details = request.args.get("details") == "1"
+    return jsonify(flags_payload(g.flags, config.flags, details))
 
 
 @app.get("/healthz")

@@ -26,6 +26,7 @@ VWO_HEAP = {
     "sdk_key": "shop-key",
     "gateway_url": GATEWAY.url,
     "flags": ("premium_checkout", "new_banner"),
+    "client_flags": ("new_banner",),
 }
 
 if not settings.configured:
@@ -37,6 +38,7 @@ if not settings.configured:
         INSTALLED_APPS=[
             "django.contrib.contenttypes",
             "django.contrib.auth",
+            "django.contrib.staticfiles",
             "rest_framework",
             "debug_toolbar",
             "vwo_heap_middleware.django",
@@ -66,6 +68,7 @@ if not settings.configured:
         REST_FRAMEWORK={"UNAUTHENTICATED_USER": None},
         USE_TZ=True,
         VWO_HEAP=VWO_HEAP,
+        STATIC_URL="/static/",
         # The toolbar shows only when a test asks for it (tests/django/test_panel.py).
         DEBUG_TOOLBAR_PANELS=["vwo_heap_middleware.django.panel.HeapFlagsPanel"],
         DEBUG_TOOLBAR_CONFIG={

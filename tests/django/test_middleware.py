@@ -143,3 +143,9 @@ def test_the_engine_is_the_processs_one() -> None:
     assert engine() is engine()
     assert engine().wait_ready(5.0)
     assert engine().readiness()["ready"]
+
+
+def test_a_page_that_reads_no_flag_does_not_vary() -> None:
+    """The context processor hands templates the flags without reading them."""
+    response = Client().get("/plain-template", **MEMBER)
+    assert response.status_code == 200 and "Vary" not in response

@@ -87,6 +87,10 @@ def page(request: HttpRequest) -> HttpResponse:
     return render(request, "page.html")
 
 
+def plain_template(request: HttpRequest) -> HttpResponse:
+    return render(request, "plain.html")
+
+
 def html_page(request: HttpRequest) -> HttpResponse:
     """The page as a whole HTML document (a debug toolbar goes before ``</body>``)."""
     body = render_to_string("page.html", request=request)
@@ -160,6 +164,7 @@ urlpatterns = [
     path("class-async", PremiumAsyncView.as_view()),
     path("page", page),
     path("html-page", html_page),
+    path("plain-template", plain_template),
     path("jinja", jinja_page),
     path("cached", cached),
     path("cached-lazily", cached_lazily),

@@ -77,6 +77,7 @@ def test_details_name_the_rule_the_variation_and_the_segment_answers(
         "revision": revision,
         "evaluator": evaluation,
         "cached": False,
+        "feature_id": 1,
     }
     other = engine.decide(visitor(engine.config, "zoe@example.com"), ["tiered"])["tiered"]
     assert other.variables == {"tier": "basic"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from django.apps import AppConfig
@@ -24,6 +25,8 @@ class VwoHeapConfig(AppConfig):
     name = "vwo_heap_middleware.django"
     label = "vwo_heap"
     verbose_name = "Heap segments through VWO feature flags"
+    # The package's root: its static/ holds vwo_heap/flags.js ({% static "vwo_heap/flags.js" %}).
+    path = str(Path(__file__).resolve().parent.parent)
 
     def ready(self) -> None:
         checks.register(check_configuration, "vwo_heap")

@@ -8,4 +8,5 @@ from ..request_flags import RequestFlags, get_flags
 
 
 def flags(request: HttpRequest) -> dict[str, RequestFlags | None]:
-    return {"flags": getattr(request, "flags", None) or get_flags()}
+    found = getattr(request, "flags", None)
+    return {"flags": found if found is not None else get_flags()}

@@ -31,6 +31,7 @@ _NO_FLAGS: dict[str, Any] = {
     "variable": lambda key, name, default=None: default,
     "identity": None,
     "user_id": None,
+    "client_script": lambda *args, **kwargs: "",
 }
 
 

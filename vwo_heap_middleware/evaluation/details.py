@@ -29,10 +29,11 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class FlagRules:
-    """A flag's rules by campaign id (as a string), and its impact campaign's id."""
+    """A flag's rules by campaign id (as a string), its impact campaign's id, its own id."""
 
     rules: Mapping[str, Rule]
     impact: str | None = None
+    feature_id: Any = None
 
     @classmethod
     def read(cls, feature: Mapping[str, Any], campaigns: Mapping[str, Any]) -> FlagRules:
@@ -58,7 +59,8 @@ class FlagRules:
                 MappingProxyType(variations),
             )
         impact = (feature.get("impactCampaign") or {}).get("campaignId")
-        return cls(MappingProxyType(rules), None if impact is None else str(impact))
+        impact_id = None if impact is None else str(impact)
+        return cls(MappingProxyType(rules), impact_id, feature.get("id"))
 
     def details(
         self,
@@ -89,8 +91,14 @@ class FlagRules:
                 segments,
                 revision,
                 outcome.evaluator,
+                feature_id=self.feature_id,
             )
-        return DecisionDetails(segments=segments, revision=revision, evaluator=outcome.evaluator)
+        return DecisionDetails(
+            segments=segments,
+            revision=revision,
+            evaluator=outcome.evaluator,
+            feature_id=self.feature_id,
+        )
 
 
 def segment_answers(

@@ -5,6 +5,7 @@
     {% flag "premium_checkout" %}<a href="/premium">Premium</a>{% else %}Standard{% endflag %}
     {% flag_variable "new_banner" "text" "Welcome" %}
     {% flag_variable "new_banner" "text" "Welcome" as text %}{{ text|upper }}
+    {% client_flags nonce=request.csp_nonce %}  {# for the browser: Config.client_flags #}
 
 Variables are escaped like any template value.
 """
@@ -16,14 +17,15 @@ from typing import Any
 from django import template
 from django.template.base import FilterExpression, Parser, Token
 
+from ...browser import ELEMENT_ID
 from ...request_flags import RequestFlags, get_flags
 
 register = template.Library()
 
 
 def _flags(context: template.Context) -> RequestFlags | None:
-    request = context.get("request")
-    return getattr(request, "flags", None) or get_flags()
+    flags = getattr(context.get("request"), "flags", None)  # not ``or``: no decisions is falsy
+    return flags if flags is not None else get_flags()
 
 
 class FlagNode(template.Node):
@@ -65,3 +67,17 @@ def flag_enabled(context: template.Context, key: str) -> bool:
     """``{% flag_enabled "key" as on %}``: whether a flag is on, to use in ``{% if %}``."""
     flags = _flags(context)
     return flags is not None and flags.enabled(key)
+
+
+@register.simple_tag(takes_context=True)
+def client_flags(
+    context: template.Context,
+    element_id: str = ELEMENT_ID,
+    nonce: str | None = None,
+    vwo_storage: bool = False,
+) -> str:
+    """``{% client_flags nonce=request.csp_nonce %}``: the flags ``Config.client_flags`` allows,
+    as a ``<script type="application/json">`` element the browser module reads (``<``, ``>``,
+    ``&``, U+2028, U+2029 escaped, as Django's ``json_script`` does); nothing outside a request."""
+    flags = _flags(context)
+    return "" if flags is None else flags.client_script(element_id, nonce, vwo_storage)

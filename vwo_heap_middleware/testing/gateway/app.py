@@ -172,13 +172,22 @@ class GatewayApp:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
-        try:
-            endpoint, _ = self.url_map.bind_to_environ(environ).match()
-            response = self.dispatch(str(endpoint), request)
-        except (NotFound, MethodNotAllowed) as exc:
-            response = exc.get_response()
-        except HTTPException as exc:  # pragma: no cover - defensive
-            response = exc.get_response()
+        if request.method == "OPTIONS":  # a browser's preflight (VWO's web SDK on a page)
+            response = Response(status=204)
+            wanted = request.headers.get("Access-Control-Request-Headers")
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            if wanted:
+                response.headers["Access-Control-Allow-Headers"] = wanted
+        else:
+            try:
+                endpoint, _ = self.url_map.bind_to_environ(environ).match()
+                response = self.dispatch(str(endpoint), request)
+            except (NotFound, MethodNotAllowed) as exc:
+                response = exc.get_response()
+            except HTTPException as exc:  # pragma: no cover - defensive
+                response = exc.get_response()
+        # Any page may call it, as VWO's own gateway lets web SDKs do: a development server.
+        response.headers["Access-Control-Allow-Origin"] = "*"
         return response(environ, start_response)
 
     def dispatch(self, endpoint: str, request: Request) -> Response:
