@@ -34,7 +34,7 @@ browser: $(STAMP)
 		|| echo "VWO's web SDK cannot be fetched from npm: its browser tests are skipped"
 
 chaos: $(STAMP)
-	$(BIN)/python -m pytest -m chaos -s -p no:cacheprovider tests/test_chaos.py
+	$(BIN)/python -m pytest -m chaos -s -p no:cacheprovider tests/test_chaos.py tests/test_crash_recovery.py
 
 # The native evaluator against the SDK on 250,000 generated cases (VWO_HEAP_DIFFERENTIAL_CASES,
 # VWO_HEAP_DIFFERENTIAL_SEED change the run).

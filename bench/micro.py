@@ -8,16 +8,19 @@ Run as ``python -m bench.micro GATEWAY_URL``; prints one JSON object.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from vwo_heap_middleware import Config, FlagEngine, RequestFacts, build_visitor, open_request
 from vwo_heap_middleware.evaluation.native import NativeSettings
-from vwo_heap_middleware.evaluation.outcome import Answers
+from vwo_heap_middleware.evaluation.outcome import Answers, Event
+from vwo_heap_middleware.gateway.events import EventSpool
 from vwo_heap_middleware.offline.flags_file import load_flags_file
 from vwo_heap_middleware.vwo_sdk import VwoSdk
 
@@ -81,6 +84,46 @@ def evaluation(config: Config, calls: int = 5000) -> dict[str, float]:
     sdk_us = per_call(lambda n: sdk.evaluate("premium_checkout", contexts[n], answers), calls // 5)
     sdk.release()
     return {"native_evaluation_us": round(native_us, 2), "sdk_evaluation_us": round(sdk_us, 2)}
+
+
+def _add_nth(spool: EventSpool, events: list[Event], n: int) -> None:
+    spool.add(events[n])
+
+
+def spool_figures(gateway_url: str, calls: int = 50_000) -> dict[str, float]:
+    """What keeping one impression costs, in memory and with a state directory (its line
+    written to the OS before ``add`` returns; no fsync): ``add`` alone, the request's share,
+    timed while the gateway is down (the sender thread idle in its back-off); and the process's
+    CPU per event with the gateway up, sending included."""
+    props = {"id": 1, "variation": "1"}
+    events = [
+        Event.of(
+            {"d": {"msgId": f"m{n}", "visId": f"V{n}", "event": {"name": "x", "props": props}}},
+            {"en": "vwo_variationShown", "a": "123456", "env": "bench-sdk-key"},
+        )
+        for n in range(calls)
+    ]
+    figures = {}
+    for name in ("memory", "state_dir"):
+        with tempfile.TemporaryDirectory() as state_dir:
+            directory = state_dir if name == "state_dir" else None
+            down = EventSpool(calls + 1, "http://127.0.0.1:9", state_dir=directory)
+            down.start()
+            add = functools.partial(_add_nth, down, events)
+            figures[f"spool_add_{name}_us"] = round(per_call(add, calls), 2)
+            down.close(0.0)
+        with tempfile.TemporaryDirectory() as state_dir:
+            directory = state_dir if name == "state_dir" else None
+            up = EventSpool(calls + 1, gateway_url, state_dir=directory)
+            up.start()
+            started = time.process_time()
+            for event in events:
+                up.add(event)
+            up.flush(60.0)
+            cpu_us = (time.process_time() - started) / calls * 1e6
+            figures[f"spool_cpu_per_event_{name}_us"] = round(cpu_us, 2)
+            up.close(5.0)
+    return figures
 
 
 def gc_figures(visitors: int = 200_000) -> dict[str, float]:
@@ -159,6 +202,10 @@ def main() -> None:
     cold_us = per_call(cold, 300)
     engine.close()
     new_us = {mode: new_decision(config, mode) for mode in ("native", "sdk")}
+    with tempfile.TemporaryDirectory() as state_dir:
+        journaled = dataclasses.replace(config, state_dir=state_dir)
+        new_us["native_state_dir"] = new_decision(journaled, "native")
+    spooled = spool_figures(gateway_url)
     evaluated = evaluation(config)
     collector = gc_figures()
     print(
@@ -170,6 +217,8 @@ def main() -> None:
                 "cold_decision_us": round(cold_us, 1),
                 "new_decision_native_us": round(new_us["native"], 2),
                 "new_decision_sdk_us": round(new_us["sdk"], 2),
+                "new_decision_native_state_dir_us": round(new_us["native_state_dir"], 2),
+                **spooled,
                 **evaluated,
                 **collector,
             }

@@ -56,6 +56,10 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
         "VWO_HEAP_REDIS_TIMEOUT": "0.1",
         "VWO_HEAP_REDIS_PREFIX": "shop",
         "VWO_HEAP_STICKY_TTL": "86400",
+        "VWO_HEAP_STATE_DIR": str(tmp_path / "state"),
+        "VWO_HEAP_SPOOL_MAX_BYTES": "1048576",
+        "VWO_HEAP_BOOTSTRAP_SETTINGS": str(ca_file),  # any readable file: read at a cold start
+        "VWO_HEAP_KEPT_SETTINGS_MAX_AGE": "3600",
     }
     assert set(environ) == set(ENVIRONMENT), "every documented variable is exercised"
     config = Config.from_env(environ)
@@ -92,6 +96,8 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert config.resolver_reads == ("Authorization", "Cookie")
     assert (config.redis_url, config.redis_timeout) == ("redis://127.0.0.1:6379/2", 0.1)
     assert (config.redis_prefix, config.sticky_ttl) == ("shop", 86400)
+    assert (config.state_dir, config.spool_max_bytes) == (str(tmp_path / "state"), 1048576)
+    assert (config.bootstrap_settings, config.kept_settings_max_age) == (str(ca_file), 3600)
 
 
 def test_defaults() -> None:
@@ -149,6 +155,16 @@ def test_keyword_overrides_win() -> None:
             {**BASE, "VWO_HEAP_GATEWAY_CA_FILE": str(DEMO_FLAGS)},
             "VWO_HEAP_GATEWAY_CA_FILE: gateway_ca_file must be a readable PEM file",
         ),
+        (
+            {**BASE, "VWO_HEAP_STATE_DIR": str(DEMO_FLAGS)},
+            "VWO_HEAP_STATE_DIR: state_dir must be a directory the process may write",
+        ),
+        (
+            {**BASE, "VWO_HEAP_BOOTSTRAP_SETTINGS": "/no/such/settings.json"},
+            "VWO_HEAP_BOOTSTRAP_SETTINGS: bootstrap_settings must be a readable settings JSON",
+        ),
+        ({**BASE, "VWO_HEAP_SPOOL_MAX_BYTES": "0"}, "spool_max_bytes must be a whole number"),
+        ({**BASE, "VWO_HEAP_KEPT_SETTINGS_MAX_AGE": "-1"}, "kept_settings_max_age must be"),
     ],
 )
 def test_bad_settings_name_what_to_fix(environ: dict[str, str], message: str) -> None:

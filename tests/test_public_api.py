@@ -104,7 +104,8 @@ GROUND = {"config", "decision", "identity", "visitor", "observers"}  # what mach
 ALLOWED = {
     "evaluation": GROUND | {"evaluation"},
     "vwo_sdk": GROUND | {"evaluation", "vwo_sdk"},
-    "gateway": GROUND | {"evaluation", "gateway"},
+    "gateway": GROUND | {"evaluation", "gateway", "state"},
+    "state": GROUND | {"evaluation", "state"},
     "offline": GROUND | {"vwo_sdk", "offline"},
 }
 

@@ -139,6 +139,17 @@ class Config:
     redis_prefix: str = "vwo-heap"
     # Seconds a visitor keeps the variation they were bucketed into (sticky decisions).
     sticky_ttl: float = 90 * 86400.0
+    # A directory the process may write (None: nothing on disk): impressions are journaled there
+    # before the response (a killed process's are sent by the next one), and each settings
+    # revision that loads is kept for a start while the gateway is down.
+    state_dir: str | None = None
+    # Bytes the impression journal may take in state_dir; events beyond it are dropped, counted.
+    spool_max_bytes: int = 256 * 1024 * 1024
+    # A settings JSON (exported at deploy time) to start from when the gateway is down and
+    # nothing newer was kept.
+    bootstrap_settings: str | None = None
+    # Seconds kept settings (state dir, Redis, bootstrap file) stay usable at a cold start.
+    kept_settings_max_age: float = 7 * 86400.0
     # Offline: decide from this flags TOML or settings JSON (a path, or the parsed document),
     # with no gateway and no network; impressions are counted, not sent.
     offline_flags: str | os.PathLike[str] | Mapping[str, Any] | None = None
@@ -265,6 +276,21 @@ class Config:
         _number(self, "startup_wait", low=0.0, high=60.0)
         _number(self, "redis_timeout", low=0.001, high=10.0)
         _number(self, "sticky_ttl", low=1.0, high=3650 * 86400.0)
+        _number(self, "kept_settings_max_age", low=0.0, high=3650 * 86400.0)
+        if self.state_dir is not None:
+            state_dir = os.fspath(self.state_dir)
+            if not state_dir or (os.path.exists(state_dir) and not os.path.isdir(state_dir)):
+                raise _invalid(
+                    "state_dir",
+                    f"state_dir must be a directory the process may write, got {state_dir!r}",
+                )
+            fix(self, "state_dir", state_dir)
+        if self.bootstrap_settings is not None and not os.path.isfile(self.bootstrap_settings):
+            raise _invalid(
+                "bootstrap_settings",
+                "bootstrap_settings must be a readable settings JSON file, "
+                f"got {self.bootstrap_settings!r}",
+            )
         if self.redis_url is not None and not str(self.redis_url).startswith(
             ("redis://", "rediss://", "unix://")
         ):
@@ -282,15 +308,15 @@ class Config:
                     "resolver_reads", f"resolver_reads must be header names, got {header!r}"
                 )
         fix(self, "resolver_reads", tuple(reads))
-        for name in ("cache_size", "event_spool_size"):
+        for name, most in (
+            ("cache_size", 10_000_000),
+            ("event_spool_size", 10_000_000),
+            ("spool_max_bytes", 2**40),
+        ):
             value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or not 1 <= value <= 10_000_000
-            ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
                 raise _invalid(
-                    name, f"{name} must be a whole number from 1 to 10000000, got {value!r}"
+                    name, f"{name} must be a whole number from 1 to {most}, got {value!r}"
                 )
 
     @property
@@ -479,6 +505,10 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_REDIS_TIMEOUT": ("redis_timeout", _seconds),
     "VWO_HEAP_REDIS_PREFIX": ("redis_prefix", _text),
     "VWO_HEAP_STICKY_TTL": ("sticky_ttl", _seconds),
+    "VWO_HEAP_STATE_DIR": ("state_dir", _optional),
+    "VWO_HEAP_SPOOL_MAX_BYTES": ("spool_max_bytes", _whole),
+    "VWO_HEAP_BOOTSTRAP_SETTINGS": ("bootstrap_settings", _optional),
+    "VWO_HEAP_KEPT_SETTINGS_MAX_AGE": ("kept_settings_max_age", _seconds),
     "VWO_HEAP_OFFLINE_FLAGS": ("offline_flags", _optional),
     "VWO_HEAP_OFFLINE_SEGMENTS": ("offline_segments", _optional),
 }

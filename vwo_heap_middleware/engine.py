@@ -30,6 +30,7 @@ from .gateway.lookups import GatewayLookups, Pending
 from .gateway.settings_loop import SettingsLoop
 from .observers import Observer, Observers
 from .offline.gateway import FlagsSource, OfflineGateway, SegmentsSource
+from .state.kept_settings import SettingsKeeper
 from .visitor import RequestFacts, Visitor
 from .vwo_sdk import VwoSdk
 
@@ -52,13 +53,8 @@ class FlagEngine:
             from .gateway.redis_store import RedisStore  # the [redis] extra, only when asked for
 
             redis = RedisStore(config)
-        self.events = EventSpool(
-            config.event_spool_size,
-            config.gateway_url,
-            deliver=self._offline is None,
-            first=redis.first_impression if redis else None,
-            ca_file=config.gateway_ca_file,
-        )
+        first = redis.first_impression if redis else None
+        self.events = EventSpool.of(config, deliver=self._offline is None, first=first)
         self._sdk = VwoSdk(config, self.events.add, redis.storage() if redis else None)
         self._client: Gateway = self._offline or GatewayClient(config)
         self._lookups = GatewayLookups(config, self._client, shared=redis, observers=self.observers)
@@ -74,6 +70,7 @@ class FlagEngine:
             lambda: self._lookups.timed("settings", self._client.fetch_settings),
             self.apply_settings,
             config.settings_refresh_interval,
+            None if self._offline else SettingsKeeper(config, redis),
         )
         if config.otel:
             from .otel import FlagTelemetry  # the [otel] extra, only when asked for
@@ -102,10 +99,12 @@ class FlagEngine:
                 forked = weakref.WeakMethod(self._forked)  # a hook must not keep us alive
                 os.register_at_fork(after_in_child=lambda: (hook := forked()) and hook())
                 atexit.register(self.close)
+            # Before _pid says started: a request that sees it started finds the journal open.
+            self.events.start()  # a state directory: this process's journal, and orphans
             self._pid = os.getpid()
             self._started_here = True
             if self._offline is not None:
-                self._settings_loop.load(self._offline.settings)  # ready at once
+                self._settings_loop.load(self._offline.settings, "offline")  # ready at once
             else:
                 self._settings_loop.start()
 
@@ -173,7 +172,7 @@ class FlagEngine:
             "revision": self._index.revision if self._index else None,
             "flags": sorted(self._index.flags) if self._index else [],
             "gateway_circuit_open": self._lookups.breaker.is_open,
-            "last_error": self._settings_loop.last_error,
+            **self._settings_loop.readiness(),
             **self._decider.readiness(),
         }
 

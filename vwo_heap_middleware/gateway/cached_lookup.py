@@ -56,6 +56,15 @@ class Started(Generic[K, V]):
         return self.answers
 
 
+@dataclass(frozen=True)
+class SharedAnswer(Generic[V]):
+    """An answer another process kept (Redis), and for how many more seconds it is fresh (0
+    or less: stale, ours only if the gateway fails)."""
+
+    value: V
+    fresh_for: float
+
+
 class CachedLookup(Generic[K, V]):
     """One kind of gateway answer (``fetch(key) -> value``): fresh and stale caches, one
     flight per key, on ``executor`` or (``fetch_on_loop``) on the running event loop, Redis
@@ -71,7 +80,7 @@ class CachedLookup(Generic[K, V]):
         stale_ttl: float,
         maxsize: int,
         clock: Callable[[], float] = time.monotonic,
-        shared: Callable[[list[K]], Mapping[K, V]] | None = None,
+        shared: Callable[[list[K]], Mapping[K, SharedAnswer[V]]] | None = None,
         fetch_on_loop: Callable[[K], asyncio.Future[V]] | None = None,
         atom: Callable[[K], Hashable] = repr,
     ) -> None:
@@ -124,9 +133,12 @@ class CachedLookup(Generic[K, V]):
             else:
                 missing.append(key)
         if missing and self._shared is not None and flights is self._in_flight:
-            for key, value in self._shared(missing).items():
-                expires = self._keep(key, value)
-                started.answers[key] = Answer(value, AnswerStatus.FRESH, expires)
+            for key, kept in self._shared(missing).items():
+                if kept.fresh_for > 0:
+                    expires = self._keep(key, kept.value, kept.fresh_for)
+                    started.answers[key] = Answer(kept.value, AnswerStatus.FRESH, expires)
+                else:  # another worker's answer, stale: ours if the gateway fails
+                    self._stale.put(self._atom(key), kept.value, now + self._stale_ttl)
         for key in missing:
             if key in started.answers:
                 continue
@@ -164,17 +176,26 @@ class CachedLookup(Generic[K, V]):
                 self.breaker.success()
                 value = answer.result()
                 landed = (value, self._keep(key, value))
-            elif getattr(error, "gateway_fault", True):  # a 4xx about one value: no outage
-                self.breaker.failure()
+            else:
+                self._failed(key, error)
         if flights.get(key) is flight:
             del flights[key]
         if not flight.done():
             flight.set_result(landed)
 
-    def _keep(self, key: K, value: V) -> float:
-        """Cache a fresh answer; returns when it expires."""
+    def _failed(self, key: K, error: BaseException) -> None:
+        """A fetch failed: an outage (not a 4xx about one value) counts against the breaker;
+        a stale answer it found elsewhere (Redis: ``error.stale``) is kept for the fallback."""
+        if getattr(error, "gateway_fault", True):
+            self.breaker.failure()
+        stale = getattr(error, "stale", None)
+        if stale is not None:
+            self._stale.put(self._atom(key), stale, self._clock() + self._stale_ttl)
+
+    def _keep(self, key: K, value: V, fresh_for: float | None = None) -> float:
+        """Cache a fresh answer (for ``fresh_for`` s, else its TTL); returns when it expires."""
         now = self._clock()
-        expires = now + self._ttl(value)
+        expires = now + (self._ttl(value) if fresh_for is None else fresh_for)
         atom = self._atom(key)
         self._fresh.put(atom, value, expires)
         self._stale.put(atom, value, now + self._stale_ttl)
@@ -207,8 +228,7 @@ class CachedLookup(Generic[K, V]):
         try:
             value = self._fetch(key)
         except Exception as error:
-            if getattr(error, "gateway_fault", True):  # a 4xx about one value is not an outage
-                self.breaker.failure()
+            self._failed(key, error)
             return None
         self.breaker.success()
         return value, self._keep(key, value)

@@ -8,6 +8,10 @@ fails it keeps them and retries with capped, jittered back-off; when it returns 
 drains batch by batch. Only a full spool drops (counted, logged once per interval); ``close()``
 flushes within a deadline and logs what was left; a batch the gateway refuses as malformed
 (HTTP 4xx) is dropped, counted and logged.
+
+With a state directory every event is also journaled before ``add`` returns (``state.journal``):
+a killed process's events are sent by the next process to start, and what ``close()`` could not
+send stays for it too.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlencode
 
+from ..config import Config
 from ..evaluation.outcome import Event
+from ..state.journal import COMPACT_AT, Journal, orphans
 from .breaker import Backoff
 from .client import EventClient, Sent
 
@@ -30,8 +36,11 @@ EVENTS_UNSENDABLE = "a batch of %d events cannot be sent (it does not encode): d
 EVENTS_REFUSED = "the gateway refused a batch of %d events (%s): dropped"
 EVENTS_RETRY = "cannot send %d events (%s); %d waiting, next try in %.1f s"
 EVENTS_LEFT = "closing with %d events not sent: lost"
+EVENTS_KEPT = "closing with %d events not sent: kept in %s for the next process to send"
+EVENTS_RECOVERED = "%d events a stopped process left in %s: sending them (%d may be sent twice)"
 EVENTS_CLOSED = "event spool closed: %d events sent, %d dropped"
 BATCH_PATH = "/server-side/batch-events-v2"
+ORPHAN_SCAN = 10.0  # seconds between looks for journals stopped processes left
 BATCH_SIZE = 500
 FIRST_RETRY, MAX_RETRY = 0.5, 30.0
 DROP_LOG_INTERVAL = 10.0
@@ -56,6 +65,8 @@ class EventSpool:
         ca_file: str | None = None,
         batch_size: int = BATCH_SIZE,
         linger: float = LINGER,
+        state_dir: str | None = None,
+        max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.maxsize = maxsize
         self.first = first  # with Redis: is this the first of its kind across workers?
@@ -64,13 +75,35 @@ class EventSpool:
         self.batch_size = batch_size
         self.linger = linger
         self.ca_file = ca_file
+        self.state_dir = state_dir if deliver else None
+        self.max_bytes = max_bytes
         self.reset()
+
+    @classmethod
+    def of(cls, config: Config, deliver: bool, first: Callable[[Event], bool] | None) -> EventSpool:
+        """The spool a ``Config`` asks for (its size, gateway, CA file, state directory)."""
+        return cls(
+            config.event_spool_size,
+            config.gateway_url,
+            deliver,
+            first,
+            ca_file=config.gateway_ca_file,
+            state_dir=config.state_dir,
+            max_bytes=config.spool_max_bytes,
+        )
 
     def reset(self) -> None:
         """Start afresh: in a forked child (its events and counts are its own; it has no sender
-        thread) or after ``close()``."""
+        thread; a parent's journal stays the parent's) or after ``close()``."""
+        inherited = getattr(self, "_journal", None)
+        if inherited is not None:
+            inherited.forget()
         self.sent = self.dropped = self.held = self.duplicates = 0
+        self.recovered = self.maybe_resent = 0
         self.closed = False
+        self._journal: Journal | None = None  # a parent's stays the parent's
+        self._seq = self._delivered = 0  # the spool holds events _delivered+1 .. _seq, in order
+        self._scan_at = 0.0  # when to look for stopped processes' journals again
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._spool: collections.deque[Event] = collections.deque()
@@ -81,26 +114,74 @@ class EventSpool:
         self._client = EventClient(self.ca_file)
         self._dropped_since, self._drop_logged_at = 0, -DROP_LOG_INTERVAL
 
+    def start(self) -> None:
+        """With a state directory: open this process's journal and send what stopped processes
+        left (their journals); else nothing until the first event."""
+        if self.state_dir is None or self._journal is not None:
+            return
+        self._journal = Journal.open(self.state_dir, self.max_bytes)
+        self._adopt_orphans()
+        with self._lock:  # it looks for orphans every ORPHAN_SCAN s, events or not
+            self._start_thread()
+
+    def _adopt_orphans(self) -> None:
+        """Take over the journals stopped processes left (at start, then every
+        ``ORPHAN_SCAN`` s: a worker that outlived its master may stop after we started)."""
+        assert self.state_dir is not None
+        self._scan_at = time.monotonic() + ORPHAN_SCAN
+        for orphan in orphans(self.state_dir, self._journal.family if self._journal else None):
+            for event in orphan.events:
+                self._keep(event)
+            if self._journal is not None:
+                self._journal.sync(force=True)  # in ours before theirs goes
+            self.recovered += len(orphan.events)
+            self.maybe_resent += orphan.maybe_sent
+            if orphan.events:
+                where = orphan.files[0][0]
+                logger.warning(EVENTS_RECOVERED, len(orphan.events), where, orphan.maybe_sent)
+            orphan.release()
+
     def add(self, event: Event) -> None:
-        """Keep an event for sending; never blocks on the network."""
+        """Keep an event for sending (journaled first, with a state directory); never blocks
+        on the network."""
         if not self.deliver:
             self.held += 1
             return
         if self.first is not None and not self.first(event):
             self.duplicates += 1  # another worker sent this impression already
             return
+        self._keep(event)
+
+    def _keep(self, event: Event) -> None:
+        journaled = self._journal is not None and not self._journal.broken
+        entry = Journal.entry(event) if journaled else b""  # made outside the lock
         with self._lock:
             if len(self._spool) >= self.maxsize or self.closed:
                 self._drop(1)
                 return
+            journal = self._journal if entry else None
+            if journal is not None:
+                if journal.size + len(entry) + 16 > journal.max_bytes:
+                    self._drop(1)  # the journal's disk budget is spent
+                    return
+                journal.size += len(entry) + 16
+                journal.writers += 1
+            self._seq += 1
+            seq = self._seq
             self._spool.append(event)
             if len(self._spool) == self.batch_size:
                 self._wake.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="vwo-heap-events", daemon=True
-                )
-                self._thread.start()
+            self._start_thread()
+        if journal is not None:
+            journal.write(seq, entry)  # to the OS before the response: no lock held
+            with self._lock:
+                journal.writers -= 1
+
+    def _start_thread(self) -> None:
+        """(Holding the lock.) The sender thread, once."""
+        if self._thread is None and not self.closed:
+            self._thread = threading.Thread(target=self._run, name="vwo-heap-events", daemon=True)
+            self._thread.start()
 
     def stats(self) -> dict[str, int]:
         return {
@@ -109,6 +190,8 @@ class EventSpool:
             "events_held": self.held,
             "events_queued": len(self._spool) + self._in_flight,
             "events_duplicates": self.duplicates,
+            "events_recovered": self.recovered,
+            "events_maybe_resent": self.maybe_resent,
         }
 
     def flush(self, timeout: float) -> bool:
@@ -140,8 +223,14 @@ class EventSpool:
         with self._lock:
             left = len(self._spool) + self._in_flight
             self._spool.clear()
-            self.dropped += left
-        if left:
+            journal, self._journal = self._journal, None
+            kept = left if journal is not None and not journal.broken else 0
+            self.dropped += left - kept
+        if journal is not None:
+            journal.close(drained=not left)
+        if kept:
+            logger.warning(EVENTS_KEPT, kept, journal.path if journal else "")
+        elif left:
             logger.error(EVENTS_LEFT, left)
         logger.info(EVENTS_CLOSED, self.sent, self.dropped)
 
@@ -153,18 +242,32 @@ class EventSpool:
                 if batch is None:
                     return
                 self._in_flight = len(batch)
+                first = self._delivered + 1
+                journal = self._journal
+            if journal is not None:
+                journal.sync()
+                if not batch:  # woken for the journal's housekeeping
+                    if time.monotonic() >= self._scan_at:
+                        self._adopt_orphans()
+                    continue
+                journal.flight(first, first + len(batch) - 1)
             try:
                 sent = self._send(batch)
             except Exception as error:  # a batch that cannot be sent as it is, ever
                 logger.exception(EVENTS_UNSENDABLE, len(batch))
                 sent = Sent(400, error=type(error).__name__)
+            resolved = sent.error is None or (sent.status is not None and 400 <= sent.status < 500)
+            if resolved and journal is not None:
+                journal.delivered(first + len(batch) - 1)
             with self._lock:
                 self._in_flight = 0
+                if resolved:
+                    self._delivered += len(batch)
                 if sent.error is None:
                     self.sent += len(batch)
                     backoff.reset()
                     self._retry_at = 0.0
-                elif sent.status is not None and 400 <= sent.status < 500:
+                elif resolved:
                     self.dropped += len(batch)
                     logger.error(EVENTS_REFUSED, len(batch), sent.error)
                 else:  # keep them, in order, for the next try
@@ -174,11 +277,47 @@ class EventSpool:
                     self._retry_at = self._failed_at + wait
                     logger.warning(EVENTS_RETRY, len(batch), sent.error, len(self._spool), wait)
                 self._wake.notify_all()
+                compact = journal is not None and self._compactable(journal)
+            if compact:
+                self._compact()
+
+    def _compactable(self, journal: Journal) -> bool:
+        """(Holding the lock.) The journal is large, and at least half its events delivered:
+        copying the rest costs no more than what was written (compaction stays linear)."""
+        delivered = self._delivered - journal.first + 1
+        return journal.size > COMPACT_AT and delivered >= len(self._spool)
+
+    def _compact(self) -> None:
+        """(Sender thread, no batch in flight.) Copy the events not yet delivered into the
+        journal's next generation and remove the old one: the disk holds what is left to send.
+        Requests write to the new generation from the switch on; the copy is made outside the
+        lock."""
+        old = self._journal
+        new = old.next() if old is not None else None
+        if old is None or new is None:
+            return  # (logged) the old one keeps growing; its budget drops what it cannot hold
+        with self._lock:
+            self._journal = new
+            new.first = self._delivered + 1
+            pending = list(self._spool)
+        entries = [Journal.entry(event) for event in pending]
+        with self._lock:
+            new.size += sum(len(entry) + 16 for entry in entries)
+        new.copy(new.first, entries)
+        new.sync(force=True)
+        with self._lock:
+            while old.writers:  # a request still writing to the old generation
+                self._wake.wait(0.001)
+        old.close(drained=not new.broken)
 
     def _next_batch(self) -> list[Event] | None:
-        """Wait (holding the lock) for a batch worth sending now; None once closed."""
+        """Wait (holding the lock) for a batch worth sending now; None once closed; ``[]``
+        when the journal is due a sync or an orphan scan."""
         lingered = False
         while not self.closed:
+            journal = self._journal
+            if journal is not None and (journal.due() or time.monotonic() >= self._scan_at):
+                return []
             now = time.monotonic()
             # A flush retries sooner than the back-off, but not in a tight loop.
             retry_at = (
@@ -193,7 +332,7 @@ class EventSpool:
                 lingered = True  # let a batch gather, briefly
                 self._wake.wait(self.linger)
             elif self._spool:
-                self._wake.wait(retry_at - now)
+                self._wake.wait(min(retry_at - now, 1.0))
             else:
                 self._wake.wait(1.0)
         return None

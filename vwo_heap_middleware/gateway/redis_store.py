@@ -31,12 +31,24 @@ from ..config import Config
 from ..evaluation.outcome import Event
 from ..identity import fingerprint
 from .breaker import CircuitBreaker
+from .cached_lookup import SharedAnswer
 from .loop import close_with_loop
 
 logger = logging.getLogger("vwo_heap_middleware")
 T = TypeVar("T")
 LOCK_SECONDS = 2.0  # how long one worker may hold a key's gateway call for the others
 POLL = 0.005
+
+
+def _shared_answer(found: bytes | str | None) -> SharedAnswer[Any] | None:
+    """A kept answer (``[value, fresh until]``), or None if none or not one."""
+    if found is None:
+        return None
+    try:
+        value, fresh_until = json.loads(found)
+        return SharedAnswer(value, float(fresh_until) - time.time())
+    except (ValueError, TypeError):
+        return None
 
 
 def digest(value: str) -> str:
@@ -82,16 +94,25 @@ class RedisStore:
             return f"{self._prefix}:m:{key[0]}:{digest(str(key[1]))}"
         return f"{self._prefix}:{kind}:{digest(json.dumps(key))}"
 
-    def answers(self, kind: str, keys: Iterable[tuple[str | None, ...]]) -> dict[Any, Any]:
-        """The answers other workers already have (``kind`` ``m``: memberships, ``u``: user
-        details), in one round trip."""
+    def answers(
+        self, kind: str, keys: Iterable[tuple[str | None, ...]]
+    ) -> dict[Any, SharedAnswer[Any]]:
+        """The answers other workers have (``kind`` ``m``: memberships, ``u``: user details),
+        fresh or stale, in one round trip."""
         keys = list(keys)
         if not keys:
             return {}
         names = [self._name(kind, k) for k in keys]
         nothing: list[bytes | str | None] = [None] * len(keys)
         found = self._call(lambda: self._redis.mget(names), nothing)
-        return {k: json.loads(v) for k, v in zip(keys, found, strict=True) if v is not None}
+        kept = {k: _shared_answer(v) for k, v in zip(keys, found, strict=True)}
+        return {k: v for k, v in kept.items() if v is not None}
+
+    def _record(self, value: Any, ttl: float) -> tuple[str, float]:
+        """A gateway answer as kept, and for how long: fresh for ``ttl`` s, then stale (a
+        restarted worker's fallback while the gateway is down) for
+        ``Config.stale_membership_ttl`` s more."""
+        return json.dumps([value, time.time() + ttl]), ttl + self._config.stale_membership_ttl
 
     def fetch_once(
         self,
@@ -106,14 +127,14 @@ class RedisStore:
         if self._set(lock, b"1", LOCK_SECONDS, only_new=True, default=True):
             value = fetch()
             if ttl(value) > 0:
-                self._set(name, json.dumps(value), ttl(value))
+                self._set(name, *self._record(value, ttl(value)))
             self._call(lambda: self._redis.delete(lock), None)
             return value
         deadline = time.monotonic() + self._config.lookup_timeout
         while time.monotonic() < deadline:
-            found = self._call(lambda: self._redis.get(name), None)
-            if found is not None:
-                return json.loads(found)  # type: ignore[no-any-return]
+            kept = _shared_answer(self._call(lambda: self._redis.get(name), None))
+            if kept is not None and kept.fresh_for > 0:
+                return kept.value  # type: ignore[no-any-return]
             time.sleep(POLL)
         return fetch()  # the other worker is slow: ask ourselves
 
@@ -125,28 +146,60 @@ class RedisStore:
         ttl: Callable[[T], float],
     ) -> T:
         """``fetch_once`` from an event loop, with redis-py's asyncio client: the answer other
-        workers have, else one worker asks the gateway while the others wait briefly."""
+        workers have, else one worker asks the gateway while the others wait briefly. A stale
+        answer found travels with the gateway's failure (``error.stale``)."""
         client = self._client_on_loop()
         name = self._name(kind, key)
-        found = await self._call_async(lambda: client.get(name), None)
-        if found is not None:
-            return json.loads(found)  # type: ignore[no-any-return]
-        lock = f"{name}:lock"
-        lock_ms = int(LOCK_SECONDS * 1000)
-        if await self._call_async(lambda: client.set(lock, b"1", px=lock_ms, nx=True), True):
-            value = await fetch()
-            if ttl(value) > 0:
-                px = max(int(ttl(value) * 1000), 1)
-                await self._call_async(lambda: client.set(name, json.dumps(value), px=px), None)
-            await self._call_async(lambda: client.delete(lock), None)
-            return value
-        deadline = time.monotonic() + self._config.lookup_timeout
-        while time.monotonic() < deadline:
-            await asyncio.sleep(POLL)
-            found = await self._call_async(lambda: client.get(name), None)
-            if found is not None:
-                return json.loads(found)  # type: ignore[no-any-return]
-        return await fetch()  # the other worker is slow: ask ourselves
+        kept = _shared_answer(await self._call_async(lambda: client.get(name), None))
+        if kept is not None and kept.fresh_for > 0:
+            return kept.value  # type: ignore[no-any-return]
+        try:
+            lock = f"{name}:lock"
+            lock_ms = int(LOCK_SECONDS * 1000)
+            if await self._call_async(lambda: client.set(lock, b"1", px=lock_ms, nx=True), True):
+                value = await fetch()
+                if ttl(value) > 0:
+                    record, seconds = self._record(value, ttl(value))
+                    px = max(int(seconds * 1000), 1)
+                    await self._call_async(lambda: client.set(name, record, px=px), None)
+                await self._call_async(lambda: client.delete(lock), None)
+                return value
+            deadline = time.monotonic() + self._config.lookup_timeout
+            while time.monotonic() < deadline:
+                await asyncio.sleep(POLL)
+                found = _shared_answer(await self._call_async(lambda: client.get(name), None))
+                if found is not None and found.fresh_for > 0:
+                    return found.value  # type: ignore[no-any-return]
+            return await fetch()  # the other worker is slow: ask ourselves
+        except Exception as error:
+            if kept is not None:
+                error.stale = kept.value  # type: ignore[attr-defined]
+            raise
+
+    # Settings: one fetch per interval for the fleet, the last good revision kept -------------
+
+    def claim_settings_fetch(self, interval: float) -> bool:
+        """True for the one worker that should ask the gateway this interval (and for every
+        worker while Redis fails)."""
+        lock = f"{self._prefix}:settings:lock"
+        return self._set(lock, b"1", interval, only_new=True, default=True)
+
+    def kept_settings(self) -> tuple[dict[str, Any], float] | None:
+        """The settings a worker kept, and when (``time.time()``); None if none or unreadable."""
+        found = self._call(lambda: self._redis.get(f"{self._prefix}:settings"), None)
+        if found is None:
+            return None
+        try:
+            document = json.loads(found)
+            return dict(document["settings"]), float(document["kept_at"])
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def keep_settings(self, body: str, kept_at: float) -> None:
+        """Keep settings (``body``, their JSON) for every worker, as long as they may be used."""
+        document = f'{{"kept_at":{kept_at!r},"settings":{body}}}'
+        ttl = max(self._config.kept_settings_max_age, 1.0)
+        self._set(f"{self._prefix}:settings", document, ttl)
 
     def _client_on_loop(self) -> Any:
         loop = asyncio.get_running_loop()
