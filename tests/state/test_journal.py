@@ -219,3 +219,19 @@ def test_a_kill_during_compaction_sends_each_event_once(tmp_path: Path) -> None:
     assert [e.body["d"]["msgId"] for e in made._spool] == ["m3", "m4", "m5", "m6"]
     assert [p.name for p in journals(tmp_path)] == [made._journal.path.name]  # type: ignore[union-attr]
     killed(made)
+
+
+def test_a_process_that_cannot_journal_leaves_orphans_to_one_that_can(tmp_path: Path) -> None:
+    made = EventSpool(100, "http://127.0.0.1:9", state_dir=str(tmp_path))
+    made.start()
+    assert made._journal is not None
+    made._journal.broken = True  # as after a failed write: memory only from then on
+    dead = tmp_path / "events-3-dead-0.jsonl"
+    dead.write_bytes(b'{"s":1,"q":{"en":"vwo_variationShown"},"d":{"d":{"msgId":"m1"}}}\n')
+    made._adopt_orphans()
+    assert made.stats()["events_recovered"] == 0 and dead.exists(), "not taken into memory"
+    killed(made)
+    able = EventSpool(100, "http://127.0.0.1:9", state_dir=str(tmp_path))
+    able.start()
+    assert able.stats()["events_recovered"] == 1 and not dead.exists()
+    killed(able)

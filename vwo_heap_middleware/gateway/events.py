@@ -129,17 +129,19 @@ class EventSpool:
         ``ORPHAN_SCAN`` s: a worker that outlived its master may stop after we started)."""
         assert self.state_dir is not None
         self._scan_at = time.monotonic() + ORPHAN_SCAN
-        for orphan in orphans(self.state_dir, self._journal.family if self._journal else None):
+        journal = self._journal
+        if journal is None or journal.broken:
+            return  # theirs stay on disk for a process that can journal them
+        for orphan in orphans(self.state_dir, journal.family):
             for event in orphan.events:
                 self._keep(event)
-            if self._journal is not None:
-                self._journal.sync(force=True)  # in ours before theirs goes
+            journal.sync(force=True)  # in ours before theirs goes
             self.recovered += len(orphan.events)
             self.maybe_resent += orphan.maybe_sent
             if orphan.events:
                 where = orphan.files[0][0]
                 logger.warning(EVENTS_RECOVERED, len(orphan.events), where, orphan.maybe_sent)
-            orphan.release()
+            orphan.release(remove=not journal.broken)  # ours failed: sent twice, not lost
 
     def add(self, event: Event) -> None:
         """Keep an event for sending (journaled first, with a state directory); never blocks

@@ -155,9 +155,13 @@ class Journal:
         """Sync and release the journal; remove it when nothing in it is left to send (else the
         next process to start sends it)."""
         self.sync(force=True)
-        if drained:
-            self.path.unlink(missing_ok=True)
-        os.close(self._fd)  # releases the lock
+        try:
+            if drained:
+                self.path.unlink(missing_ok=True)
+        except OSError as error:
+            logger.error(CANNOT_WRITE, self.path, error)
+        finally:
+            os.close(self._fd)  # releases the lock
 
 
 @dataclass
@@ -171,16 +175,21 @@ class Orphan:
     maybe_sent: int = 0  # events of a batch that was in flight: the gateway may have them
     damaged: int = 0
 
-    def release(self) -> None:
-        """Remove the journal, its events now in the claimer's (kept aside if damaged)."""
+    def release(self, remove: bool = True) -> None:
+        """Remove the journal, its events now in the claimer's (kept aside if damaged); or,
+        ``remove`` false, leave it for another process."""
         for path, fd in self.files:
-            if self.damaged:
-                kept = path.with_suffix(".damaged")
-                path.rename(kept)
-                logger.error(DAMAGED, self.damaged, path, kept)
-            else:
-                path.unlink(missing_ok=True)
-            os.close(fd)
+            try:
+                if remove and self.damaged:
+                    kept = path.with_suffix(".damaged")
+                    path.rename(kept)
+                    logger.error(DAMAGED, self.damaged, path, kept)
+                elif remove:
+                    path.unlink(missing_ok=True)
+            except OSError as error:
+                logger.error(CANNOT_WRITE, path, error)
+            finally:
+                os.close(fd)
 
 
 def orphans(directory: str, own: str | None) -> Iterator[Orphan]:
