@@ -89,7 +89,9 @@ SERVERS = {
 # Django is measured bare and with the middleware: its own cost, not again against the peers.
 FRAMEWORK_CASES = {"django": ("A", "C", "D", "R")}
 SERVER_CORE, LOAD_CORE = 0, 1
-http = urllib3.PoolManager(retries=False, timeout=5.0)
+# The harness's own requests (stats, /gc, faults) retry a kept-alive connection the server had
+# just closed as idle (uvicorn's keep-alive is 5 s); redirects are not followed.
+http = urllib3.PoolManager(retries=urllib3.Retry(total=2, redirect=0), timeout=5.0)
 
 
 def wait_for(url: str, seconds: float = 30.0) -> None:
