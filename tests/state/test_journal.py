@@ -235,3 +235,24 @@ def test_a_process_that_cannot_journal_leaves_orphans_to_one_that_can(tmp_path: 
     able.start()
     assert able.stats()["events_recovered"] == 1 and not dead.exists()
     killed(able)
+
+
+def test_a_send_that_outlasts_close_leaves_the_closed_journal_alone(
+    demo_gateway: LocalGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    demo_gateway.faults.set("batch_events", latency=1.5)
+    made = spool(demo_gateway.url, tmp_path)
+    for n in range(3):
+        made.add(event(n))
+    wait_until(lambda: made.stats()["events_queued"] == 3 and made._in_flight == 3)
+    with caplog.at_level(logging.WARNING):
+        made.close(0.1)  # the batch is still on its way
+        (path,) = journals(tmp_path)
+        kept = path.read_bytes()
+        thread = made._thread
+        assert thread is not None
+        thread.join(5.0)  # the send ends after close: its answer must not touch the journal
+    assert not thread.is_alive()
+    assert demo_gateway.records()["events"]["vwo_variationShown"] == 3
+    assert path.read_bytes() == kept and b'{"a":' not in kept
+    assert "journal" not in caplog.text.replace("kept in", "")  # no write failure logged

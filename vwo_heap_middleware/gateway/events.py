@@ -228,6 +228,8 @@ class EventSpool:
             journal, self._journal = self._journal, None
             kept = left if journal is not None and not journal.broken else 0
             self.dropped += left - kept
+            while journal is not None and journal.writers:  # a write under way finishes first
+                self._wake.wait(0.001)
         if journal is not None:
             journal.close(drained=not left)
         if kept:
@@ -247,12 +249,12 @@ class EventSpool:
                 first = self._delivered + 1
                 journal = self._journal
             if journal is not None:
-                journal.sync()
+                self._mark(journal, journal.sync)
                 if not batch:  # woken for the journal's housekeeping
                     if time.monotonic() >= self._scan_at:
                         self._adopt_orphans()
                     continue
-                journal.flight(first, first + len(batch) - 1)
+                self._mark(journal, journal.flight, first, first + len(batch) - 1)
             try:
                 sent = self._send(batch)
             except Exception as error:  # a batch that cannot be sent as it is, ever
@@ -260,7 +262,7 @@ class EventSpool:
                 sent = Sent(400, error=type(error).__name__)
             resolved = sent.error is None or (sent.status is not None and 400 <= sent.status < 500)
             if resolved and journal is not None:
-                journal.delivered(first + len(batch) - 1)
+                self._mark(journal, journal.delivered, first + len(batch) - 1)
             with self._lock:
                 self._in_flight = 0
                 if resolved:
@@ -282,6 +284,19 @@ class EventSpool:
                 compact = journal is not None and self._compactable(journal)
             if compact:
                 self._compact()
+
+    def _mark(self, journal: Journal, write: Callable[..., None], *args: int) -> None:
+        """The sender's bookkeeping in ``journal``, unless it was closed or replaced meanwhile
+        (a send can outlast ``close()``); counted as a writer, so ``close()`` waits for it."""
+        with self._lock:
+            if journal is not self._journal:
+                return
+            journal.writers += 1
+        try:
+            write(*args)
+        finally:
+            with self._lock:
+                journal.writers -= 1
 
     def _compactable(self, journal: Journal) -> bool:
         """(Holding the lock.) The journal is large, and at least half its events delivered:
