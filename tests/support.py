@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import time
@@ -18,6 +19,7 @@ import urllib3
 
 from vwo_heap_middleware.config import Config
 from vwo_heap_middleware.engine import FlagEngine
+from vwo_heap_middleware.testing.gateway import LocalGateway
 from vwo_heap_middleware.visitor import RequestFacts, Visitor, build_visitor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,17 @@ class TlsFiles:
     ca: Path
     cert: Path
     key: Path
+
+
+def gateway_env(gateway: LocalGateway | None, **extra: str) -> dict[str, str]:
+    """This process's environment without VWO's and Heap's variables, then the demo account
+    on ``gateway`` (a command line configured as an app would be)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VWO_", "HEAP_"))}
+    if gateway is not None:
+        env.update(
+            VWO_ACCOUNT_ID="123456", VWO_SDK_KEY="local-demo-sdk-key", VWO_GATEWAY_URL=gateway.url
+        )
+    return {**env, **extra}
 
 
 def wait_until(

@@ -5,7 +5,6 @@ one line and a non-zero status."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,14 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.support import DEMO_FLAGS, DEMO_SEGMENTS, ROOT, free_port, wait_until_serving
+from tests.support import (
+    DEMO_FLAGS,
+    DEMO_SEGMENTS,
+    ROOT,
+    free_port,
+    gateway_env,
+    wait_until_serving,
+)
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 VISITORS = ["ada@example.com", "grace@example.com", "linus.t@example.org", "bob@example.com"]
@@ -35,15 +41,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         text=True,
         timeout=60,
     )
-
-
-def gateway_env(gateway: LocalGateway | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VWO_", "HEAP_"))}
-    if gateway is not None:
-        env.update(
-            VWO_ACCOUNT_ID="123456", VWO_SDK_KEY="local-demo-sdk-key", VWO_GATEWAY_URL=gateway.url
-        )
-    return {**env, **extra}
 
 
 @pytest.fixture(scope="module")

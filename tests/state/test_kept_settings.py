@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support import EngineFactory, RedisServer, visitor, wait_until
+from tests.support import EngineFactory, RedisServer, gateway_env, visitor, wait_until
 from vwo_heap_middleware.decision import Reason
 from vwo_heap_middleware.engine import FlagEngine
 from vwo_heap_middleware.state.kept_settings import FILE_NAME
@@ -258,12 +258,9 @@ def test_with_redis_a_restarted_worker_keeps_memberships_marked_stale(
 def test_vwo_heap_settings_raw_exports_a_bootstrap_file(
     demo_gateway: LocalGateway, make_engine: EngineFactory, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VWO_", "HEAP_"))}
-    env.update(VWO_ACCOUNT_ID="123456", VWO_SDK_KEY="local-demo-sdk-key")
-    env.update(VWO_GATEWAY_URL=demo_gateway.url)
     exported = subprocess.run(
         [sys.executable, "-m", "vwo_heap_middleware", "settings", "--raw"],
-        env=env,
+        env=gateway_env(demo_gateway),
         capture_output=True,
         check=True,
         timeout=60,

@@ -228,10 +228,8 @@ class EventSpool:
             journal, self._journal = self._journal, None
             kept = left if journal is not None and not journal.broken else 0
             self.dropped += left - kept
-            while journal is not None and journal.writers:  # a write under way finishes first
-                self._wake.wait(0.001)
         if journal is not None:
-            journal.close(drained=not left)
+            self._retire(journal, drained=not left)
         if kept:
             logger.warning(EVENTS_KEPT, kept, journal.path if journal else "")
         elif left:
@@ -322,10 +320,15 @@ class EventSpool:
             new.size += sum(len(entry) + 16 for entry in entries)
         new.copy(new.first, entries)
         new.sync(force=True)
+        self._retire(old, drained=not new.broken)
+
+    def _retire(self, journal: Journal, drained: bool) -> None:
+        """Close a journal no longer ``self._journal`` once the writes under way in it (a
+        request's, the sender's bookkeeping) are done."""
         with self._lock:
-            while old.writers:  # a request still writing to the old generation
+            while journal.writers:
                 self._wake.wait(0.001)
-        old.close(drained=not new.broken)
+        journal.close(drained)
 
     def _next_batch(self) -> list[Event] | None:
         """Wait (holding the lock) for a batch worth sending now; None once closed; ``[]``

@@ -184,20 +184,12 @@ class RedisStore:
         lock = f"{self._prefix}:settings:lock"
         return self._set(lock, b"1", interval, only_new=True, default=True)
 
-    def kept_settings(self) -> tuple[dict[str, Any], float] | None:
-        """The settings a worker kept, and when (``time.time()``); None if none or unreadable."""
-        found = self._call(lambda: self._redis.get(f"{self._prefix}:settings"), None)
-        if found is None:
-            return None
-        try:
-            document = json.loads(found)
-            return dict(document["settings"]), float(document["kept_at"])
-        except (ValueError, TypeError, KeyError):
-            return None
+    def kept_settings(self) -> bytes | str | None:
+        """The settings document a worker kept (``state.kept_settings``), or None."""
+        return self._call(lambda: self._redis.get(f"{self._prefix}:settings"), None)
 
-    def keep_settings(self, body: str, kept_at: float) -> None:
-        """Keep settings (``body``, their JSON) for every worker, as long as they may be used."""
-        document = f'{{"kept_at":{kept_at!r},"settings":{body}}}'
+    def keep_settings(self, document: str) -> None:
+        """Keep a settings document for every worker, as long as it may be used."""
         ttl = max(self._config.kept_settings_max_age, 1.0)
         self._set(f"{self._prefix}:settings", document, ttl)
 

@@ -36,8 +36,8 @@ class SharedSettings(Protocol):
     """Where the fleet keeps settings (``gateway.redis_store.RedisStore``)."""
 
     def claim_settings_fetch(self, interval: float) -> bool: ...
-    def kept_settings(self) -> tuple[dict[str, Any], float] | None: ...
-    def keep_settings(self, body: str, kept_at: float) -> None: ...
+    def kept_settings(self) -> bytes | str | None: ...  # a document ``keep`` wrote
+    def keep_settings(self, document: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,25 +70,24 @@ class SettingsKeeper:
         redis = self._redis
         interval = self._config.settings_refresh_interval
         if redis is not None and not redis.claim_settings_fetch(interval):
-            shared = redis.kept_settings()
-            if shared is not None and time.time() - shared[1] < 2 * interval:
-                return Kept(shared[0], "redis", shared[1])
+            shared = self._from_redis()
+            if shared is not None and shared.age < 2 * interval:
+                return shared
         return Kept(from_gateway(), "gateway", time.time())
 
     def keep(self, loaded: Kept) -> None:
         """Keep settings that loaded: in the state directory, atomically, and (fetched from
         the gateway) in Redis. A revision kept already is not written again."""
-        settings = loaded.settings
-        body = json.dumps(settings, sort_keys=True)
+        body = json.dumps(loaded.settings, sort_keys=True)
         digest = hashlib.sha256(body.encode()).hexdigest()
         if digest == self._kept_digest:
             return
-        now = loaded.kept_at
+        document = f'{{"kept_at":{loaded.kept_at!r},"settings":{body}}}'
         if self._redis is not None and loaded.source == "gateway":
-            self._redis.keep_settings(body, now)
+            self._redis.keep_settings(document)
         if self._file is not None:
             try:
-                _write_atomically(self._file, json.dumps({"kept_at": now, "settings": settings}))
+                _write_atomically(self._file, document)
             except OSError as error:
                 logger.error(CANNOT_KEEP, self._file.parent, error)
                 return
@@ -109,15 +108,20 @@ class SettingsKeeper:
         if self._file is None or not self._file.exists():
             return None
         try:
-            document = json.loads(self._file.read_text(encoding="utf-8"))
-            return Kept(dict(document["settings"]), "state_dir", float(document["kept_at"]))
+            return _read(self._file.read_text(encoding="utf-8"), "state_dir")
         except (OSError, ValueError, TypeError, KeyError) as error:
             logger.error(CANNOT_READ, self._file, error)
             return None
 
     def _from_redis(self) -> Kept | None:
-        shared = self._redis.kept_settings() if self._redis is not None else None
-        return Kept(shared[0], "redis", shared[1]) if shared is not None else None
+        document = self._redis.kept_settings() if self._redis is not None else None
+        if document is None:
+            return None
+        try:
+            return _read(document, "redis")
+        except (ValueError, TypeError, KeyError) as error:
+            logger.error(CANNOT_READ, "redis", error)
+            return None
 
     def _bootstrap(self) -> Kept | None:
         path = self._config.bootstrap_settings
@@ -131,6 +135,12 @@ class SettingsKeeper:
         except (OSError, ValueError) as error:
             logger.error(CANNOT_READ, path, error)
             return None
+
+
+def _read(document: bytes | str, source: str) -> Kept:
+    """Settings as ``SettingsKeeper.keep`` wrote them (``{"kept_at": ..., "settings": ...}``)."""
+    parsed = json.loads(document)
+    return Kept(dict(parsed["settings"]), source, float(parsed["kept_at"]))
 
 
 def _write_atomically(path: Path, text: str) -> None:
