@@ -73,12 +73,19 @@ def demo_settings() -> dict[str, object]:
     return load_flags_file(DEMO_FLAGS)
 
 
+ANSWER_TIMEOUT = 10.0
+
+
 @pytest.fixture
 def make_engine() -> Iterator[EngineFactory]:
     """Build started engines on a gateway; each is closed after the test."""
     engines: list[FlagEngine] = []
 
     def make(gateway: LocalGateway, *, ready: bool = True, **kwargs: Any) -> FlagEngine:
+        # A test that needs an answer never races a production timeout (0.1 s lookups: a
+        # busy machine misses it); a test of a timeout names the timeouts it measures.
+        kwargs.setdefault("lookup_timeout", ANSWER_TIMEOUT)
+        kwargs.setdefault("evaluation_timeout", ANSWER_TIMEOUT)
         settings = json.loads(gateway.app.settings_body)
         account, key = str(settings["accountId"]), settings.get("sdkKey", "any-key")
         config = Config(account_id=account, sdk_key=key, gateway_url=gateway.url, **kwargs)

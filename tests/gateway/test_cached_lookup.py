@@ -6,7 +6,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable
 
-from tests.support import Clock
+from tests.support import Clock, wait_until
 from vwo_heap_middleware.evaluation.outcome import Answer, AnswerStatus
 from vwo_heap_middleware.gateway.breaker import CircuitBreaker
 from vwo_heap_middleware.gateway.cached_lookup import CachedLookup
@@ -159,3 +159,32 @@ def test_a_refused_value_does_not_count_against_the_gateway(
     for n in range(5):
         assert answer(lookup, f"odd-{n}") == Answer(None, AnswerStatus.FAILED)
     assert not breaker.is_open
+
+
+def test_a_flight_landing_between_a_miss_and_the_flight_check_is_not_asked_again(
+    pool: concurrent.futures.ThreadPoolExecutor, clock: Clock
+) -> None:
+    """The race behind 5 calls for 4 keys: a request misses the cache, the flight for its key
+    stores its answer and leaves, and the request then finds no flight. It must take the
+    answer the flight stored, not start a second gateway call."""
+    release = threading.Event()
+    lookup = make_lookup(lambda key: release.wait(5), pool, clock)
+    first = lookup.begin(["ada"])  # the flight, blocked in the gateway
+    fresh, missed = lookup._fresh, []
+    real_get = fresh.get
+
+    def get_then_land(key: str, now: float) -> tuple[bool, float] | None:
+        found = real_get(key, now)
+        if not missed:  # this request's miss: the flight lands right after it
+            missed.append(key)
+            release.set()
+            concurrent.futures.wait(first.pending.values(), timeout=5)
+            wait_until(lambda: lookup.in_flight() == 0, what="the flight left")
+        return found
+
+    fresh.get = get_then_land  # type: ignore[method-assign]
+    second = lookup.begin(["ada"])
+    assert missed, "the second request missed the cache before the flight landed"
+    assert second.pending == {}, "no second flight"
+    assert second.finish()["ada"] == Answer(True, AnswerStatus.FRESH, 1300.0)
+    assert lookup.calls == 1

@@ -20,6 +20,7 @@ BURST_MEMBERS = [f"member{n}@example.com" for n in range(100)]
 BURST = [*BURST_MEMBERS, *(f"visitor{n}@example.com" for n in range(900))]
 PREMIUM = ("premium_checkout",)
 PROBE = "probe@example.com"  # a member the burst never asked about
+ANSWER_TIMEOUT = 10.0  # once the gateway is healthy: time enough on any machine
 
 
 def burst_gateway(tls: TlsFiles | None = None) -> LocalGateway:
@@ -27,34 +28,55 @@ def burst_gateway(tls: TlsFiles | None = None) -> LocalGateway:
     return LocalGateway(compile_flags(SHOP), {"vip": [*BURST_MEMBERS, PROBE]}, tls=files)
 
 
-def decide_all_from_threads(engine: FlagEngine, identities: list[str], threads: int) -> int:
+def decide_all_from_threads(
+    engine: FlagEngine, identities: list[str], threads: int
+) -> list[Reason]:
     """Every identity decided once by blocking callers (the thread pool's lookups), half of
-    them from the event loop joining those same lookups; returns how many were decided."""
+    them from the event loop joining those same lookups; returns every decision's reason."""
+
+    def one(identity: str) -> Reason:
+        return engine.decide(visitor(engine.config, identity), PREMIUM)["premium_checkout"].reason
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
-        decided = list(
-            pool.map(lambda who: engine.decide(visitor(engine.config, who), PREMIUM), identities)
-        )
+        decided = list(pool.map(one, identities))
     joined = asyncio.run(decide_all(engine, identities[::2], connections=threads))
-    return len(decided) + len(joined)
+    return decided + joined
 
 
-async def decide_all(engine: FlagEngine, identities: list[str], connections: int) -> list[Reason]:
-    """Every identity decided once, ``connections`` at a time, as a server's requests would be."""
+async def decide_all(
+    engine: FlagEngine,
+    identities: list[str],
+    connections: int,
+    timeout: float | None = None,
+    serve_on: bool = False,
+) -> list[Reason]:
+    """Every identity decided once, ``connections`` at a time, as a server's requests would be
+    (each waiting ``timeout`` s at most: the engine's budget if None); ``serve_on``: the loop
+    then goes on, as a server's does, until the lookups the requests gave up on have landed."""
     gate = asyncio.Semaphore(connections)
 
     async def one(identity: str) -> Reason:
         async with gate:
-            decided = await engine.decide_async(visitor(engine.config, identity), PREMIUM)
+            who = visitor(engine.config, identity)
+            decided = await engine.decide_async(who, PREMIUM, timeout=timeout)
             return decided["premium_checkout"].reason
 
-    return list(await asyncio.gather(*(one(identity) for identity in identities)))
+    reasons = list(await asyncio.gather(*(one(identity) for identity in identities)))
+    deadline = time.monotonic() + ANSWER_TIMEOUT
+    while serve_on and engine.stats()["lookups_in_flight"] and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return reasons
 
 
 def assert_every_member_decided(engine: FlagEngine) -> None:
     """Asked one at a time once the gateway is healthy: each visitor's own decision."""
 
     async def each() -> list[tuple[str, Reason]]:
-        return [(who, reason) for who in BURST for reason in await decide_all(engine, [who], 1)]
+        return [
+            (who, reason)
+            for who in BURST
+            for reason in await decide_all(engine, [who], 1, timeout=ANSWER_TIMEOUT)
+        ]
 
     wrong = [
         (who, reason)
@@ -78,17 +100,24 @@ def test_a_burst_of_new_visitors_leaves_no_lookup_stuck(
     if path == "https":
         options["gateway_ca_file"] = str(tls_files.ca)
     with burst_gateway(tls_files if path == "https" else None) as gateway:
-        engine = make_engine(gateway, **options)
+        # Waiters give up long before their lookups land (a 10 ms budget against 30 ms
+        # answers); the lookups themselves have time, so what follows never races a timeout.
+        engine = make_engine(gateway, evaluation_timeout=0.01, lookup_timeout=10.0, **options)
         gateway.faults.set("check_attribute", latency=0.03)
         if path == "threads":
-            assert decide_all_from_threads(engine, BURST, threads=64) == 1500
+            reasons = decide_all_from_threads(engine, BURST, threads=64)
+            assert len(reasons) == 1500
         else:
-            assert len(asyncio.run(decide_all(engine, BURST, connections=64))) == len(BURST)
+            reasons = asyncio.run(decide_all(engine, BURST, connections=64, serve_on=True))
+            assert len(reasons) == len(BURST)
             assert engine._lookups._executor is None, "no thread: every lookup on the loop"
+        assert Reason.TIMEOUT in reasons, "waiters gave up on lookups others still shared"
         gateway.faults.clear()
         wait_until(lambda: engine.stats()["lookups_in_flight"] == 0, what="every lookup landed")
         probe = visitor(engine.config, PROBE)  # a breaker the burst opened closes on a probe
-        wait_until(lambda: engine.decide(probe, PREMIUM)["premium_checkout"].enabled)
+        wait_until(
+            lambda: engine.decide(probe, PREMIUM, timeout=ANSWER_TIMEOUT)["premium_checkout"].enabled
+        )
         assert_every_member_decided(engine)
         assert engine.stats()["lookups_in_flight"] == 0
 

@@ -109,8 +109,20 @@ class CachedLookup(Generic[K, V]):
         ] = weakref.WeakKeyDictionary()
 
     def in_flight(self) -> int:
-        """Flights under way (thread pool and event loops); 0 once every lookup landed."""
-        return len(self._in_flight) + sum(len(f) for f in list(self._on_loops.values()))
+        """Flights under way (thread pool and running event loops); 0 once every lookup
+        landed. A loop that closed with flights under way took them with it."""
+        on_loops = list(self._on_loops.items())
+        return len(self._in_flight) + sum(len(f) for loop, f in on_loops if not loop.is_closed())
+
+    def _flights_on(self, loop: asyncio.AbstractEventLoop) -> dict[K, asyncio.Future[Landed[V]]]:
+        """``loop``'s flights; a new loop first forgets closed ones (their futures hold their
+        loop, so the weak keys alone would never let them go)."""
+        flights = self._on_loops.get(loop)
+        if flights is None:
+            for old in [old for old in list(self._on_loops) if old.is_closed()]:
+                self._on_loops.pop(old, None)
+            flights = self._on_loops.setdefault(loop, {})
+        return flights
 
     def begin(self, keys: Iterable[K], *, on_loop: bool = False) -> Started[K, V]:
         """Answer what the cache knows; start (or join) gateway calls for the rest: on the
@@ -118,8 +130,7 @@ class CachedLookup(Generic[K, V]):
         started: Started[K, V] = Started(self)
         flights: Mapping[K, Any] = self._in_flight
         if on_loop and self.fetch_on_loop is not None:
-            loop = asyncio.get_running_loop()
-            flights = self._on_loops.get(loop) or self._on_loops.setdefault(loop, {})
+            flights = self._flights_on(asyncio.get_running_loop())
         missing: list[K] = []
         now = self._clock()
         for key in keys:
@@ -128,7 +139,7 @@ class CachedLookup(Generic[K, V]):
                 started.answers[key] = Answer(entry[0], AnswerStatus.FRESH, entry[1])
                 continue
             flight = flights.get(key) or self._in_flight.get(key)  # a thread's too
-            if flight is not None and not flight.done():  # a landed flight is never joined
+            if flight is not None:  # one that just landed answers at once: its answer is fresh
                 started.pending[key] = flight
             else:
                 missing.append(key)
@@ -142,7 +153,10 @@ class CachedLookup(Generic[K, V]):
         for key in missing:
             if key in started.answers:
                 continue
-            if not self.breaker.allow():
+            landed = self._landed_since(key)
+            if landed is not None:
+                started.answers[key] = landed
+            elif not self.breaker.allow():
                 started.answers[key] = self.fallback(key, AnswerStatus.FAILED)
             elif flights is self._in_flight:
                 started.pending[key] = self._start(key)
@@ -201,10 +215,22 @@ class CachedLookup(Generic[K, V]):
         self._stale.put(atom, value, now + self._stale_ttl)
         return expires
 
+    def _landed_since(self, key: K) -> Answer[V] | None:
+        """The fresh answer a flight stored after ``begin`` first missed the cache: a flight
+        keeps its answer before it lands and leaves ``_in_flight`` only after, so a key with
+        no flight under way is either cached by now or truly missing."""
+        entry = self._fresh.get(self._atom(key), self._clock())
+        return None if entry is None else Answer(entry[0], AnswerStatus.FRESH, entry[1])
+
     def _start(self, key: K) -> concurrent.futures.Future[Landed[V]]:
         with self._lock:
             flight = self._in_flight.get(key)
-            if flight is not None and not flight.done():
+            if flight is not None:
+                return flight
+            cached = self._fresh.get(self._atom(key), self._clock())
+            if cached is not None:  # another thread's flight landed since ``begin`` looked
+                flight = concurrent.futures.Future()
+                flight.set_result(cached)
                 return flight
             try:
                 flight = self._executor().submit(self._call, key)
