@@ -150,3 +150,17 @@ def test_an_engine_without_client_flags_gives_an_empty_payload() -> None:
     finally:
         engine.close()
     assert payload["flags"] == {} and payload["userId"] == "ada@example.com"
+
+
+@pytest.mark.parametrize("number", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_variable_is_null_in_strict_json(number: float) -> None:
+    """VWO settings may hold ``1e400`` (parsed as infinity): ``Infinity`` in the page made
+    ``readFlags()`` fail and turn every client flag off."""
+    tag = script_tag({"flags": {"x": {"enabled": True, "variables": {"n": number, "ok": 1.5}}}})
+    body = tag.split(">", 1)[1].rsplit("</script>", 1)[0]
+
+    def refuse(constant: str) -> object:
+        raise ValueError(constant)
+
+    flag = json.loads(body, parse_constant=refuse)["flags"]["x"]
+    assert flag == {"enabled": True, "variables": {"n": None, "ok": 1.5}}

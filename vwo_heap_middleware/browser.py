@@ -10,12 +10,12 @@ server's variation without a network call or a second impression.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from . import strict_json
 from .decision import FlagDecision
 from .evaluation.impressions import visitor_uuid
 
@@ -99,7 +99,7 @@ def script_tag(
     """``<script type="application/json" id=...>`` holding ``payload``: ``<``, ``>``, ``&``,
     U+2028 and U+2029 escaped, so no value (a variable holding ``</script>``) ends it; the
     attributes escaped; ``nonce`` for a Content-Security-Policy."""
-    data = json.dumps(payload, separators=(",", ":"), default=str).translate(_SCRIPT_SAFE)
+    data = strict_json.dumps(payload, separators=(",", ":"), default=str).translate(_SCRIPT_SAFE)
     attributes = f' id="{escape(element_id)}"'
     if nonce:
         attributes += f' nonce="{escape(nonce)}"'

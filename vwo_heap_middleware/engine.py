@@ -135,8 +135,8 @@ class FlagEngine:
         """Stop every thread; spooled events get ``timeout`` s (``Config.flush_timeout``)."""
         self._closed = True
         self._lookups.close()
+        self._settings_loop.stop(1.0)  # first: a load under way makes the SDK's init event
         self.events.close(self.config.flush_timeout if timeout is None else timeout)
-        self._settings_loop.stop(1.0)
         self._client.close()
         self._sdk.release()
 

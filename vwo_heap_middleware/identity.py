@@ -58,18 +58,27 @@ def clean_identity(value: object) -> str | None:
     ``null`` and ``undefined`` (any case), which Heap warns against, mean no identity. Case and
     unicode are kept as they are; an identity is compared exactly.
     """
+    return value if identity_refusal(value) is None else None  # type: ignore[return-value]
+
+
+def identity_refusal(value: object) -> str | None:
+    """Why ``value`` is not an identity (see ``clean_identity``), or None when it is one."""
     if not isinstance(value, str):
-        return None
-    if not value.strip() or len(value) > MAX_IDENTITY_LENGTH or CONTROL_CHARACTERS.search(value):
-        return None
+        return "not a string"
+    if not value.strip():
+        return "blank"
+    if len(value) > MAX_IDENTITY_LENGTH:
+        return f"longer than {MAX_IDENTITY_LENGTH} characters"
+    if CONTROL_CHARACTERS.search(value):
+        return "it holds control characters"
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return None
+            return "not valid Unicode (a lone surrogate)"
     if value.lower() in _NO_IDENTITY:
-        return None
-    return value
+        return f"{value.lower()!r} means no identity to Heap"
+    return None
 
 
 @functools.lru_cache(maxsize=2048)  # a returning visitor sends the same value on every request

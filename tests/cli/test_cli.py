@@ -5,9 +5,11 @@ one line and a non-zero status."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from tests.support import (
     gateway_env,
     wait_until_serving,
 )
+from vwo_heap_middleware.cli import usage
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 VISITORS = ["ada@example.com", "grace@example.com", "linus.t@example.org", "bob@example.com"]
@@ -234,3 +237,61 @@ def test_a_refused_key_says_so(shop: tuple[LocalGateway, str]) -> None:
     assert done.returncode == 2
     assert "sdk key does not match this account" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def strict(text: str) -> Any:
+    """``text`` parsed as strict JSON (``NaN``/``Infinity`` refused, as ``JSON.parse`` does)."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_explain_json_is_strict_json() -> None:
+    done = run(*OFFLINE, "explain", "new_banner", "--identity", "a@b.c", "--var", "x=nan", "--json")
+    assert done.returncode == 0, done.stderr
+    assert strict(done.stdout)["context"]["custom_variables"]["x"] is None
+
+
+@pytest.mark.parametrize(
+    ("identity", "why"),
+    [("a\x01b", "control characters"), ("x" * 300, "longer than 255"), ("NULL", "no identity")],
+    ids=["control", "too-long", "null"],
+)
+def test_explain_says_a_refused_identity_was_refused(identity: str, why: str) -> None:
+    """Issue: it said "no Heap identity or user id" and exited 0."""
+    done = run(*OFFLINE, "explain", "new_banner", "--identity", identity)
+    assert done.returncode == 2 and "--identity refused" in done.stderr and why in done.stderr
+
+
+def test_check_refuses_a_path_it_cannot_read(tmp_path: Path) -> None:
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for path in (tmp_path / "no-such-dir", loop):
+        done = run(*OFFLINE, "check", str(path))
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "cannot read" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_check_on_hostile_trees(tmp_path: Path) -> None:
+    """A FIFO named like a template is skipped (it blocked for ever); a 3,000-term chain is an
+    error (status 2, one line), not a traceback with status 1."""
+    os.mkfifo(tmp_path / "waits.html")
+    (tmp_path / "ok.html").write_text("{{ flags.enabled('new_banner') }}")
+    done = run(*OFFLINE, "check", str(tmp_path))
+    assert done.returncode == 0 and "1 flag references" in done.stdout, done.stderr
+    (tmp_path / "deep.py").write_text("x = " + " + ".join(["1"] * 3000) + "\n")
+    done = run(*OFFLINE, "check", str(tmp_path))
+    assert done.returncode == 2 and "nested too deeply" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_numbers_lines_in_linear_time(tmp_path: Path) -> None:
+    line = "<p>{{ flags.enabled('new_banner') }}</p>\n"
+    template = tmp_path / "big.html"
+    template.write_text(line * 100_000)  # 4 MB, 100,000 references (27 s before)
+    started = time.monotonic()
+    found = usage.usages([template])
+    assert time.monotonic() - started < 10.0
+    assert [u.line for u in found[-2:]] == [99_999, 100_000]

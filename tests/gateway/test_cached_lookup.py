@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from tests.support import Clock, wait_until
 from vwo_heap_middleware.evaluation.outcome import Answer, AnswerStatus
@@ -170,10 +170,10 @@ def test_a_flight_landing_between_a_miss_and_the_flight_check_is_not_asked_again
     release = threading.Event()
     lookup = make_lookup(lambda key: release.wait(5), pool, clock)
     first = lookup.begin(["ada"])  # the flight, blocked in the gateway
-    fresh, missed = lookup._fresh, []
+    fresh, missed = lookup._fresh, list[object]()
     real_get = fresh.get
 
-    def get_then_land(key: str, now: float) -> tuple[bool, float] | None:
+    def get_then_land(key: Hashable, now: float) -> tuple[bool, float] | None:
         found = real_get(key, now)
         if not missed:  # this request's miss: the flight lands right after it
             missed.append(key)

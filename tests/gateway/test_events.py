@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from tests.support import EngineFactory, visitor
+from tests.support import EngineFactory, gateway_env, visitor
 from vwo_heap_middleware.evaluation.outcome import Event
 from vwo_heap_middleware.gateway.events import (
     BATCH_PATH,
@@ -15,6 +17,7 @@ from vwo_heap_middleware.gateway.events import (
     EVENTS_LEFT,
     EVENTS_REFUSED,
     EVENTS_RETRY,
+    SPOOL_FULL,
     EventSpool,
 )
 from vwo_heap_middleware.testing.gateway import LocalGateway
@@ -91,8 +94,8 @@ def test_a_full_spool_drops_new_events_and_says_so_once(
     for n in range(10):
         spool.add(event(n))
     assert spool.stats()["events_dropped"] == 7
-    assert caplog.text.count("event spool full") == 1, "logged once per interval"
-    assert EVENTS_DROPPED % (3, 1, 1) in caplog.text
+    assert caplog.text.count("the event spool is full") == 1, "logged once per interval"
+    assert EVENTS_DROPPED % (1, SPOOL_FULL % 3, 1) in caplog.text
     demo_gateway.accept_connections()
     assert spool.flush(10)
     assert delivered(demo_gateway) == ["m0", "m1", "m2"]
@@ -161,3 +164,20 @@ def test_a_flush_retries_a_failing_gateway_without_hammering_it(demo_gateway: Lo
     tries = demo_gateway.records()["requests"]["batch_events"]
     assert 2 <= tries <= 8, f"{tries} tries in one second"
     spool.close(0)
+
+
+def test_a_short_lived_process_drops_nothing_at_exit(demo_gateway: LocalGateway) -> None:
+    """Issue: ``flask routes`` and the like printed "event spool full (150000 events): dropped
+    1 events" at exit: the settings load still under way made the SDK's init event after the
+    spool had closed. The settings thread now stops first; a late event says why it is lost."""
+    env = gateway_env(demo_gateway)
+    program = (
+        "from vwo_heap_middleware import Config, FlagEngine\n"
+        "engine = FlagEngine(Config.from_env())\n"
+        "engine.start()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dropped" not in done.stderr and "full" not in done.stderr, done.stderr

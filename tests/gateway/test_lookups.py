@@ -116,7 +116,9 @@ def test_a_burst_of_new_visitors_leaves_no_lookup_stuck(
         wait_until(lambda: engine.stats()["lookups_in_flight"] == 0, what="every lookup landed")
         probe = visitor(engine.config, PROBE)  # a breaker the burst opened closes on a probe
         wait_until(
-            lambda: engine.decide(probe, PREMIUM, timeout=ANSWER_TIMEOUT)["premium_checkout"].enabled
+            lambda: (
+                engine.decide(probe, PREMIUM, timeout=ANSWER_TIMEOUT)["premium_checkout"].enabled
+            )
         )
         assert_every_member_decided(engine)
         assert engine.stats()["lookups_in_flight"] == 0

@@ -4,6 +4,8 @@ tests/test_redis_hosts.py runs real servers."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import redis
 
 from tests.support import DATA, RedisServer, visitor
 from vwo_heap_middleware import Config, FlagEngine
+from vwo_heap_middleware.decision import Reason
 from vwo_heap_middleware.evaluation.outcome import Event
 from vwo_heap_middleware.gateway.redis_store import RedisStore, digest
 from vwo_heap_middleware.offline.flags_file import load_flags_file
@@ -144,6 +147,9 @@ def engine_for(
             gateway_url=gateway.url,
             redis_url=redis_server.url if redis_server else None,
             settings_refresh_interval=1.0,
+            lookup_timeout=10.0,  # an answer, even on a busy machine
+            evaluation_timeout=10.0,
+            **kwargs,  # type: ignore[arg-type]
         )
     )
     engine.start()
@@ -227,3 +233,37 @@ def test_user_details_are_shared_too(raw_gateway: LocalGateway, redis_server: Re
             engine.close()
     assert raw_gateway.records()["requests"]["user_details"] == 1, "the second read Redis"
     assert b"198.51.100.4" not in everything_stored(redis_server), "the IP is hashed"
+
+
+@pytest.mark.parametrize(
+    "kept",
+    ["[" * 5000, "[false, Infinity]", "[true, 9e99]", '"yes"', "[1, 2]", '["true", 1e12]'],
+    ids=["deep", "infinite", "far-future", "truthy-string", "number", "string-bool"],
+)
+@pytest.mark.parametrize("on_loop", [False, True], ids=["blocking", "event-loop"])
+def test_a_tampered_membership_in_redis_counts_as_absent_and_is_overwritten(
+    gateway: LocalGateway, redis_server: RedisServer, kept: str, on_loop: bool
+) -> None:
+    """Issue: junk made every decision for the visitor an error, ``[false, Infinity]`` locked
+    a member out for good, ``[true, 9e99]`` let a non-member in, any truthy JSON counted."""
+    client = redis.Redis.from_url(redis_server.url)
+    for who in ("ada@example.com", "bob@example.com"):
+        client.set(f"vwo-heap:424242:m:vip_list:{digest(who)}", kept)
+    engine = engine_for(gateway, redis_server)
+    try:
+        for who, member in (("ada@example.com", True), ("bob@example.com", False)):
+            person = visitor(engine.config, who)
+            if on_loop:
+                decided = asyncio.run(engine.decide_async(person, ["segment_only"]))
+            else:
+                decided = engine.decide(person, ["segment_only"])
+            decision = decided["segment_only"]
+            assert decision.reason is (Reason.TARGETED if member else Reason.NOT_TARGETED)
+            assert decision.enabled is member
+            value, fresh_until = json.loads(
+                client.get(f"vwo-heap:424242:m:vip_list:{digest(who)}") or b""
+            )
+            assert value is member and fresh_until < time.time() + 3600, "overwritten"
+    finally:
+        engine.close()
+    assert len(gateway.records()["membership_lookups"]) == 2, "the gateway was asked"

@@ -16,10 +16,12 @@ from tests.support import wait_until
 from vwo_heap_middleware.evaluation.outcome import Event
 from vwo_heap_middleware.gateway import events as events_module
 from vwo_heap_middleware.gateway.events import EventSpool
+from vwo_heap_middleware.state.files import Owner
 from vwo_heap_middleware.state.journal import Journal
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 SHOWN = "vwo_variationShown"
+OWNER = Owner("123456", "k")
 
 
 def event(n: int) -> Event:
@@ -29,7 +31,9 @@ def event(n: int) -> Event:
 
 
 def spool(gateway_url: str, directory: Path, **options: object) -> EventSpool:
-    made = EventSpool(10_000, gateway_url, state_dir=str(directory), linger=0.01, **options)  # type: ignore[arg-type]
+    made = EventSpool(10_000, gateway_url, state_dir=str(directory), owner=OWNER, linger=0.01)
+    for name, value in options.items():
+        setattr(made, name, value)
     made.start()
     return made
 
@@ -116,12 +120,15 @@ def test_a_living_processs_journal_is_left_alone(
 
 
 def test_a_batch_in_flight_at_the_kill_is_counted_as_maybe_sent(tmp_path: Path) -> None:
-    lines = [b'{"s":%d,"q":{"en":"vwo_variationShown"},"d":{"d":{}}}\n' % n for n in range(1, 8)]
+    lines = [
+        b'{"s":%d,"q":{"en":"vwo_variationShown","a":"123456","env":"k"},"d":{"d":{}}}\n' % n
+        for n in range(1, 8)
+    ]
     lines.insert(3, b'{"f":[1,3]}\n')
     lines.insert(4, b'{"a":3}\n')
     lines.append(b'{"f":[4,6]}\n')  # sent, no answer before the kill
-    (tmp_path / "events-1-dead.jsonl").write_bytes(b"".join(lines))
-    made = EventSpool(100, "http://127.0.0.1:9", state_dir=str(tmp_path))
+    (tmp_path / f"events-{OWNER.tag}-1-dead-0.jsonl").write_bytes(b"".join(lines))
+    made = EventSpool(100, "http://127.0.0.1:9", owner=OWNER, state_dir=str(tmp_path))
     made.start()
     assert made.stats()["events_recovered"] == 4, "4 to 7: after the last delivered"
     assert made.stats()["events_maybe_resent"] == 3, "4 to 6 were in flight"
@@ -131,15 +138,21 @@ def test_a_batch_in_flight_at_the_kill_is_counted_as_maybe_sent(tmp_path: Path) 
 def test_a_damaged_journal_gives_what_it_can_and_is_kept_aside(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    good = b'{"s":1,"q":{"en":"vwo_variationShown"},"d":{"d":{"msgId":"ok"}}}\n'
-    (tmp_path / "events-2-dead.jsonl").write_bytes(good + b'{"s":2,"q":{"en"\n\xff\xfe junk\n')
+    good = (
+        b'{"s":1,"q":{"en":"vwo_variationShown","a":"123456","env":"k"},"d":{"d":{"msgId":"ok"}}}\n'
+    )
+    (tmp_path / f"events-{OWNER.tag}-2-dead-0.jsonl").write_bytes(
+        good + b'{"s":2,"q":{"en"\n\xff\xfe junk\n'
+    )
     (tmp_path / "notes.txt").write_text("not ours")
     with caplog.at_level(logging.ERROR):
-        made = EventSpool(100, "http://127.0.0.1:9", state_dir=str(tmp_path))
+        made = EventSpool(100, "http://127.0.0.1:9", owner=OWNER, state_dir=str(tmp_path))
         made.start()
     assert made.stats()["events_recovered"] == 1
     assert "2 damaged lines in the impression journal" in caplog.text
-    assert (tmp_path / "events-2-dead.damaged").exists() and (tmp_path / "notes.txt").exists()
+    assert (tmp_path / f"events-{OWNER.tag}-2-dead-0.damaged").exists() and (
+        tmp_path / "notes.txt"
+    ).exists()
     killed(made)
 
 
@@ -149,7 +162,7 @@ def test_a_state_dir_that_cannot_be_written_means_memory_only(
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("")
     with caplog.at_level(logging.ERROR):
-        made = EventSpool(100, "http://127.0.0.1:9", state_dir=str(blocked / "state"))
+        made = EventSpool(100, "http://127.0.0.1:9", owner=OWNER, state_dir=str(blocked / "state"))
         made.start()
         made.add(event(1))
     assert "cannot journal impressions in" in caplog.text and "in memory only" in caplog.text
@@ -158,7 +171,7 @@ def test_a_state_dir_that_cannot_be_written_means_memory_only(
 
 
 def test_a_full_disk_means_memory_only_from_then_on(caplog: pytest.LogCaptureFixture) -> None:
-    full = Journal(Path("/dev/full"), os.open("/dev/full", os.O_WRONLY), 10**9, "1-full", 0)
+    full = Journal(Path("/dev/full"), os.open("/dev/full", os.O_WRONLY), 10**9, OWNER, "1-full", 0)
     with caplog.at_level(logging.ERROR):
         full.write(1, Journal.entry(event(1)))
     assert full.broken and "impressions are kept in memory only" in caplog.text
@@ -168,7 +181,9 @@ def test_a_full_disk_means_memory_only_from_then_on(caplog: pytest.LogCaptureFix
 
 
 def test_the_disk_budget_drops_and_counts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    made = EventSpool(100, "http://127.0.0.1:9", state_dir=str(tmp_path), max_bytes=1000)
+    made = EventSpool(
+        100, "http://127.0.0.1:9", owner=OWNER, state_dir=str(tmp_path), max_bytes=1000
+    )
     made.start()
     with caplog.at_level(logging.ERROR):
         for n in range(20):
@@ -207,12 +222,17 @@ def test_a_kill_during_compaction_sends_each_event_once(tmp_path: Path) -> None:
     and the recovery merges them by event number."""
 
     def line(n: int) -> bytes:
-        return b'{"s":%d,"q":{"en":"vwo_variationShown"},"d":{"d":{"msgId":"m%d"}}}\n' % (n, n)
+        return (
+            b'{"s":%d,"q":{"en":"vwo_variationShown","a":"123456","env":"k"},"d":{"d":{"msgId":"m%d"}}}\n'
+            % (n, n)
+        )
 
     old = b"".join(line(n) for n in range(1, 6)) + b'{"f":[1,2]}\n{"a":2}\n'
-    (tmp_path / "events-9-dead-0.jsonl").write_bytes(old)
-    (tmp_path / "events-9-dead-1.jsonl").write_bytes(b"".join(line(n) for n in range(3, 7)))
-    made = EventSpool(100, "http://127.0.0.1:9", state_dir=str(tmp_path))
+    (tmp_path / f"events-{OWNER.tag}-9-dead-0.jsonl").write_bytes(old)
+    (tmp_path / f"events-{OWNER.tag}-9-dead-1.jsonl").write_bytes(
+        b"".join(line(n) for n in range(3, 7))
+    )
+    made = EventSpool(100, "http://127.0.0.1:9", owner=OWNER, state_dir=str(tmp_path))
     made.start()
     assert made.stats()["events_recovered"] == 4, "3, 4, 5 and 6, each once"
     assert made.stats()["events_maybe_resent"] == 0
@@ -222,16 +242,18 @@ def test_a_kill_during_compaction_sends_each_event_once(tmp_path: Path) -> None:
 
 
 def test_a_process_that_cannot_journal_leaves_orphans_to_one_that_can(tmp_path: Path) -> None:
-    made = EventSpool(100, "http://127.0.0.1:9", state_dir=str(tmp_path))
+    made = EventSpool(100, "http://127.0.0.1:9", owner=OWNER, state_dir=str(tmp_path))
     made.start()
     assert made._journal is not None
     made._journal.broken = True  # as after a failed write: memory only from then on
-    dead = tmp_path / "events-3-dead-0.jsonl"
-    dead.write_bytes(b'{"s":1,"q":{"en":"vwo_variationShown"},"d":{"d":{"msgId":"m1"}}}\n')
+    dead = tmp_path / f"events-{OWNER.tag}-3-dead-0.jsonl"
+    dead.write_bytes(
+        b'{"s":1,"q":{"en":"vwo_variationShown","a":"123456","env":"k"},"d":{"d":{"msgId":"m1"}}}\n'
+    )
     made._adopt_orphans()
     assert made.stats()["events_recovered"] == 0 and dead.exists(), "not taken into memory"
     killed(made)
-    able = EventSpool(100, "http://127.0.0.1:9", state_dir=str(tmp_path))
+    able = EventSpool(100, "http://127.0.0.1:9", owner=OWNER, state_dir=str(tmp_path))
     able.start()
     assert able.stats()["events_recovered"] == 1 and not dead.exists()
     killed(able)

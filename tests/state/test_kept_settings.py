@@ -21,10 +21,15 @@ import redis
 from tests.support import EngineFactory, RedisServer, gateway_env, visitor, wait_until
 from vwo_heap_middleware.decision import Reason
 from vwo_heap_middleware.engine import FlagEngine
-from vwo_heap_middleware.state.kept_settings import FILE_NAME
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 FLAGS = ("premium_checkout", "new_banner")
+
+
+def kept_file(state_dir: Path) -> Path:
+    """The one settings file an engine kept in ``state_dir``."""
+    (path,) = state_dir.glob("settings-*.json")
+    return path
 
 
 def loaded_once(make_engine: EngineFactory, gateway: LocalGateway, **options: object) -> str:
@@ -49,7 +54,7 @@ def test_a_cold_start_during_an_outage_decides_from_the_state_dir(
     demo_gateway: LocalGateway, make_engine: EngineFactory, tmp_path: Path
 ) -> None:
     revision = loaded_once(make_engine, demo_gateway, state_dir=str(tmp_path))
-    assert json.loads((tmp_path / FILE_NAME).read_text())["settings"]
+    assert json.loads((kept_file(tmp_path)).read_text())["settings"]
     demo_gateway.refuse_connections()
     engine = cold_start(make_engine, demo_gateway, state_dir=str(tmp_path))
     banner = engine.decide(visitor(engine.config, "bob@example.com"), FLAGS)["new_banner"]
@@ -113,7 +118,7 @@ def test_settings_older_than_the_limit_are_not_used(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     loaded_once(make_engine, demo_gateway, state_dir=str(tmp_path))
-    kept = tmp_path / FILE_NAME
+    kept = kept_file(tmp_path)
     document = json.loads(kept.read_text())
     document["kept_at"] -= 3 * 86400
     kept.write_text(json.dumps(document))
@@ -151,7 +156,7 @@ def test_a_damaged_settings_file_is_said_and_the_process_serves(
     damage: object,
 ) -> None:
     loaded_once(make_engine, demo_gateway, state_dir=str(tmp_path))
-    kept = tmp_path / FILE_NAME
+    kept = kept_file(tmp_path)
     kept.write_text(damage(kept.read_text()))  # type: ignore[operator]
     demo_gateway.refuse_connections()
     with caplog.at_level(logging.WARNING, logger="vwo_heap_middleware"):

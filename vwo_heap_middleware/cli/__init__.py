@@ -10,19 +10,19 @@ or gateway error, said in one line; never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from .. import strict_json
 from ..config import Config
 from ..decision import RULE_TYPES, Reason
 from ..engine import FlagEngine
 from ..evaluation.flag_index import FlagIndex
 from ..gateway.client import GatewayClient, GatewayError
-from ..identity import HeapIdentity, clean_identity
+from ..identity import HeapIdentity, clean_identity, identity_refusal
 from ..offline.gateway import OfflineGateway
 from ..visitor import Visitor
 from . import usage
@@ -47,6 +47,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return result
     except Failed as problem:
         print(f"vwo-heap: {problem}", file=sys.stderr)
+        return 2
+    except Exception as error:  # an error is one line and status 2; --verbose shows where
+        logger.debug("vwo-heap failed", exc_info=True)
+        print(f"vwo-heap: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
 
 
@@ -90,7 +94,7 @@ def explain_command(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         engine.close()
     if args.json:
-        print(json.dumps(explanation.to_dict(), indent=2, default=str), file=out)
+        print(strict_json.dumps(explanation.to_dict(), indent=2, default=str), file=out)
     else:
         print("\n".join(explanation.lines()), file=out)
     return 1 if explanation.decision.reason is Reason.UNKNOWN_FLAG else 0
@@ -104,7 +108,10 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
         by_sdk = engine.readiness()["decided_by_sdk"]
     finally:
         engine.close()
-    found = usage.usages(args.paths)
+    try:
+        found = usage.usages(args.paths)
+    except usage.Unreadable as error:
+        raise Failed(str(error)) from None
     problems = usage.problems(found, settings)
     used = sorted({u.flag for u in found} & set(usage.flag_variables(settings)))
     notes = [f"{key} is decided by the VWO SDK: {by_sdk[key]}" for key in used if key in by_sdk]
@@ -115,7 +122,7 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
             "flags_used": used,
             "places": len(found),
         }
-        print(json.dumps(document, indent=2), file=out)
+        print(strict_json.dumps(document, indent=2), file=out)
     else:
         for problem in problems:
             print(f"{problem.usage.where}: {problem.message}", file=out)
@@ -129,7 +136,7 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
 def settings_command(args: argparse.Namespace, out: TextIO) -> int:
     settings = _settings(_config(args), args.timeout)
     if args.raw:
-        print(json.dumps(settings, indent=2), file=out)
+        print(strict_json.dumps(settings, indent=2), file=out)
         return 0
     index = FlagIndex.from_settings(settings)
     variables = usage.flag_variables(settings)
@@ -191,6 +198,10 @@ def _engine(config: Config, timeout: float) -> FlagEngine:
 
 def _visitor(config: Config, args: argparse.Namespace) -> Visitor:
     """The visitor the middleware would build from this identity, user id and variables."""
+    for option, given in (("--identity", args.identity), ("--user-id", args.user_id)):
+        refused = identity_refusal(given) if given is not None else None
+        if refused is not None:
+            raise Failed(f"{option} refused: {refused} (the middleware would refuse it too)")
     identity = clean_identity(args.identity) if args.identity else None
     user_id = clean_identity(args.user_id) if args.user_id else identity
     heap = HeapIdentity(identity, args.user_id, "command line")

@@ -12,13 +12,16 @@ Python is read with ``ast`` (``requires_flag("…")``, ``flag_permission("…")`
 from __future__ import annotations
 
 import ast
+import bisect
 import difflib
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..state.files import read_bounded
 
 SKIPPED_DIRECTORIES = frozenset(
     {".git", ".venv", "venv", "node_modules", "__pycache__", "site-packages", ".tox", "site"}
@@ -27,6 +30,11 @@ TEMPLATE_SUFFIXES = frozenset({".html", ".htm", ".jinja", ".jinja2", ".j2", ".tx
 CONFIG_NAMES = frozenset({".env", "Makefile", "Dockerfile", "Procfile"})
 CONFIG_SUFFIXES = frozenset({".env", ".toml", ".yaml", ".yml", ".ini", ".cfg", ".sh"})
 NO_DEFAULT = object()
+MAX_SOURCE_BYTES = 16 * 1024 * 1024  # a file larger than this is not read (generated, a dump)
+
+
+class Unreadable(Exception):
+    """A path ``check`` was asked to read and cannot: missing, a loop, too deeply nested."""
 
 
 def _quoted(name: str) -> str:
@@ -88,18 +96,25 @@ def usages(paths: Iterable[str | Path]) -> list[Usage]:
     """Every flag named in the files under ``paths``, in path and line order."""
     found: list[Usage] = []
     for path in _files(paths):
-        try:
-            text = path.read_text(encoding="utf-8")
+        try:  # a regular file only: a FIFO named like a template would block for ever
+            text = read_bounded(path, MAX_SOURCE_BYTES, follow=True).decode("utf-8")
         except (OSError, UnicodeDecodeError):
             continue  # not a text file this reads
         name = str(path)
-        here = _flags_setting(name, text)
+        line_of = _line_numbers(text)
+        here = _flags_setting(name, text, line_of)
         if path.suffix == ".py":
             here += _python(name, text)
         elif path.suffix in TEMPLATE_SUFFIXES:
-            here += _template(name, text)
+            here += _template(name, text, line_of)
         found += sorted(here, key=lambda usage: usage.line)
     return found
+
+
+def _line_numbers(text: str) -> Callable[[int], int]:
+    """The line number of an offset in ``text`` (a binary search: linear in all)."""
+    newlines = [match.start() for match in re.finditer("\n", text)]
+    return lambda offset: bisect.bisect_left(newlines, offset) + 1
 
 
 def problems(usages: Iterable[Usage], settings: Mapping[str, Any]) -> list[Problem]:
@@ -159,9 +174,15 @@ def flag_variables(settings: Mapping[str, Any]) -> dict[str, dict[str, str]]:
 
 def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
     for root in map(Path, paths):
+        try:  # a mistyped path must not make a CI step a no-op
+            root.stat()
+        except OSError as error:
+            raise Unreadable(f"cannot read {str(root)!r}: {error.strerror or error}") from None
         if root.is_file():
             yield root
             continue
+        if not root.is_dir():
+            raise Unreadable(f"cannot read {str(root)!r}: not a file or a directory")
         for directory, subdirectories, names in os.walk(root):
             subdirectories[:] = sorted(d for d in subdirectories if d not in SKIPPED_DIRECTORIES)
             for name in sorted(names):
@@ -178,8 +199,14 @@ def _files(paths: Iterable[str | Path]) -> Iterator[Path]:
 def _python(path: str, text: str) -> list[Usage]:
     try:
         tree = ast.parse(text)
+        return _python_usages(path, tree)
     except (SyntaxError, ValueError):
         return []
+    except (RecursionError, MemoryError):
+        raise Unreadable(f"{path}: nested too deeply to read") from None
+
+
+def _python_usages(path: str, tree: ast.AST) -> list[Usage]:
     found: list[Usage] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
@@ -247,11 +274,11 @@ def _string(node: ast.AST) -> str | None:
     return None
 
 
-def _template(path: str, text: str) -> list[Usage]:
+def _template(path: str, text: str, line_of: Callable[[int], int]) -> list[Usage]:
     found: list[Usage] = []
     for pattern in (_JINJA, _JINJA_ITEM, _DJANGO_FLAG, _DJANGO_VARIABLE):
         for match in pattern.finditer(text):
-            line = text.count("\n", 0, match.start()) + 1
+            line = line_of(match.start())
             groups = match.groupdict()
             variable = groups.get("variable")
             if variable is None:
@@ -273,10 +300,10 @@ def _template_literal(source: str) -> Any:
         return NO_DEFAULT
 
 
-def _flags_setting(path: str, text: str) -> list[Usage]:
+def _flags_setting(path: str, text: str, line_of: Callable[[int], int]) -> list[Usage]:
     found = []
     for match in _FLAGS_SETTING.finditer(text):
-        line = text.count("\n", 0, match.start()) + 1
+        line = line_of(match.start())
         for key in match.group(1).split(","):
             if key.strip():
                 found.append(Usage(path, line, key.strip()))

@@ -25,14 +25,18 @@ from urllib.parse import urlencode
 
 from ..config import Config
 from ..evaluation.outcome import Event
+from ..state.files import Owner
 from ..state.journal import COMPACT_AT, Journal, orphans
 from .breaker import Backoff
 from .client import EventClient, Sent
 
 logger = logging.getLogger("vwo_heap_middleware")
 
-EVENTS_DROPPED = "event spool full (%d events): dropped %d events (%d in all; logged every 10 s)"
-EVENTS_UNSENDABLE = "a batch of %d events cannot be sent (it does not encode): dropped"
+EVENTS_DROPPED = "dropped %d events: %s (%d in all; logged every 10 s)"
+SPOOL_FULL = "the event spool is full (%d events)"
+JOURNAL_FULL = "the journal's disk budget is spent (VWO_HEAP_SPOOL_MAX_BYTES)"
+SPOOL_CLOSED = "the engine was closed"
+EVENTS_UNSENDABLE = "%d events cannot be sent as they are (%s): dropped"
 EVENTS_REFUSED = "the gateway refused a batch of %d events (%s): dropped"
 EVENTS_RETRY = "cannot send %d events (%s); %d waiting, next try in %.1f s"
 EVENTS_LEFT = "closing with %d events not sent: lost"
@@ -40,6 +44,7 @@ EVENTS_KEPT = "closing with %d events not sent: kept in %s for the next process 
 EVENTS_RECOVERED = "%d events a stopped process left in %s: sending them (%d may be sent twice)"
 EVENTS_CLOSED = "event spool closed: %d events sent, %d dropped"
 BATCH_PATH = "/server-side/batch-events-v2"
+BATCH_QUERY = ("a", "env", "sn", "sv")  # what a batch's request takes from its events' queries
 ORPHAN_SCAN = 10.0  # seconds between looks for journals stopped processes left
 BATCH_SIZE = 500
 FIRST_RETRY, MAX_RETRY = 0.5, 30.0
@@ -66,6 +71,7 @@ class EventSpool:
         batch_size: int = BATCH_SIZE,
         linger: float = LINGER,
         state_dir: str | None = None,
+        owner: Owner | None = None,
         max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.maxsize = maxsize
@@ -76,6 +82,7 @@ class EventSpool:
         self.linger = linger
         self.ca_file = ca_file
         self.state_dir = state_dir if deliver else None
+        self.owner = owner or Owner("", "")  # whose journals (account and SDK key) are ours
         self.max_bytes = max_bytes
         self.reset()
 
@@ -89,6 +96,7 @@ class EventSpool:
             first,
             ca_file=config.gateway_ca_file,
             state_dir=config.state_dir,
+            owner=Owner(str(config.account_id), str(config.sdk_key)),
             max_bytes=config.spool_max_bytes,
         )
 
@@ -119,7 +127,7 @@ class EventSpool:
         left (their journals); else nothing until the first event."""
         if self.state_dir is None or self._journal is not None:
             return
-        self._journal = Journal.open(self.state_dir, self.max_bytes)
+        self._journal = Journal.open(self.state_dir, self.max_bytes, self.owner)
         self._adopt_orphans()
         with self._lock:  # it looks for orphans every ORPHAN_SCAN s, events or not
             self._start_thread()
@@ -132,7 +140,7 @@ class EventSpool:
         journal = self._journal
         if journal is None or journal.broken:
             return  # theirs stay on disk for a process that can journal them
-        for orphan in orphans(self.state_dir, journal.family):
+        for orphan in orphans(self.state_dir, self.owner, journal.family):
             for event in orphan.events:
                 self._keep(event)
             journal.sync(force=True)  # in ours before theirs goes
@@ -158,13 +166,16 @@ class EventSpool:
         journaled = self._journal is not None and not self._journal.broken
         entry = Journal.entry(event) if journaled else b""  # made outside the lock
         with self._lock:
-            if len(self._spool) >= self.maxsize or self.closed:
-                self._drop(1)
+            if self.closed:
+                self._drop(1, SPOOL_CLOSED)
+                return
+            if len(self._spool) >= self.maxsize:
+                self._drop(1, SPOOL_FULL % self.maxsize)
                 return
             journal = self._journal if entry else None
             if journal is not None:
                 if journal.size + len(entry) + 16 > journal.max_bytes:
-                    self._drop(1)  # the journal's disk budget is spent
+                    self._drop(1, JOURNAL_FULL)
                     return
                 journal.size += len(entry) + 16
                 journal.writers += 1
@@ -256,7 +267,7 @@ class EventSpool:
             try:
                 sent = self._send(batch)
             except Exception as error:  # a batch that cannot be sent as it is, ever
-                logger.exception(EVENTS_UNSENDABLE, len(batch))
+                logger.error(EVENTS_UNSENDABLE, len(batch), f"{type(error).__name__}: {error}")
                 sent = Sent(400, error=type(error).__name__)
             resolved = sent.error is None or (sent.status is not None and 400 <= sent.status < 500)
             if resolved and journal is not None:
@@ -347,8 +358,7 @@ class EventSpool:
             )
             if self._spool and now >= retry_at:
                 if len(self._spool) >= self.batch_size or self._flushing or lingered:
-                    count = min(self.batch_size, len(self._spool))
-                    return [self._spool.popleft() for _ in range(count)]
+                    return self._take_batch()
                 lingered = True  # let a batch gather, briefly
                 self._wake.wait(self.linger)
             elif self._spool:
@@ -357,19 +367,35 @@ class EventSpool:
                 self._wake.wait(1.0)
         return None
 
+    def _take_batch(self) -> list[Event]:
+        """(Holding the lock.) Up to ``batch_size`` events from the front of the spool that
+        share the first one's account, SDK key and SDK: one batch goes with one key, and an
+        event that cannot be sent fails nobody else's."""
+        spool = self._spool
+        first = spool[0].query
+        kind = tuple(first.get(name) for name in BATCH_QUERY)
+        batch = [spool.popleft()]
+        while spool and len(batch) < self.batch_size:
+            query = spool[0].query
+            if query is not first and tuple(query.get(name) for name in BATCH_QUERY) != kind:
+                break
+            batch.append(spool.popleft())
+        return batch
+
     def _send(self, batch: list[Event]) -> Sent:
+        """POST one batch (its events share account, SDK key and SDK: ``_next_batch``)."""
         first = batch[0].query
-        query = {name: first[name] for name in ("a", "env", "sn", "sv") if name in first}
+        query = {name: first[name] for name in BATCH_QUERY if name in first}
         url = f"{self.gateway_url}{BATCH_PATH}?{urlencode(query)}"
         headers = {"Authorization": str(query.get("env", "")), "Content-Type": "application/json"}
         body = b'{"ev":[' + b",".join(event.data for event in batch) + b"]}"  # each encoded once
         return self._client.send("POST", url, headers=headers, body=body, timeout=5.0)
 
-    def _drop(self, count: int) -> None:
+    def _drop(self, count: int, why: str) -> None:
         """Count a drop (holding the lock); log at most once per interval."""
         self.dropped += count
         self._dropped_since += count
         now = time.monotonic()
         if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
-            logger.error(EVENTS_DROPPED, self.maxsize, self._dropped_since, self.dropped)
+            logger.error(EVENTS_DROPPED, self._dropped_since, why, self.dropped)
             self._dropped_since, self._drop_logged_at = 0, now

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -40,15 +41,30 @@ LOCK_SECONDS = 2.0  # how long one worker may hold a key's gateway call for the 
 POLL = 0.005
 
 
-def _shared_answer(found: bytes | str | None) -> SharedAnswer[Any] | None:
-    """A kept answer (``[value, fresh until]``), or None if none or not one."""
-    if found is None:
+MAX_ANSWER_BYTES = 64 * 1024  # a kept gateway answer (user details are the largest), at most
+CLOCK_SKEW = 60.0  # seconds another host's clock may run ahead of ours
+
+
+def _shared_answer(
+    found: bytes | str | None, kind: str, longest: float
+) -> SharedAnswer[Any] | None:
+    """A kept answer (``[value, fresh until]``), or None if none or not a valid one: Redis is
+    shared, so what it holds is checked like input. A membership must be a bool, user details
+    an object, and the fresh time a finite one within ``longest`` s (the longest TTL we give)
+    from now: ``[false, Infinity]`` would lock a member out for good. An invalid value counts
+    as absent, so the gateway is asked and the answer overwrites it."""
+    if found is None or len(found) > MAX_ANSWER_BYTES:
         return None
     try:
         value, fresh_until = json.loads(found)
-        return SharedAnswer(value, float(fresh_until) - time.time())
-    except (ValueError, TypeError):
+        fresh_for = float(fresh_until) - time.time()
+    except Exception:  # not JSON, not a pair, too deep (RecursionError), too large a number
         return None
+    valid = isinstance(value, bool) if kind == "m" else isinstance(value, dict)
+    timed = not isinstance(fresh_until, bool) and math.isfinite(fresh_for)
+    if not valid or not timed or fresh_for > longest + CLOCK_SKEW:
+        return None
+    return SharedAnswer(value, fresh_for)
 
 
 def digest(value: str) -> str:
@@ -81,7 +97,7 @@ class RedisStore:
             return default
         try:
             result = call()
-        except (redis.RedisError, OSError):
+        except Exception:  # redis-py's errors, and whatever a damaged reply raises
             self.breaker.failure()
             return default
         self.breaker.success()
@@ -105,8 +121,19 @@ class RedisStore:
         names = [self._name(kind, k) for k in keys]
         nothing: list[bytes | str | None] = [None] * len(keys)
         found = self._call(lambda: self._redis.mget(names), nothing)
-        kept = {k: _shared_answer(v) for k, v in zip(keys, found, strict=True)}
+        longest = self._longest(kind)
+        kept = {k: _shared_answer(v, kind, longest) for k, v in zip(keys, found, strict=True)}
         return {k: v for k, v in kept.items() if v is not None}
+
+    def _longest(self, kind: str) -> float:
+        """The longest a ``kind`` of answer is ever kept fresh."""
+        config = self._config
+        if kind == "m":
+            return max(config.membership_ttl, config.non_membership_ttl)
+        return config.user_details_ttl
+
+    def _kept(self, kind: str, found: bytes | str | None) -> SharedAnswer[Any] | None:
+        return _shared_answer(found, kind, self._longest(kind))
 
     def _record(self, value: Any, ttl: float) -> tuple[str, float]:
         """A gateway answer as kept, and for how long: fresh for ``ttl`` s, then stale (a
@@ -132,7 +159,7 @@ class RedisStore:
             return value
         deadline = time.monotonic() + self._config.lookup_timeout
         while time.monotonic() < deadline:
-            kept = _shared_answer(self._call(lambda: self._redis.get(name), None))
+            kept = self._kept(kind, self._call(lambda: self._redis.get(name), None))
             if kept is not None and kept.fresh_for > 0:
                 return kept.value  # type: ignore[no-any-return]
             time.sleep(POLL)
@@ -150,7 +177,7 @@ class RedisStore:
         answer found travels with the gateway's failure (``error.stale``)."""
         client = self._client_on_loop()
         name = self._name(kind, key)
-        kept = _shared_answer(await self._call_async(lambda: client.get(name), None))
+        kept = self._kept(kind, await self._call_async(lambda: client.get(name), None))
         if kept is not None and kept.fresh_for > 0:
             return kept.value  # type: ignore[no-any-return]
         try:
@@ -167,7 +194,7 @@ class RedisStore:
             deadline = time.monotonic() + self._config.lookup_timeout
             while time.monotonic() < deadline:
                 await asyncio.sleep(POLL)
-                found = _shared_answer(await self._call_async(lambda: client.get(name), None))
+                found = self._kept(kind, await self._call_async(lambda: client.get(name), None))
                 if found is not None and found.fresh_for > 0:
                     return found.value  # type: ignore[no-any-return]
             return await fetch()  # the other worker is slow: ask ourselves
@@ -213,7 +240,7 @@ class RedisStore:
             return default
         try:
             result = await call()
-        except (redis.RedisError, OSError, asyncio.TimeoutError):
+        except Exception:  # redis-py's errors, timeouts, whatever a damaged reply raises
             self.breaker.failure()
             return default
         self.breaker.success()
@@ -267,7 +294,7 @@ class StickyDecisions:
         raw = self._store._call(lambda: self._store._redis.get(name), None)
         try:
             data = json.loads(raw) if raw is not None else None
-        except ValueError:
+        except Exception:  # damaged, or too deep to parse
             return None
         if not isinstance(data, dict):
             return None

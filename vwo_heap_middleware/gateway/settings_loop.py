@@ -41,6 +41,7 @@ class SettingsLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
+        self.kept_error: str | None = None  # why kept settings could not be used, if so
         self.answered = threading.Event()  # the first attempt is over: loaded, or failed
         self.loaded = threading.Event()  # settings were applied (by the loop, or ``load``)
 
@@ -99,14 +100,18 @@ class SettingsLoop:
             self._stop.wait(wait)
 
     def _start_from_kept(self) -> None:
-        """The first fetch failed: the newest kept settings, if any are young enough."""
-        kept = self._keeper.newest() if self._keeper is not None else None
-        if kept is None:
-            return
+        """The first fetch failed: the newest kept settings, if any are young enough. Never
+        raises: whatever a kept source holds, the loop goes on asking the gateway."""
+        kept = None
         try:
+            kept = self._keeper.newest() if self._keeper is not None else None
+            if kept is None:
+                return
             self.load(kept.settings, kept.source, kept.kept_at)
         except Exception as exc:
-            logger.error(KEPT_REFUSED, kept.source, f"{type(exc).__name__}: {exc}")
+            source = kept.source if kept is not None else "a kept source"
+            self.kept_error = f"{type(exc).__name__}: {exc}"[:500]
+            logger.error(KEPT_REFUSED, source, self.kept_error)
             return
         logger.warning(STARTED_FROM, kept.source, kept.age)
 
@@ -114,8 +119,10 @@ class SettingsLoop:
         """Where the settings in use came from (``gateway``, ``redis``, ``state_dir``,
         ``bootstrap``), how old they are, and what last went wrong."""
         age = time.time() - self.source_at if self.source_at is not None else None
+        keeper = self._keeper
         return {
             "settings_source": self.source,
             "settings_age": None if age is None else round(max(age, 0.0), 1),
             "last_error": self.last_error,
+            "kept_settings_error": self.kept_error or (keeper.last_error if keeper else None),
         }

@@ -1,12 +1,16 @@
 """The impression journal: with ``Config.state_dir`` each event is written to an append-only
 file before the response that made it is sent, so a process killed at any moment loses none.
 
-Each process writes ``events-<pid>-<token>-<generation>.jsonl``, held under an exclusive
-``flock`` for as long as the process lives: a journal whose lock can be taken belongs to a
-process that died, and the next process to start (or to look, every few seconds) claims it and
-sends what it holds. A journal grown past ``COMPACT_AT`` is compacted: the events not yet
-delivered are copied to the next generation, and the old file removed (a process killed in
-between leaves both; the recovery merges a process's generations by event number). Lines::
+Each process writes ``events-<owner>-<pid>-<token>-<generation>.jsonl`` (``owner``: a digest
+of the account and SDK key, ``state.files.Owner``), held under an exclusive ``flock`` for as
+long as the process lives: a journal whose lock can be taken belongs to a process that died,
+and the next process of the same owner to start (or to look, every few seconds) claims it and
+sends what it holds. Another owner's journals are left alone; an event that is not its
+journal's owner's, a line longer than ``MAX_EVENT_LINE``, a symlink or anything but a regular
+file is refused (counted as damaged). A journal grown past ``COMPACT_AT`` is compacted: the
+events not yet delivered are copied to the next generation, and the old file removed (a process
+killed in between leaves both; the recovery merges a process's generations by event number).
+Lines::
 
     {"s": 41, "q": {...}, "d": {...}}   an event: its number, query and body
     {"f": [41, 57]}                      a batch about to be sent
@@ -25,22 +29,30 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from ..evaluation.outcome import Event
+from .files import MAX_EVENT_LINE, Owner, check_directory, open_regular
 
 logger = logging.getLogger("vwo_heap_middleware")
 
 PATTERN = "events-*.jsonl"
+NAME = re.compile(r"events-(?P<family>(?P<owner>[0-9a-f]{16})-\d+-[0-9a-f]+)-(?P<gen>\d+)\.jsonl")
 SYNC_INTERVAL = 1.0  # seconds between fsyncs, at most
 COMPACT_AT = 4 * 1024 * 1024  # a journal larger than this is compacted into its next generation
 CANNOT_OPEN = "cannot journal impressions in %s (%s): they are kept in memory only"
 CANNOT_WRITE = "the impression journal %s failed (%s): impressions are kept in memory only"
 DAMAGED = "%d damaged lines in the impression journal %s (kept as %s)"
+FOREIGN = (
+    "%d files in %s are not this app's impression journals (another account or SDK key?): "
+    "left alone"
+)
 BATCH_QUERY = ("en", "a", "env", "sn", "sv")  # what sending an event in a batch needs of its query
 _QUERIES: dict[tuple[str | None, ...], bytes] = {}
 
@@ -49,8 +61,11 @@ class Journal:
     """This process's journal file (see the module): written by ``write`` outside any lock,
     marked by ``flight``/``delivered`` from the sender thread."""
 
-    def __init__(self, path: Path, fd: int, max_bytes: int, family: str, generation: int) -> None:
+    def __init__(
+        self, path: Path, fd: int, max_bytes: int, owner: Owner, family: str, generation: int
+    ) -> None:
         self.path = path
+        self.owner = owner
         self.max_bytes = max_bytes
         self.family, self.generation = family, generation  # "<pid>-<token>", 0, 1, ...
         self.size = 0  # bytes written or promised (the spool counts them under its lock)
@@ -63,15 +78,23 @@ class Journal:
 
     @classmethod
     def open(
-        cls, directory: str, max_bytes: int, family: str | None = None, generation: int = 0
+        cls,
+        directory: str,
+        max_bytes: int,
+        owner: Owner,
+        family: str | None = None,
+        generation: int = 0,
     ) -> Journal | None:
         """A new journal in ``directory`` (made if missing), or None (logged) when the
-        directory cannot hold one: the events then stay in memory only."""
-        family = family or f"{os.getpid()}-{secrets.token_hex(4)}"
+        directory cannot hold one: the events then stay in memory only. The file must be new:
+        a name planted in advance (a symlink, a FIFO) is refused, never written through."""
+        family = family or f"{owner.tag}-{os.getpid()}-{secrets.token_hex(4)}"
         path = Path(directory) / f"events-{family}-{generation}.jsonl"
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            check_directory(directory)
+            fd = os.open(path, flags, 0o600)
         except OSError as error:
             logger.error(CANNOT_OPEN, directory, error)
             return None
@@ -81,11 +104,12 @@ class Journal:
             os.close(fd)
             logger.error(CANNOT_OPEN, directory, error)
             return None
-        return cls(path, fd, max_bytes, family, generation)
+        return cls(path, fd, max_bytes, owner, family, generation)
 
     def next(self) -> Journal | None:
         """The next generation of this journal (compaction), or None if it cannot be made."""
-        return Journal.open(str(self.path.parent), self.max_bytes, self.family, self.generation + 1)
+        directory = str(self.path.parent)
+        return Journal.open(directory, self.max_bytes, self.owner, self.family, self.generation + 1)
 
     @staticmethod
     def entry(event: Event) -> bytes:
@@ -192,33 +216,41 @@ class Orphan:
                 os.close(fd)
 
 
-def orphans(directory: str, own: str | None) -> Iterator[Orphan]:
-    """The journals in ``directory`` no living process holds (``own``: this process's family),
-    each claimed and read."""
-    families: dict[str, list[Path]] = {}
+def orphans(directory: str, owner: Owner, own: str | None) -> Iterator[Orphan]:
+    """The journals of ``owner`` in ``directory`` no living process holds (``own``: this
+    process's family), each claimed and read. Another owner's are left alone (said once)."""
+    families: dict[str, list[tuple[int, Path]]] = {}
+    foreign = 0
     for path in sorted(Path(directory).glob(PATTERN)):
-        family = path.stem.removeprefix("events-").rpartition("-")[0]
-        if family and family != own:
-            families.setdefault(family, []).append(path)
+        name = NAME.fullmatch(path.name)
+        if name is None or name["owner"] != owner.tag:
+            foreign += 1
+        elif name["family"] != own:
+            families.setdefault(name["family"], []).append((int(name["gen"]), path))
+    if foreign and directory not in _foreign_said:
+        _foreign_said.add(directory)
+        logger.warning(FOREIGN, foreign, directory)
     for family, paths in families.items():
         orphan = Orphan(family)
-        if _claim(orphan, sorted(paths, key=_generation), directory):
+        if _claim(orphan, [path for _, path in sorted(paths)], directory, owner):
             yield orphan
 
 
-def _generation(path: Path) -> int:
-    number = path.stem.rpartition("-")[2]
-    return int(number) if number.isdigit() else 0
+_foreign_said: set[str] = set()
 
 
-def _claim(orphan: Orphan, paths: list[Path], directory: str) -> bool:
+def _claim(orphan: Orphan, paths: list[Path], directory: str, owner: Owner) -> bool:
     """Lock every generation of a journal and read them; False (nothing held) if a living
-    process holds one."""
+    process holds one. A file another process removed (and maybe replaced) between our open
+    and our lock is not read: the lock must be on the file the path still names."""
     for path in paths:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue  # gone, or not ours to read
+            fd = open_regular(path, os.O_RDONLY)
+        except OSError as error:
+            if error.errno != errno.ENOENT:  # a symlink, a FIFO, a device: not a journal
+                orphan.damaged += 1
+                logger.error(CANNOT_OPEN, directory, error)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -228,37 +260,86 @@ def _claim(orphan: Orphan, paths: list[Path], directory: str) -> bool:
             for _, held in orphan.files:
                 os.close(held)
             return False  # a living process's
+        if not _still_named(path, fd):
+            os.close(fd)  # claimed and removed by another process meanwhile
+            continue
         orphan.files.append((path, fd))
     if not orphan.files:
         return False
     try:
-        _read(orphan)
+        _read(orphan, owner)
     except OSError as error:
         orphan.damaged += 1
         logger.error(CANNOT_WRITE, orphan.files[0][0], error)
     return True
 
 
-def _read(orphan: Orphan) -> None:
+def _still_named(path: Path, fd: int) -> bool:
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lines(file: IO[bytes]) -> Iterator[bytes | None]:
+    """The file's lines, each at most ``MAX_EVENT_LINE`` bytes; None for a longer one (read
+    past in bounded pieces, never held whole)."""
+    while True:
+        line = file.readline(MAX_EVENT_LINE + 1)
+        if not line:
+            return
+        if len(line) <= MAX_EVENT_LINE or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = file.readline(MAX_EVENT_LINE)
+        yield None
+
+
+def _event(record: dict[str, Any], owner: Owner) -> Event:
+    """A journaled event, if it can be sent as it is and is its journal's owner's."""
+    query, body = record["q"], record["d"]
+    if not isinstance(query, dict) or not isinstance(body, dict):
+        raise ValueError("not an event")
+    for name, value in query.items():
+        if not isinstance(value, str) or not value.isprintable() or not name.isprintable():
+            raise ValueError("an event query that cannot be sent")
+    if not owner.owns(query):
+        raise ValueError("another owner's event")
+    return Event.of(body, query)
+
+
+def _read(orphan: Orphan, owner: Owner) -> None:
     """The events ``orphan``'s files hold that were not delivered, and how many may have been
     (a process's generations share its event numbers: an event copied twice counts once)."""
     events: dict[int, Event] = {}
     delivered, flights = 0, []
     for _, fd in orphan.files:
-        with open(fd, "rb", closefd=False) as lines:
-            for line in lines:
+        with open(fd, "rb", closefd=False) as file:
+            for line in _lines(file):
                 try:
+                    if line is None:
+                        raise ValueError("a line too long")
                     record = json.loads(line)
                     if "s" in record:
-                        events[int(record["s"])] = Event.of(record["d"], record["q"])
+                        events[int(record["s"])] = _event(record, owner)
                     elif "f" in record:
                         flights.append((int(record["f"][0]), int(record["f"][1])))
                     elif "a" in record:
                         delivered = max(delivered, int(record["a"]))
                     else:
                         raise ValueError("not a journal line")
-                except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-                    orphan.damaged += 1  # a line cut short by the kill, or not ours
+                except (
+                    ValueError,
+                    TypeError,
+                    LookupError,
+                    AttributeError,
+                    ArithmeticError,
+                    RecursionError,
+                ):
+                    orphan.damaged += 1  # cut short by the kill, not ours, or hostile
     pending = sorted(seq for seq in events if seq > delivered)
     # The last batch sent may have reached the gateway (earlier ones failed, or were delivered).
     first, last = flights[-1] if flights else (0, 0)

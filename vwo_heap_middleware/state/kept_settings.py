@@ -2,7 +2,9 @@
 atomically; with Redis, under the account's prefix), so a process whose first fetch fails
 starts from the newest kept revision at once rather than deciding nothing. A bootstrap file
 (``Config.bootstrap_settings``) is the floor when nothing was kept. Settings older than
-``Config.kept_settings_max_age`` are not used (and that is logged).
+``Config.kept_settings_max_age`` are not used (and that is logged), nor are settings kept for
+another account or SDK key, kept "in the future", or larger than ``MAX_SETTINGS_BYTES``: a bad
+source is logged and skipped, never fatal.
 
 With Redis, one worker of the fleet fetches per refresh interval (under a lock) and the others
 read the revision it kept: the gateway sees settings requests per interval, not per worker.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -22,14 +25,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Config
+from .files import MAX_SETTINGS_BYTES, TOO_LARGE, Owner, check_directory, read_bounded
 
 logger = logging.getLogger("vwo_heap_middleware")
 
-FILE_NAME = "settings.json"
+FILE_PATTERN = "settings-{tag}.json"  # one per owner (account and SDK key) in a shared dir
+CLOCK_SKEW = 300.0  # seconds a kept time may lie ahead of this clock (another host's)
 CANNOT_KEEP = "cannot keep the VWO settings in %s (%s)"
 CANNOT_READ = "the kept VWO settings in %s cannot be used (%s)"
 TOO_OLD = "the VWO settings kept in %s are %.0f s old, older than %.0f s: not used"
 STARTED_FROM = "the gateway did not answer: started from the VWO settings kept in %s, %.0f s old"
+NOT_OURS = "kept for another VWO account or SDK key"
+IN_THE_FUTURE = "kept_at is not a time up to now"
 
 
 class SharedSettings(Protocol):
@@ -60,8 +67,10 @@ class SettingsKeeper:
     def __init__(self, config: Config, redis: SharedSettings | None = None) -> None:
         self._config = config
         self._redis = redis
-        self._file = Path(config.state_dir) / FILE_NAME if config.state_dir else None
+        self._owner = Owner(str(config.account_id), str(config.sdk_key))
+        self._file = settings_file(config.state_dir, self._owner) if config.state_dir else None
         self._kept_digest: str | None = None
+        self.last_error: str | None = None  # the last kept source that could not be used
 
     def fetch(self, from_gateway: Callable[[], dict[str, Any]]) -> Kept:
         """The settings: with Redis, one worker per interval asks the gateway and keeps what it
@@ -82,11 +91,13 @@ class SettingsKeeper:
         digest = hashlib.sha256(body.encode()).hexdigest()
         if digest == self._kept_digest:
             return
-        document = f'{{"kept_at":{loaded.kept_at!r},"settings":{body}}}'
+        owner = json.dumps(self._owner.tag)
+        document = f'{{"owner":{owner},"kept_at":{loaded.kept_at!r},"settings":{body}}}'
         if self._redis is not None and loaded.source == "gateway":
             self._redis.keep_settings(document)
         if self._file is not None:
             try:
+                check_directory(str(self._file.parent))
                 _write_atomically(self._file, document)
             except OSError as error:
                 logger.error(CANNOT_KEEP, self._file.parent, error)
@@ -94,7 +105,8 @@ class SettingsKeeper:
         self._kept_digest = digest
 
     def newest(self) -> Kept | None:
-        """The newest kept settings still young enough, or None."""
+        """The newest kept settings still young enough, or None. A source that cannot be
+        used (unreadable, damaged, foreign, hostile) is logged and skipped."""
         found = [k for k in (self._from_file(), self._from_redis(), self._bootstrap()) if k]
         usable = []
         for kept in found:
@@ -105,42 +117,73 @@ class SettingsKeeper:
         return max(usable, key=lambda kept: kept.kept_at, default=None)
 
     def _from_file(self) -> Kept | None:
-        if self._file is None or not self._file.exists():
+        path = self._file
+        if path is None or not os.path.lexists(path):
             return None
-        try:
-            return _read(self._file.read_text(encoding="utf-8"), "state_dir")
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            logger.error(CANNOT_READ, self._file, error)
-            return None
+        return self._guarded(
+            path, lambda: self._read(read_bounded(path, MAX_SETTINGS_BYTES), "state_dir")
+        )
 
     def _from_redis(self) -> Kept | None:
-        document = self._redis.kept_settings() if self._redis is not None else None
+        redis = self._redis
+        if redis is None:
+            return None
+        return self._guarded("redis", lambda: self._from_document(redis.kept_settings()))
+
+    def _from_document(self, document: bytes | str | None) -> Kept | None:
         if document is None:
             return None
-        try:
-            return _read(document, "redis")
-        except (ValueError, TypeError, KeyError) as error:
-            logger.error(CANNOT_READ, "redis", error)
-            return None
+        if len(document) > MAX_SETTINGS_BYTES:
+            raise ValueError(TOO_LARGE % MAX_SETTINGS_BYTES)
+        return self._read(document, "redis")
 
     def _bootstrap(self) -> Kept | None:
         path = self._config.bootstrap_settings
         if path is None:
             return None
-        try:
-            settings = json.loads(Path(path).read_text(encoding="utf-8"))
+
+        def read() -> Kept:
+            settings = json.loads(read_bounded(path, MAX_SETTINGS_BYTES, follow=True))
             if not isinstance(settings, dict):
                 raise ValueError("not a settings object")
-            return Kept(settings, "bootstrap", os.path.getmtime(path))
-        except (OSError, ValueError) as error:
-            logger.error(CANNOT_READ, path, error)
+            return Kept(settings, "bootstrap", _past_time(os.path.getmtime(path)))
+
+        return self._guarded(path, read)
+
+    def _guarded(self, where: object, read: Callable[[], Kept | None]) -> Kept | None:
+        """``read()``, or None when it fails in any way (logged, and kept as ``last_error``):
+        a hostile file can exhaust the parser (RecursionError), memory or the float range."""
+        try:
+            return read()
+        except Exception as error:
+            self.last_error = f"{where}: {type(error).__name__}: {error}"[:500]
+            logger.error(CANNOT_READ, where, f"{type(error).__name__}: {error}"[:500])
             return None
 
+    def _read(self, document: bytes | str, source: str) -> Kept:
+        """Settings as ``keep`` wrote them (``{"owner", "kept_at", "settings"}``), if ours."""
+        parsed = json.loads(document)
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("settings"), dict):
+            raise ValueError("not a kept settings document")
+        if parsed.get("owner") != self._owner.tag:
+            raise ValueError(NOT_OURS)
+        return Kept(parsed["settings"], source, _past_time(parsed.get("kept_at")))
 
-def _read(document: bytes | str, source: str) -> Kept:
-    """Settings as ``SettingsKeeper.keep`` wrote them (``{"kept_at": ..., "settings": ...}``)."""
-    parsed = json.loads(document)
-    return Kept(dict(parsed["settings"]), source, float(parsed["kept_at"]))
+
+def settings_file(state_dir: str, owner: Owner) -> Path:
+    """Where ``owner``'s settings are kept in ``state_dir``."""
+    return Path(state_dir) / FILE_PATTERN.format(tag=owner.tag)
+
+
+def _past_time(value: object) -> float:
+    """A kept time: a finite number of seconds no later than now (give or take a host's
+    clock): a forged future or infinite time would make settings look forever young."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(IN_THE_FUTURE)
+    kept_at = float(value)  # a 401-digit integer: OverflowError, refused like the rest
+    if not math.isfinite(kept_at) or kept_at > time.time() + CLOCK_SKEW:
+        raise ValueError(IN_THE_FUTURE)
+    return kept_at
 
 
 def _write_atomically(path: Path, text: str) -> None:
