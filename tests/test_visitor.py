@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -15,7 +18,6 @@ from vwo_heap_middleware.config import Config
 from vwo_heap_middleware.identity import short_hash
 from vwo_heap_middleware.testing.gateway import LocalGateway
 from vwo_heap_middleware.visitor import (
-    ASYNC_RESOLVER,
     BAD_CUSTOM_VARIABLE,
     CALLBACK_FAILED,
     CALLBACK_FAILED_AGAIN,
@@ -24,6 +26,7 @@ from vwo_heap_middleware.visitor import (
     client_ip,
     identify,
     resolve_identity,
+    resolve_identity_async,
 )
 
 
@@ -82,12 +85,32 @@ def test_enricher_adds_variables_but_cannot_replace_the_identity(
     assert BAD_CUSTOM_VARIABLE % ("list", "bad") in caplog.text
 
 
-def test_an_async_resolver_under_wsgi_is_refused_clearly(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_coroutine_resolver_on_the_sync_path_is_awaited() -> None:
+    """Issue: ``await request.auser()`` worked under ASGI and was refused under WSGI, so no
+    documented resolver worked on both stacks."""
+
     async def resolver(request: object) -> str:
+        await asyncio.sleep(0)
         return "ada@example.com"
 
-    assert resolve_identity(config(identity_resolver=resolver), request=None) is None
-    assert ASYNC_RESOLVER in caplog.text
+    assert resolve_identity(config(identity_resolver=resolver), request=None) == "ada@example.com"
+
+
+def test_a_plain_resolver_on_the_async_path_runs_where_the_framework_says() -> None:
+    ran_in: list[str] = []
+
+    def resolver(request: object) -> str:
+        ran_in.append(threading.current_thread().name)
+        return "ada@example.com"
+
+    async def in_a_thread(call: Callable[[], object]) -> object:
+        return await asyncio.to_thread(call)
+
+    resolved = asyncio.run(
+        resolve_identity_async(config(identity_resolver=resolver), None, in_a_thread)
+    )
+    assert resolved == "ada@example.com"
+    assert ran_in and ran_in[0] != threading.main_thread().name, "not on the loop's thread"
 
 
 def test_failing_hooks_do_not_fail_the_request(caplog: pytest.LogCaptureFixture) -> None:

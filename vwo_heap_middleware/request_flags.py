@@ -22,7 +22,14 @@ from .config import Config
 from .decision import FlagDecision, Reason
 from .engine import FlagEngine
 from .headers import ResponseHeaders, debug_entry, read_headers
-from .visitor import RequestFacts, Visitor, build_visitor, resolve_identity, resolve_identity_async
+from .visitor import (
+    RequestFacts,
+    RunSync,
+    Visitor,
+    build_visitor,
+    resolve_identity,
+    resolve_identity_async,
+)
 
 MakeRequest = Callable[[], Any]  # makes the framework's request object on first use
 
@@ -53,15 +60,20 @@ async def open_request_async(
     request: Any = None,
     *,
     make_request: MakeRequest | None = None,
+    run_sync: RunSync[Any] | None = None,
 ) -> RequestFlags:
-    """``open_request`` for ASGI: an async resolver is awaited, decisions wait off the loop."""
+    """``open_request`` for ASGI: an async resolver is awaited, decisions wait off the loop.
+    ``run_sync``: how the framework runs blocking code from the loop; the app's plain hooks
+    (resolver, fallback user id, enricher) then run through it, not on the loop."""
     flags = _recalled(engine, facts, request, make_request)
     if flags is None:
         config = engine.config
         request = _for_hooks(config, request, make_request)
-        visitor = build_visitor(
-            config, facts, request, await resolve_identity_async(config, request)
-        )
+        resolved = await resolve_identity_async(config, request, run_sync)
+        if run_sync is not None and (config.fallback_user_id or config.context_enricher):
+            visitor = await run_sync(lambda: build_visitor(config, facts, request, resolved))
+        else:
+            visitor = build_visitor(config, facts, request, resolved)
         flags = RequestFlags(engine, visitor, request=request, make_request=make_request)
         await flags.load_async(config.flags, facts)
     return flags.enter()

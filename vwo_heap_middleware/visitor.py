@@ -7,12 +7,13 @@ The Python SDK reads snake_case keys (``id``, ``custom_variables``, ``user_agent
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import ipaddress
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import Config
 from .identity import (
@@ -32,7 +33,10 @@ CALLBACK_FAILED = (
     "with Starlette's add_middleware, add HeapFlagsMiddleware before it"
 )
 CALLBACK_FAILED_AGAIN = "%s raised %s again"
-ASYNC_RESOLVER = "identity_resolver returned an awaitable under WSGI: give a plain function"
+T = TypeVar("T")
+RunSync = Callable[[Callable[[], T]], Awaitable[T]]
+"""How a framework runs blocking code from its event loop (Django: ``sync_to_async(fn,
+thread_sensitive=True)()``, so a resolver may read ``request.user`` under ASGI)."""
 BAD_CUSTOM_VARIABLE = "context_enricher returned %r for %r: values must be str, int, float or bool"
 MAX_USER_AGENT = 512
 _VARIABLE_TYPES = (str, int, float, bool)
@@ -175,29 +179,55 @@ def call_hook(hook: Any, request: object, name: str) -> Any:
 
 
 def resolve_identity(config: Config, request: object) -> object:
-    """Call the trusted resolver from synchronous code (WSGI, Flask)."""
-    if config.identity_resolver is None:
+    """Call the trusted resolver from synchronous code (WSGI, Flask, Django's sync stack); a
+    coroutine resolver (``await request.auser()``) is awaited to completion here."""
+    hook = config.identity_resolver
+    if hook is None:
         return None
-    resolved = call_hook(config.identity_resolver, request, "identity_resolver")
-    if inspect.isawaitable(resolved):
-        logger.error(ASYNC_RESOLVER)
-        if inspect.iscoroutine(resolved):
-            resolved.close()
+    resolved = call_hook(hook, request, "identity_resolver")
+    if not inspect.isawaitable(resolved):
+        return resolved
+    try:
+        return _await_from_sync(resolved)
+    except Exception as error:
+        hook_failed(hook, "identity_resolver", error)
         return None
-    return resolved
 
 
-async def resolve_identity_async(config: Config, request: object) -> object:
-    """Call the trusted resolver from async code (ASGI); it may return an awaitable."""
-    if config.identity_resolver is None:
+def _await_from_sync(awaitable: Awaitable[T]) -> T:
+    """Await from a thread with no running loop: through asgiref where it is installed (code
+    the coroutine hands back with ``sync_to_async(thread_sensitive=True)`` then runs in this
+    thread, as Django expects), else on a loop of its own."""
+    try:
+        from asgiref.sync import async_to_sync
+    except ImportError:  # pragma: no cover - asgiref comes with Django and flask[async]
+        return asyncio.run(_awaited(awaitable))
+    return async_to_sync(_awaited)(awaitable)
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+async def resolve_identity_async(
+    config: Config, request: object, run_sync: RunSync[object] | None = None
+) -> object:
+    """Call the trusted resolver from async code (ASGI): a coroutine resolver is awaited; a
+    plain one runs through ``run_sync`` when the framework gives one (Django: its ORM and
+    sessions refuse to run on the loop), else on the loop."""
+    hook = config.identity_resolver
+    if hook is None:
         return None
-    resolved = call_hook(config.identity_resolver, request, "identity_resolver")
-    if inspect.isawaitable(resolved):
-        try:
-            return await resolved
-        except Exception as error:
-            hook_failed(config.identity_resolver, "identity_resolver", error)
-            return None
+    try:
+        if run_sync is not None and not inspect.iscoroutinefunction(hook):
+            resolved = await run_sync(lambda: hook(request))
+        else:
+            resolved = hook(request)
+        if inspect.isawaitable(resolved):
+            resolved = await resolved
+    except Exception as error:
+        hook_failed(hook, "identity_resolver", error)
+        return None
     return resolved
 
 

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.core.cache import caches
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, override_settings
+from django.utils.asyncio import async_unsafe
 
 from tests.django.conftest import MIDDLEWARE, VWO_HEAP
 from vwo_heap_middleware.django import HeapFlagsMiddleware, engine
@@ -149,3 +151,42 @@ def test_a_page_that_reads_no_flag_does_not_vary() -> None:
     """The context processor hands templates the flags without reading them."""
     response = Client().get("/plain-template", **MEMBER)
     assert response.status_code == 200 and "Vary" not in response
+
+
+def blocking_resolver(request: HttpRequest) -> str | None:
+    """Reads the login as Django's ORM and sessions do: refused on the event loop."""
+    return request.headers.get("X-Test-Login")
+
+
+@pytest.mark.parametrize(
+    "resolver",
+    [async_unsafe("a resolver that reads the database")(blocking_resolver), None],
+    ids=["plain", "coroutine"],
+)
+@pytest.mark.parametrize("stack", ["sync", "async"])
+def test_a_resolver_of_either_kind_works_on_both_stacks(resolver: Any, stack: str) -> None:
+    """Issue: a plain resolver reading ``request.user`` raised SynchronousOnlyOperation under
+    ASGI (every logged-in user anonymous), and a coroutine resolver was refused under WSGI."""
+
+    async def coroutine_resolver(request: HttpRequest) -> str | None:
+        return await sync_to_async(blocking_resolver)(request)
+
+    chosen = resolver or coroutine_resolver
+    heap = {**VWO_HEAP, "identity_resolver": chosen, "trust_client_identity": False}
+    login = {"headers": {"X-Test-Login": "vip@example.com"}}
+    with override_settings(VWO_HEAP=heap):
+        PROCESS_ENGINE.forget()
+        try:
+            if stack == "sync":
+                response = Client().get("/state", **login)
+            else:
+
+                async def visit() -> Any:
+                    return await AsyncClient().get("/async-state", **login)
+
+                response = asyncio.run(visit())
+        finally:
+            PROCESS_ENGINE.forget()
+    body = json.loads(response.content)
+    assert body["identity"] == "vip@example.com"
+    assert body["flags"]["premium_checkout"]["enabled"]

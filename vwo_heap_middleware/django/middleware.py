@@ -6,7 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseBase, HttpResponseRedirect
 from django.http.response import HttpResponse
@@ -60,7 +60,9 @@ class HeapFlagsMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         self._check_order(request)
-        flags = await open_request_async(self.engine, self._facts(request), request)
+        flags = await open_request_async(
+            self.engine, self._facts(request), request, run_sync=thread_sensitive
+        )
         try:
             request.flags = flags
             return add_headers(await self.get_response(request), flags)
@@ -81,6 +83,12 @@ class HeapFlagsMiddleware:
             self._told_order = True
             if not hasattr(request, "user"):
                 logger.error(BEFORE_AUTHENTICATION)
+
+
+async def thread_sensitive(call: Callable[[], Any]) -> Any:
+    """Run the app's plain hooks as Django runs sync code from async code: ``request.user``
+    and the session touch the database, which Django refuses on the event loop."""
+    return await sync_to_async(call, thread_sensitive=True)()
 
 
 def add_headers(response: HttpResponseBase, flags: RequestFlags) -> HttpResponseBase:
