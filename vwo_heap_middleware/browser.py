@@ -10,15 +10,18 @@ server's variation without a network call or a second impression.
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from . import strict_json
 from .decision import FlagDecision
 from .evaluation.impressions import visitor_uuid
 
+logger = logging.getLogger("vwo_heap_middleware")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 """Serve this directory (or copy ``vwo_heap/flags.js`` from it) to reach the browser module."""
 ELEMENT_ID = "vwo-heap-flags"
@@ -99,8 +102,34 @@ def script_tag(
     """``<script type="application/json" id=...>`` holding ``payload``: ``<``, ``>``, ``&``,
     U+2028 and U+2029 escaped, so no value (a variable holding ``</script>``) ends it; the
     attributes escaped; ``nonce`` for a Content-Security-Policy."""
-    data = strict_json.dumps(payload, separators=(",", ":"), default=str).translate(_SCRIPT_SAFE)
+    data = strict_json(payload, separators=(",", ":"), default=str).translate(_SCRIPT_SAFE)
     attributes = f' id="{escape(element_id)}"'
     if nonce:
         attributes += f' nonce="{escape(nonce)}"'
     return SafeHTML(f'<script type="application/json"{attributes}>{data}</script>')
+
+
+NOT_FINITE = "a non-finite number (infinity or NaN) cannot be JSON: written as null (said once)"
+_said_not_finite: list[bool] = []
+
+
+def strict_json(value: Any, **options: Any) -> str:
+    """``json.dumps`` as strict JSON, for ``JSON.parse`` and other strict parsers (the page,
+    the CLI): settings may hold ``1e400`` (infinity); a non-finite number becomes ``null``."""
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:
+        if not _said_not_finite:
+            _said_not_finite.append(True)
+            logger.warning(NOT_FINITE)
+        return json.dumps(_finite(value), allow_nan=False, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

@@ -62,9 +62,7 @@ async def open_request_async(
     make_request: MakeRequest | None = None,
     run_sync: RunSync[Any] | None = None,
 ) -> RequestFlags:
-    """``open_request`` for ASGI: an async resolver is awaited, decisions wait off the loop.
-    ``run_sync``: how the framework runs blocking code from the loop; the app's plain hooks
-    (resolver, fallback user id, enricher) then run through it, not on the loop."""
+    """``open_request`` for ASGI; the app's plain hooks run through ``run_sync`` if given."""
     flags = _recalled(engine, facts, request, make_request)
     if flags is None:
         config = engine.config

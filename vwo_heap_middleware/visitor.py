@@ -35,8 +35,7 @@ CALLBACK_FAILED = (
 CALLBACK_FAILED_AGAIN = "%s raised %s again"
 T = TypeVar("T")
 RunSync = Callable[[Callable[[], T]], Awaitable[T]]
-"""How a framework runs blocking code from its event loop (Django: ``sync_to_async(fn,
-thread_sensitive=True)()``, so a resolver may read ``request.user`` under ASGI)."""
+"""How a framework runs blocking code from its loop (Django: thread-sensitive sync_to_async)."""
 BAD_CUSTOM_VARIABLE = "context_enricher returned %r for %r: values must be str, int, float or bool"
 MAX_USER_AGENT = 512
 _VARIABLE_TYPES = (str, int, float, bool)
@@ -179,56 +178,43 @@ def call_hook(hook: Any, request: object, name: str) -> Any:
 
 
 def resolve_identity(config: Config, request: object) -> object:
-    """Call the trusted resolver from synchronous code (WSGI, Flask, Django's sync stack); a
-    coroutine resolver (``await request.auser()``) is awaited to completion here."""
+    """Call the trusted resolver from sync code (WSGI, Flask, Django's sync stack); a coroutine
+    resolver is awaited here (asgiref's ``async_to_sync``: what it hands to ``sync_to_async``
+    comes back to this thread, as Django expects; without asgiref, ``asyncio.run``)."""
     hook = config.identity_resolver
-    if hook is None:
-        return None
-    resolved = call_hook(hook, request, "identity_resolver")
+    resolved = call_hook(hook, request, "identity_resolver") if hook else None
     if not inspect.isawaitable(resolved):
         return resolved
     try:
-        return _await_from_sync(resolved)
+        from asgiref.sync import async_to_sync
+    except ImportError:  # pragma: no cover - asgiref comes with Django and flask[async]
+        return asyncio.run(_awaited(hook, resolved))
+    return async_to_sync(_awaited)(hook, resolved)
+
+
+async def _awaited(hook: object, awaitable: Awaitable[T]) -> T | None:
+    try:
+        return await awaitable
     except Exception as error:
         hook_failed(hook, "identity_resolver", error)
         return None
-
-
-def _await_from_sync(awaitable: Awaitable[T]) -> T:
-    """Await from a thread with no running loop: through asgiref where it is installed (code
-    the coroutine hands back with ``sync_to_async(thread_sensitive=True)`` then runs in this
-    thread, as Django expects), else on a loop of its own."""
-    try:
-        from asgiref.sync import async_to_sync
-    except ImportError:  # pragma: no cover - asgiref comes with Django and flask[async]
-        return asyncio.run(_awaited(awaitable))
-    return async_to_sync(_awaited)(awaitable)
-
-
-async def _awaited(awaitable: Awaitable[T]) -> T:
-    return await awaitable
 
 
 async def resolve_identity_async(
     config: Config, request: object, run_sync: RunSync[object] | None = None
 ) -> object:
-    """Call the trusted resolver from async code (ASGI): a coroutine resolver is awaited; a
-    plain one runs through ``run_sync`` when the framework gives one (Django: its ORM and
-    sessions refuse to run on the loop), else on the loop."""
+    """Call the trusted resolver from async code (ASGI): a coroutine is awaited; a plain one
+    runs through the framework's ``run_sync`` if given (Django's ORM refuses the loop)."""
     hook = config.identity_resolver
     if hook is None:
         return None
+    plain = run_sync is not None and not inspect.iscoroutinefunction(hook)
     try:
-        if run_sync is not None and not inspect.iscoroutinefunction(hook):
-            resolved = await run_sync(lambda: hook(request))
-        else:
-            resolved = hook(request)
-        if inspect.isawaitable(resolved):
-            resolved = await resolved
+        resolved = await run_sync(lambda: hook(request)) if plain else hook(request)  # type: ignore[misc]
+        return await _awaited(hook, resolved) if inspect.isawaitable(resolved) else resolved
     except Exception as error:
         hook_failed(hook, "identity_resolver", error)
         return None
-    return resolved
 
 
 def build_visitor(

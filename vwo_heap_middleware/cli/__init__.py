@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .. import strict_json
+from ..browser import strict_json
 from ..config import Config
 from ..decision import RULE_TYPES, Reason
 from ..engine import FlagEngine
@@ -94,7 +94,7 @@ def explain_command(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         engine.close()
     if args.json:
-        print(strict_json.dumps(explanation.to_dict(), indent=2, default=str), file=out)
+        print(strict_json(explanation.to_dict(), indent=2, default=str), file=out)
     else:
         print("\n".join(explanation.lines()), file=out)
     return 1 if explanation.decision.reason is Reason.UNKNOWN_FLAG else 0
@@ -122,7 +122,7 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
             "flags_used": used,
             "places": len(found),
         }
-        print(strict_json.dumps(document, indent=2), file=out)
+        print(strict_json(document, indent=2), file=out)
     else:
         for problem in problems:
             print(f"{problem.usage.where}: {problem.message}", file=out)
@@ -136,7 +136,7 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
 def settings_command(args: argparse.Namespace, out: TextIO) -> int:
     settings = _settings(_config(args), args.timeout)
     if args.raw:
-        print(strict_json.dumps(settings, indent=2), file=out)
+        print(strict_json(settings, indent=2), file=out)
         return 0
     index = FlagIndex.from_settings(settings)
     variables = usage.flag_variables(settings)
