@@ -164,3 +164,55 @@ def test_a_non_finite_variable_is_null_in_strict_json(number: float) -> None:
 
     flag = json.loads(body, parse_constant=refuse)["flags"]["x"]
     assert flag == {"enabled": True, "variables": {"n": None, "ok": 1.5}}
+
+
+@pytest.mark.parametrize("kind", ["raw", "hashed", "none"])
+def test_the_user_id_in_the_page_is_as_configured(kind: str) -> None:
+    engine = FlagEngine.offline(
+        "examples/gateway/flags.toml", client_flags=("new_banner",), client_user_id=kind
+    )
+    engine.start()
+    try:
+        flags = RequestFlags(engine, visitor(engine.config, "ada@example.com"))
+        payload = flags.client_payload(vwo_storage=True)
+        again = RequestFlags(engine, visitor(engine.config, "ada@example.com")).client_payload()
+    finally:
+        engine.close()
+    assert flags.read
+    assert payload["flags"]["new_banner"]["enabled"]
+    if kind == "raw":
+        assert payload["userId"] == "ada@example.com"
+    elif kind == "hashed":
+        assert re.fullmatch("[0-9a-f]{32}", payload["userId"]) and payload["uuid"]
+        assert again["userId"] == payload["userId"], "the same id on every page"
+        assert "ada@example.com" not in json.dumps(payload)
+    else:
+        assert payload["userId"] is None and payload["uuid"] is None
+        assert "vwo" not in payload and "ada@example.com" not in json.dumps(payload)
+
+
+def test_a_bad_client_user_id_setting_is_said() -> None:
+    with pytest.raises(ValueError, match="client_user_id must be one of raw, hashed, none"):
+        Config.from_env(
+            {
+                "VWO_HEAP_OFFLINE_FLAGS": "examples/gateway/flags.toml",
+                "VWO_HEAP_CLIENT_USER_ID": "x",
+            }
+        )
+
+
+def test_flask_a_payload_page_with_no_client_flags_varies_and_is_private(
+    shop_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    """Issue: Flask sent no caching headers for a page holding the visitor's identity."""
+    app = Flask(__name__)
+    HeapFlags(app, engine=make_engine(shop_gateway))
+
+    @app.get("/")
+    def page() -> str:
+        return render_template_string("{{ flags.client_script() }}")
+
+    response = app.test_client().get("/", headers={"X-Heap-Identity": "vip@example.com"})
+    assert "vip@example.com" in response.get_data(as_text=True)
+    assert "X-Heap-Identity" in response.headers["Vary"]
+    assert response.headers["Cache-Control"] == "private"

@@ -25,6 +25,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
         "VWO_HEAP_CUSTOM_VARIABLE": "heap_user",
         "VWO_HEAP_FLAGS": "premium_checkout, new_banner,,premium_checkout",
         "VWO_HEAP_CLIENT_FLAGS": "new_banner,checkout_color",
+        "VWO_HEAP_CLIENT_USER_ID": "hashed",
         "HEAP_APP_ID": "1234",
         "VWO_HEAP_IDENTITY_HEADER": "X-HEAP-USER-ID",
         "VWO_HEAP_IDENTITY_SOURCES": "resolver,cookie",
@@ -64,6 +65,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert set(environ) == set(ENVIRONMENT), "every documented variable is exercised"
     config = Config.from_env(environ)
     assert config.account_id == "123456"
+    assert config.client_user_id == "hashed"
     assert config.gateway_url == "http://127.0.0.1:8787"
     assert config.gateway_ca_file == str(ca_file)
     assert config.custom_variable == "heap_user"

@@ -10,6 +10,7 @@ server's variation without a network call or a second impression.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from .config import Config
 from .decision import FlagDecision
 from .evaluation.impressions import visitor_uuid
 
@@ -67,6 +69,18 @@ def client_payload(
         stored = (vwo_stored(d, user_id) for d in decided.values())
         payload["vwo"] = {f"{entry['featureKey']}_{user_id}": entry for entry in stored if entry}
     return payload
+
+
+def client_user_id(user_id: str | None, config: Config) -> str | None:
+    """The user id a page may carry (``Config.client_user_id``): as it is, an HMAC of it keyed
+    with the SDK key (the same on every page and worker, not reversible without the key; the
+    browser buckets it as its own id), or none."""
+    if user_id is None or config.client_user_id == "raw":
+        return user_id
+    if config.client_user_id == "none":
+        return None
+    key = str(config.sdk_key).encode("utf-8")
+    return hmac.new(key, user_id.encode("utf-8", "surrogatepass"), "sha256").hexdigest()[:32]
 
 
 def vwo_stored(decision: FlagDecision, user_id: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ ContextEnricher = Callable[[Any], Mapping[str, object]]
 
 IDENTITY_SOURCES = ("resolver", "header", "cookie")
 EVALUATIONS = ("native", "sdk", "shadow")
+CLIENT_USER_IDS = ("raw", "hashed", "none")
 FLAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 """What a VWO flag key (and a custom variable name) may be."""
 DEFAULT_CUSTOM_VARIABLE = "heap_identity"
@@ -66,6 +67,9 @@ class Config:
     # Flag keys the browser may see (``client_payload``, the template helpers); none by default:
     # the payload tells visitors their flags. They are decided for every request too.
     client_flags: tuple[str, ...] = ()
+    # The VWO user id in the page's payload (an e-mail with a login resolver): ``raw``, ``hashed``
+    # (keyed with the SDK key: stable, not reversible) or ``none`` (no userId, uuid or storage).
+    client_user_id: str = "raw"
     # Only this Heap app's cookies count; None: any Heap app's.
     heap_app_id: str | None = None
     # The request header API and mobile clients send the identity in.
@@ -256,6 +260,12 @@ class Config:
                 )
             defaults[key] = FlagDefault(default.enabled, MappingProxyType(dict(default.variables)))
         fix(self, "flag_defaults", MappingProxyType(defaults))
+        if self.client_user_id not in CLIENT_USER_IDS:
+            raise _invalid(
+                "client_user_id",
+                f"client_user_id must be one of {', '.join(CLIENT_USER_IDS)}, "
+                f"got {self.client_user_id!r}",
+            )
         if self.evaluation not in EVALUATIONS:
             raise _invalid(
                 "evaluation",
@@ -476,6 +486,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_CUSTOM_VARIABLE": ("custom_variable", _text),
     "VWO_HEAP_FLAGS": ("flags", _list),
     "VWO_HEAP_CLIENT_FLAGS": ("client_flags", _list),
+    "VWO_HEAP_CLIENT_USER_ID": ("client_user_id", _text),
     "HEAP_APP_ID": ("heap_app_id", _optional),
     "VWO_HEAP_IDENTITY_HEADER": ("identity_header", _text),
     "VWO_HEAP_IDENTITY_SOURCES": ("identity_sources", _list),

@@ -23,6 +23,7 @@ from .browser import STATIC_DIR
 from .config import Config
 from .engine import FlagEngine
 from .guards import FlagRequired
+from .headers import private_cache_control
 from .request_flags import RequestFlags, open_request
 from .visitor import RequestFacts
 
@@ -75,8 +76,10 @@ class HeapFlags:
         if flags is not None:
             added = flags.response_headers()
             response.vary.update(added.vary)
-            if added.cache_control and "Cache-Control" not in response.headers:
-                response.headers["Cache-Control"] = added.cache_control
+            if added.cache_control:
+                private = private_cache_control(response.headers.get("Cache-Control"))
+                if private is not None:
+                    response.headers["Cache-Control"] = private
             for name, value in added.extra:
                 response.headers.add(name, value)
         return response

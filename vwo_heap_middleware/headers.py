@@ -19,7 +19,7 @@ class ResponseHeaders:
 
     vary: tuple[str, ...] = ()
     extra: tuple[tuple[str, str], ...] = ()
-    cache_control: str | None = None  # to set unless the response has a Cache-Control
+    cache_control: str | None = None  # "private": made private (``private_cache_control``)
 
     def __bool__(self) -> bool:
         return bool(self.vary or self.extra or self.cache_control)
@@ -30,16 +30,33 @@ class ResponseHeaders:
         gets them: encoded once."""
         return tuple(
             (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in self.to_append([], False)
+            for name, value in self.to_append([], None)
         )
 
-    def to_append(self, vary: list[str], has_cache_control: bool) -> list[tuple[str, str]]:
+    def to_append(self, vary: list[str], cache_control: str | None) -> list[tuple[str, str]]:
         """The headers to add to a response whose ``Vary`` values (``vary``, to be replaced by
-        the merged one) and ``Cache-Control`` presence are given; every adapter's rule."""
+        the merged one) and ``Cache-Control`` (to be replaced when one is added) are given;
+        every adapter's rule."""
         appended = [("Vary", merge_vary(", ".join(vary), self.vary))] if self.vary else []
-        if self.cache_control and not has_cache_control:
-            appended.append(("Cache-Control", self.cache_control))
+        private = private_cache_control(cache_control) if self.cache_control else None
+        if private is not None:
+            appended.append(("Cache-Control", private))
         return appended + list(self.extra)
+
+
+def private_cache_control(existing: str | None) -> str | None:
+    """The ``Cache-Control`` of a response that read the visitor: ``private``, or the view's
+    own made private (``public`` dropped) unless it says ``private`` or ``no-store`` already
+    (then None: left as it is). A view's ``max-age=60`` alone would let a shared cache serve
+    one visitor's page, and their flags, to the next."""
+    if existing is None:
+        return "private"
+    directives = [d.strip() for d in existing.split(",") if d.strip()]
+    names = [d.partition("=")[0].strip().lower() for d in directives]
+    if "private" in names or "no-store" in names:
+        return None
+    kept = [d for d, name in zip(directives, names, strict=True) if name != "public"]
+    return ", ".join(["private", *kept])
 
 
 @functools.lru_cache(maxsize=64)

@@ -253,11 +253,12 @@ class RequestFlags:
         return {decision.key: decision.to_dict() for decision in self}
 
     def client_payload(self, vwo_storage: bool = False) -> dict[str, Any]:
-        """The flags ``Config.client_flags`` allows, for the browser (``browser.py``); each
-        decided if it was not, and read (the response varies on the visitor)."""
+        """The ``client_flags`` for the browser (``browser.py``) and the user id as
+        ``client_user_id`` says. It reads the visitor, flags or not (Vary, private)."""
+        self.read = True
         config = self.engine.config
         decided = {key: self.get(key) for key in config.client_flags}
-        user_id = self.visitor.user_id
+        user_id = browser.client_user_id(self.visitor.user_id, config)
         return browser.client_payload(decided, user_id, config.account_id, vwo_storage)
 
     def client_script(
@@ -268,8 +269,7 @@ class RequestFlags:
         return browser.script_tag(self.client_payload(vwo_storage), element_id, nonce)
 
     def decided(self) -> dict[str, FlagDecision]:
-        """The decisions made so far, for debugging tools: looking does not count as reading
-        the visitor (no ``Vary``), and decides nothing."""
+        """The decisions so far, for debugging tools: not a read (no ``Vary``), no decision."""
         return dict(self._decisions)
 
     def __repr__(self) -> str:

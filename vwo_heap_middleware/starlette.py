@@ -100,21 +100,26 @@ def with_headers(
     raw: Iterable[tuple[bytes, bytes]], added: ResponseHeaders
 ) -> list[tuple[bytes, bytes]]:
     """An ASGI response's raw headers with ``added``: ``Vary`` merged into one header,
-    ``Cache-Control`` unless the response has one, the extra headers appended."""
+    ``Cache-Control`` made private, the extra headers appended."""
     raw = list(raw)
     if not any(name.lower() in (b"vary", b"cache-control") for name, _ in raw):
         return raw + list(added.raw)  # the usual response: headers encoded once
     headers: list[tuple[bytes, bytes]] = []
     vary: list[str] = []
-    cache_control = False
+    cache_control: list[str] = []
     for name, value in raw:
         lowered = name.lower()
         if lowered == b"vary" and added.vary:
             vary.append(value.decode("latin-1"))
             continue
-        cache_control = cache_control or lowered == b"cache-control"
+        if lowered == b"cache-control" and added.cache_control:
+            cache_control.append(value.decode("latin-1"))
+            continue
         headers.append((name, value))
-    for extra, text in added.to_append(vary, cache_control):
+    appended = added.to_append(vary, ", ".join(cache_control) if cache_control else None)
+    if cache_control and not any(name == "Cache-Control" for name, _ in appended):
+        headers.append((b"cache-control", ", ".join(cache_control).encode("latin-1")))
+    for extra, text in appended:
         headers.append((extra.lower().encode("latin-1"), text.encode("latin-1")))
     return headers
 

@@ -28,13 +28,17 @@ ENVIRON_KEY = "vwo_heap.flags"
 def with_flag_headers(
     added: ResponseHeaders, headers: list[tuple[str, str]]
 ) -> list[tuple[str, str]]:
-    """``headers`` with ``Vary`` merged and the opt-in debug headers appended."""
+    """``headers`` with ``Vary`` merged, ``Cache-Control`` made private and the opt-in debug
+    headers appended."""
     if not added:
         return headers
     vary = [v for n, v in headers if n.lower() == "vary"] if added.vary else []
-    result = [(n, v) for n, v in headers if not (added.vary and n.lower() == "vary")]
-    cache_control = any(n.lower() == "cache-control" for n, _ in headers)
-    return result + added.to_append(vary, cache_control)
+    cache_control = [v for n, v in headers if n.lower() == "cache-control"]
+    appended = added.to_append(vary, ", ".join(cache_control) if cache_control else None)
+    replaced = {"vary"} if added.vary else set()
+    if any(name == "Cache-Control" for name, _ in appended):
+        replaced.add("cache-control")
+    return [(n, v) for n, v in headers if n.lower() not in replaced] + appended
 
 
 class HeapFlagsWSGIMiddleware:

@@ -190,3 +190,42 @@ def test_a_resolver_of_either_kind_works_on_both_stacks(resolver: Any, stack: st
     body = json.loads(response.content)
     assert body["identity"] == "vip@example.com"
     assert body["flags"]["premium_checkout"]["enabled"]
+
+
+@pytest.mark.parametrize("client_flags", [(), ("new_banner",)], ids=["none-allowed", "one"])
+def test_the_payload_never_reaches_another_visitor_through_a_cache(
+    client_flags: tuple[str, ...],
+) -> None:
+    """Issue: with no client flag allowed, the payload (the raw identity as ``userId``) was
+    written without Vary or Cache-Control: ``@cache_page`` served one visitor's e-mail to the
+    next."""
+    caches["default"].clear()
+    heap = {**VWO_HEAP, "client_flags": client_flags}
+    with override_settings(VWO_HEAP=heap):
+        PROCESS_ENGINE.forget()
+        try:
+            client = Client()
+            member = client.get("/cached-payload", **MEMBER)
+            stranger = client.get("/cached-payload", **STRANGER)
+        finally:
+            PROCESS_ENGINE.forget()
+    assert "vip@example.com" in member.content.decode()
+    assert "vip@example.com" not in stranger.content.decode()
+    assert "someone@example.com" in stranger.content.decode()
+    assert "X-Heap-Identity" in member["Vary"] and "private" in member["Cache-Control"]
+
+
+@pytest.mark.parametrize(
+    ("own", "sent"),
+    [
+        ("max-age=60", "max-age=60, private"),
+        ("public, max-age=60", "max-age=60, private"),
+        ("no-store", "no-store"),
+        ("private, max-age=5", "max-age=5, private"),
+    ],
+)
+def test_a_views_own_cache_control_is_made_private(own: str, sent: str) -> None:
+    response = Client().get("/own-cache-control", {"cc": own}, **MEMBER)
+    assert response.content == b"on"
+    directives = sorted(d.strip() for d in response["Cache-Control"].split(","))
+    assert directives == sorted(d.strip() for d in sent.split(","))

@@ -113,6 +113,20 @@ def cached_lazily(request: HttpRequest) -> TemplateResponse:
     return TemplateResponse(request, "page.html")
 
 
+@cache_page(60, key_prefix="payload")
+@vary_on_flags
+def cached_payload(request: HttpRequest) -> HttpResponse:
+    """Only the browser payload: it reads the visitor even when no flag is allowed."""
+    return render(request, "payload.html")
+
+
+def own_cache_control(request: HttpRequest) -> HttpResponse:
+    """A view that sets its own caching and reads a flag."""
+    response = HttpResponse("on" if request.flags.enabled("premium_checkout") else "off")
+    response["Cache-Control"] = request.GET.get("cc", "max-age=60")
+    return response
+
+
 class FlagsSerializer(serializers.Serializer):
     premium = serializers.SerializerMethodField()
 
@@ -168,6 +182,8 @@ urlpatterns = [
     path("jinja", jinja_page),
     path("cached", cached),
     path("cached-lazily", cached_lazily),
+    path("cached-payload", cached_payload),
+    path("own-cache-control", own_cache_control),
     path("api/premium", PremiumApi.as_view()),
     path("api/", include(router.urls)),
     path("__debug__/", include("debug_toolbar.urls")),

@@ -13,6 +13,7 @@ from django.http.response import HttpResponse
 from django.utils.cache import patch_cache_control, patch_vary_headers
 
 from ..guards import FlagRequired
+from ..headers import private_cache_control
 from ..request_flags import RequestFlags, open_request, open_request_async
 from ..visitor import RequestFacts
 from .settings import engine
@@ -96,8 +97,9 @@ def add_headers(response: HttpResponseBase, flags: RequestFlags) -> HttpResponse
     added = flags.response_headers()
     if added.vary:
         patch_vary_headers(response, added.vary)
-    if added.cache_control and not response.has_header("Cache-Control"):
-        patch_cache_control(response, private=True)
+    existing = response.get("Cache-Control")
+    if added.cache_control and private_cache_control(existing) is not None:
+        patch_cache_control(response, private=True)  # Django's helper: drops "public" too
     for name, value in added.extra:
         response[name] = value
     return response
