@@ -61,7 +61,9 @@ def test_untrusted_header_identity_is_not_in_vary(
     engine = make_engine(demo_gateway, trust_client_identity=False)
     flags = RequestFlags(engine, visitor(engine.config))
     flags.enabled("new_banner")
-    assert flags.response_headers() == ResponseHeaders((), (), "private"), "all are anonymous"
+    assert flags.response_headers() == ResponseHeaders(("Cookie",), (), "private"), (
+        "Heap's anonymous cookie still buckets the visitor; the header counts for nothing"
+    )
 
 
 def test_vary_names_what_the_resolver_reads(
@@ -75,7 +77,7 @@ def test_vary_names_what_the_resolver_reads(
     )
     flags = RequestFlags(engine, visitor(engine.config))
     assert flags.identity is None, "reading the identity is reading the visitor"
-    assert flags.response_headers().vary == ("Authorization",)
+    assert flags.response_headers().vary == ("Cookie", "Authorization"), "Heap's user id too"
 
 
 def test_any_read_of_the_visitor_marks_the_response(

@@ -159,13 +159,20 @@ def test_identity_precedence(sources: tuple[str, ...], trust: bool, expected: st
     assert found.identity == expected
 
 
-def test_untrusted_client_identity_is_ignored_altogether() -> None:
+def test_untrusted_client_identity_names_nobody_but_still_buckets() -> None:
+    """Issue: with trust off a logged-out visitor had no user id, so even ``everyone`` rollouts
+    were off (``no_user``). Heap's anonymous ``userId`` buckets them; the identity in the same
+    cookie (or the header) never reaches the custom variable."""
     facts = RequestFacts(
         cookie=heap_cookie("cookie@example.com"), identity_header="header@example.com"
     )
     visitor = build_visitor(config(trust_client_identity=False), facts, request=None)
     assert visitor.heap.identity is None
-    assert visitor.context is None
+    assert visitor.context == {"id": "4835702585115963", "custom_variables": {}}
+    no_cookie = build_visitor(
+        config(trust_client_identity=False), RequestFacts(identity_header="h@x.y"), request=None
+    )
+    assert no_cookie.context is None
 
 
 def test_resolver_without_identity_falls_through_to_the_next_source() -> None:

@@ -349,7 +349,7 @@ class Config:
     def vary(self) -> tuple[str, ...]:
         """The request headers a visitor's flags can depend on, for ``Vary``."""
         headers: list[str] = []
-        if self.trust_client_identity and "cookie" in self.identity_sources:
+        if "cookie" in self.identity_sources:  # untrusted, it still gives the bucketing id
             headers.append("Cookie")
         if self.header_identity_allowed:
             headers.append(self.identity_header)

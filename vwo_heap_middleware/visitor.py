@@ -1,9 +1,6 @@
 """The visitor: from a request's facts (WSGI environ or ASGI scope) to their Heap identity,
-by the configured precedence, and the VWO user context the Python SDK reads.
-
-The Python SDK reads snake_case keys (``id``, ``custom_variables``, ``user_agent``,
-``ip_address``); the camelCase keys of VWO's Node sample are silently ignored by it.
-"""
+by the configured precedence, and the VWO user context in the snake_case keys the Python SDK
+reads (it ignores the camelCase keys of VWO's Node sample)."""
 
 from __future__ import annotations
 
@@ -136,14 +133,17 @@ class Visitor:
 def identify(config: Config, facts: RequestFacts, resolved: object = None) -> HeapIdentity:
     """The visitor's Heap identity, by ``config.identity_sources`` precedence.
 
-    The first source that names an identified visitor wins. Otherwise an anonymous Heap cookie
-    still gives Heap's ``userId``. With ``trust_client_identity=False`` only the resolver counts.
-    """
+    The first source that names an identified visitor wins; else an anonymous Heap cookie gives
+    Heap's ``userId``. With ``trust_client_identity=False`` only the resolver names an identity
+    and the cookie gives the ``userId`` alone: a forged one picks a bucket, never a segment."""
     cookie_identity = ANONYMOUS
     for source in config.identity_sources:
         if source == "resolver":
             found = identity_from_resolver(resolved)
         elif not config.trust_client_identity:
+            if source == "cookie":
+                read = identity_from_cookies(facts.cookie, config.heap_app_id)
+                cookie_identity = HeapIdentity(None, read.user_id, read.source)
             continue
         elif source == "header":
             found = identity_from_header(facts.identity_header)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..identity import short_hash
 from ..request_flags import RequestFlags
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 TITLE = "Heap flags"
 
@@ -55,13 +58,22 @@ def summary(flags: RequestFlags | None) -> dict[str, Any]:
             "heap_user_id": heap.user_id,
             "vwo_user_id": hashed(visitor.user_id),
             "source": heap.source,
-            "sources_tried": list(config.identity_sources),
+            "sources_tried": tried_sources(config),
             "custom_variable": config.custom_variable,
         },
         "decisions": decisions,
         "revision": flags.engine.readiness()["revision"],
         "note": None,
     }
+
+
+def tried_sources(config: Config) -> list[str]:
+    """The identity sources that can name the visitor: with client identity not trusted, the
+    resolver alone (Heap's cookie then gives only the anonymous user id)."""
+    if config.trust_client_identity:
+        return list(config.identity_sources)
+    tried = [s for s in config.identity_sources if s == "resolver"]
+    return [*tried, "cookie (anonymous user id only)"]
 
 
 def subtitle(data: dict[str, Any]) -> str:
