@@ -51,6 +51,11 @@ def gateway_env(gateway: LocalGateway | None, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def heap_identity_for_tests(request: object) -> str | None:
+    """A resolver named by dotted path in configuration tests."""
+    return None
+
+
 def wait_until(
     predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition"
 ) -> None:

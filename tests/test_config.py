@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
-from tests.support import DEMO_FLAGS, DEMO_SEGMENTS, ROOT
-from vwo_heap_middleware.config import ENVIRONMENT, Config, FlagDefault
+from tests.support import DEMO_FLAGS, DEMO_SEGMENTS, ROOT, heap_identity_for_tests
+from vwo_heap_middleware.config import ENVIRONMENT, UNKNOWN_VARIABLE, Config, FlagDefault
 
 BASE = {
     "VWO_ACCOUNT_ID": "123456",
@@ -26,6 +28,9 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
         "VWO_HEAP_FLAGS": "premium_checkout, new_banner,,premium_checkout",
         "VWO_HEAP_CLIENT_FLAGS": "new_banner,checkout_color",
         "VWO_HEAP_CLIENT_USER_ID": "hashed",
+        "VWO_HEAP_IDENTITY_RESOLVER": "tests.support:heap_identity_for_tests",
+        "VWO_HEAP_FALLBACK_USER_ID": "os.path.basename",
+        "VWO_HEAP_CONTEXT_ENRICHER": "os.path.dirname",
         "HEAP_APP_ID": "1234",
         "VWO_HEAP_IDENTITY_HEADER": "X-HEAP-USER-ID",
         "VWO_HEAP_IDENTITY_SOURCES": "resolver,cookie",
@@ -66,6 +71,8 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     config = Config.from_env(environ)
     assert config.account_id == "123456"
     assert config.client_user_id == "hashed"
+    assert config.identity_resolver is heap_identity_for_tests
+    assert (config.fallback_user_id, config.context_enricher) == (os.path.basename, os.path.dirname)
     assert config.gateway_url == "http://127.0.0.1:8787"
     assert config.gateway_ca_file == str(ca_file)
     assert config.custom_variable == "heap_user"
@@ -204,3 +211,22 @@ def test_config_is_immutable_and_normalised() -> None:
         config.sdk_key = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.flag_defaults["two"] = FlagDefault()  # type: ignore[index]
+
+
+def test_an_unknown_setting_is_said_once_with_a_did_you_mean(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environ = {**BASE, "VWO_HEAP_FLAG": "premium_checkout", "VWO_HEAP_NOTHING_LIKE_IT": "1"}
+    with caplog.at_level(logging.WARNING, logger="vwo_heap_middleware"):
+        Config.from_env(environ)
+        Config.from_env(environ)
+    said = [r.getMessage() for r in caplog.records]
+    assert said.count(UNKNOWN_VARIABLE % ("VWO_HEAP_FLAG", " (did you mean VWO_HEAP_FLAGS?)")) == 1
+    assert UNKNOWN_VARIABLE % ("VWO_HEAP_NOTHING_LIKE_IT", "") in said
+
+
+def test_hooks_by_dotted_path_and_their_mistakes() -> None:
+    config = Config.from_env({**BASE, "VWO_HEAP_IDENTITY_RESOLVER": "os.path:basename"})
+    assert config.identity_resolver is os.path.basename
+    with pytest.raises(ValueError, match="VWO_HEAP_FALLBACK_USER_ID: cannot import 'no.such.f'"):
+        Config.from_env({**BASE, "VWO_HEAP_FALLBACK_USER_ID": "no.such.f"})

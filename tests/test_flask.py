@@ -179,3 +179,62 @@ def test_offline_app_config_with_the_account_but_no_gateway(
         assert engine.config.sdk_key == "prod-key"
     finally:
         engine.close()
+
+
+def login_header(request: Any) -> str | None:
+    """A resolver an app would name by its dotted path: the tests' stand-in for a login."""
+    return request.headers.get("X-Test-Login")  # type: ignore[no-any-return]
+
+
+def hooked_app(shop_gateway: LocalGateway, **options: Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        VWO_ACCOUNT_ID="777",
+        VWO_SDK_KEY="shop-key",
+        VWO_GATEWAY_URL=shop_gateway.url,
+        VWO_HEAP_FLAGS="premium_checkout",
+        VWO_HEAP_TRUST_CLIENT_IDENTITY="false",
+        VWO_HEAP_STATE_DIR=None,  # None means unset
+        VWO_HEAP_LOOKUP_TIMEOUT=10,
+        VWO_HEAP_EVALUATION_TIMEOUT=10,
+    )
+    app.config.update(options.pop("config", {}))
+    extension = HeapFlags(app, **options)
+    assert extension.engine is not None
+    extension.engine.wait_ready(10)
+
+    @app.get("/state")
+    def state() -> Any:
+        return jsonify(identity=g.flags.identity, premium=g.flags.enabled("premium_checkout"))
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"identity_resolver": login_header},
+        {"identity_resolver": "tests.test_flask.login_header"},
+        {"config": {"VWO_HEAP_IDENTITY_RESOLVER": "tests.test_flask.login_header"}},
+        {"config": {"VWO_HEAP_IDENTITY_RESOLVER": login_header}},
+    ],
+    ids=["argument", "argument-path", "config-path", "config-callable"],
+)
+def test_the_trusted_resolver_has_a_flask_hook(
+    shop_gateway: LocalGateway, options: dict[str, Any]
+) -> None:
+    """Issue: ``app.config["VWO_HEAP_IDENTITY_RESOLVER"] = fn`` was silently ignored."""
+    app = hooked_app(shop_gateway, **options)
+    try:
+        client = app.test_client()
+        signed_in = client.get("/state", headers={"X-Test-Login": "vip@example.com"}).get_json()
+        forged = client.get("/state", headers=MEMBER).get_json()
+    finally:
+        app.extensions[EXTENSION].engine.close()
+    assert signed_in == {"identity": "vip@example.com", "premium": True}
+    assert forged == {"identity": None, "premium": False}, "the header counts for nothing"
+
+
+def test_hooks_and_a_ready_engine_do_not_mix(engine: FlagEngine) -> None:
+    with pytest.raises(TypeError, match="give the hooks to the engine's Config"):
+        HeapFlags(Flask(__name__), engine=engine, identity_resolver=login_header)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
+import importlib
 import ipaddress
+import logging
 import os
 import re
 import ssl
@@ -369,9 +372,10 @@ class Config:
         native values (a Flask ``app.config``). Errors name the variable to fix.
         """
         source = os.environ if environ is None else environ
+        _say_unknown(source)
         values: dict[str, Any] = {}
         for variable, (name, parse) in ENVIRONMENT.items():
-            if variable in source and name not in overrides:
+            if source.get(variable) is not None and name not in overrides:  # None: unset
                 raw = source[variable]
                 try:
                     values[name] = parse(raw)
@@ -478,6 +482,40 @@ def _optional(value: Any) -> str | None:
     return text or None
 
 
+def import_hook(value: Any) -> Any:
+    """An app hook given as a callable, or as a dotted path (``shop.identity.heap_identity`` or
+    ``shop.identity:heap_identity``) imported now: settings can name a function without
+    importing it (Django's settings load before its apps' models)."""
+    if not isinstance(value, str):
+        return value
+    path = value.strip()
+    module, _, name = path.rpartition(":") if ":" in path else path.rpartition(".")
+    if not module or not name:
+        raise ValueError(f"must be a callable or a dotted path to one, got {value!r}")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import {path!r} ({type(error).__name__}: {error})") from None
+
+
+UNKNOWN_VARIABLE = "%s is not a setting vwo-heap-middleware knows%s: ignored (said once)"
+_unknown_said: set[str] = set()
+
+
+def _say_unknown(source: Mapping[str, Any]) -> None:
+    """One warning per ``VWO_HEAP_*`` name nobody reads (a typo), with a did-you-mean."""
+    for name in source:
+        if not (isinstance(name, str) and name.startswith("VWO_HEAP_")):
+            continue
+        if name in ENVIRONMENT or name in _unknown_said or name in NOT_CONFIG:
+            continue
+        _unknown_said.add(name)
+        known = {known.removeprefix("VWO_HEAP_"): known for known in ENVIRONMENT}
+        close = difflib.get_close_matches(name.removeprefix("VWO_HEAP_"), known, n=1, cutoff=0.75)
+        hint = f" (did you mean {known[close[0]]}?)" if close else ""
+        logging.getLogger("vwo_heap_middleware").warning(UNKNOWN_VARIABLE, name, hint)
+
+
 ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_ACCOUNT_ID": ("account_id", _text),
     "VWO_SDK_KEY": ("sdk_key", _text),
@@ -520,8 +558,15 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_SPOOL_MAX_BYTES": ("spool_max_bytes", _whole),
     "VWO_HEAP_BOOTSTRAP_SETTINGS": ("bootstrap_settings", _optional),
     "VWO_HEAP_KEPT_SETTINGS_MAX_AGE": ("kept_settings_max_age", _seconds),
+    "VWO_HEAP_IDENTITY_RESOLVER": ("identity_resolver", import_hook),
+    "VWO_HEAP_FALLBACK_USER_ID": ("fallback_user_id", import_hook),
+    "VWO_HEAP_CONTEXT_ENRICHER": ("context_enricher", import_hook),
     "VWO_HEAP_OFFLINE_FLAGS": ("offline_flags", _optional),
     "VWO_HEAP_OFFLINE_SEGMENTS": ("offline_segments", _optional),
 }
 """Environment variable -> (Config field, parser). The README documents each."""
+NOT_CONFIG = frozenset(
+    {"VWO_HEAP_CHROMIUM", "VWO_HEAP_DIFFERENTIAL_CASES", "VWO_HEAP_DIFFERENTIAL_SEED"}
+)
+"""``VWO_HEAP_*`` names this project's own tests read: not settings, not typos."""
 VARIABLES = {name: variable for variable, (name, _) in ENVIRONMENT.items()}

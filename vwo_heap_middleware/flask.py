@@ -3,7 +3,11 @@
 ::
 
     heap_flags = HeapFlags(app)                   # Config from app.config, then the environment
+    heap_flags = HeapFlags(app, identity_resolver=heap_identity)  # your login's identity
     heap_flags = HeapFlags(app, engine=engine)    # or share an engine you built
+
+``app.config`` takes the environment's names (``VWO_HEAP_FLAGS``, ...; ``None`` means unset),
+the hooks too (``VWO_HEAP_IDENTITY_RESOLVER``: a callable or a dotted path).
 
 The browser module is served at ``/vwo-heap/vwo_heap/flags.js``
 (``url_for("vwo_heap.static", filename="vwo_heap/flags.js")``; ``static_url_path=None``: not).
@@ -20,7 +24,7 @@ from werkzeug.exceptions import HTTPException, default_exceptions
 from werkzeug.local import LocalProxy
 
 from .browser import STATIC_DIR
-from .config import Config
+from .config import Config, import_hook
 from .engine import FlagEngine
 from .guards import FlagRequired
 from .headers import private_cache_control
@@ -43,7 +47,18 @@ class HeapFlags:
         *,
         engine: FlagEngine | None = None,
         static_url_path: str | None = "/vwo-heap",
+        identity_resolver: Any = None,  # request -> identity | None (your login), or a path
+        fallback_user_id: Any = None,  # request -> user id | None, for visitors with none
+        context_enricher: Any = None,  # request -> {name: value}: more custom variables
     ) -> None:
+        hooks = {
+            "identity_resolver": identity_resolver,
+            "fallback_user_id": fallback_user_id,
+            "context_enricher": context_enricher,
+        }
+        self.hooks = {name: hook for name, hook in hooks.items() if hook is not None}
+        if engine is not None and self.hooks:
+            raise TypeError("give the hooks to the engine's Config, or give no engine")
         self.engine = engine
         self.static_url_path = static_url_path
         if app is not None:
@@ -52,7 +67,9 @@ class HeapFlags:
     def init_app(self, app: Flask) -> None:
         if self.engine is None:
             # The same keys as the environment: app.config first, then os.environ.
-            self.engine = FlagEngine(Config.from_env(ChainMap(app.config, os.environ)))
+            hooks = {name: import_hook(hook) for name, hook in self.hooks.items()}
+            config = Config.from_env(ChainMap(app.config, os.environ), **hooks)
+            self.engine = FlagEngine(config)
         app.extensions[EXTENSION] = self
         app.jinja_env.globals["flags"] = LocalProxy(_current)
         app.before_request(self._before_request)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core import checks
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from tests.django.conftest import MIDDLEWARE, VWO_HEAP
-from vwo_heap_middleware.django.settings import config_from_settings
+from vwo_heap_middleware.django.settings import PROCESS_ENGINE, config_from_settings
 
 
 def run() -> list[checks.CheckMessage]:
@@ -23,7 +25,7 @@ def test_a_good_configuration_passes() -> None:
     [
         ({**VWO_HEAP, "gateway_url": "ftp://x"}, "gateway_url must be an http:// or https:// URL"),
         ({**VWO_HEAP, "evaluation_timeout": 0}, "evaluation_timeout must be"),
-        ({**VWO_HEAP, "flag": ("x",)}, "VWO_HEAP has keys Config does not know: flag"),
+        ({**VWO_HEAP, "flag": ("x",)}, "VWO_HEAP has keys Config does not know: 'flag'"),
     ],
 )
 def test_a_bad_configuration_is_an_error_naming_what_to_fix(
@@ -54,3 +56,27 @@ def test_a_missing_or_misplaced_middleware() -> None:
     heap = {**VWO_HEAP, "identity_resolver": lambda request: None}
     with override_settings(MIDDLEWARE=[MIDDLEWARE[2], *MIDDLEWARE[:2]], VWO_HEAP=heap):
         assert [m.id for m in run()] == ["vwo_heap.W001"]
+
+
+def test_hooks_may_be_dotted_paths() -> None:
+    heap = {**VWO_HEAP, "identity_resolver": "tests.django.identity.from_login_header"}
+    with override_settings(VWO_HEAP=heap):
+        PROCESS_ENGINE.forget()
+        try:
+            response = Client().get("/state", headers={"X-Test-Login": "vip@example.com"})
+        finally:
+            PROCESS_ENGINE.forget()
+    assert json.loads(response.content)["identity"] == "vip@example.com"
+
+
+def test_every_unknown_key_and_bad_path_is_said_at_once() -> None:
+    heap = {**VWO_HEAP, "flag": ("x",), "identity_resolvr": "x"}
+    with override_settings(VWO_HEAP=heap):
+        errors = run()
+    assert [e.id for e in errors] == ["vwo_heap.E001"]
+    message = errors[0].msg
+    assert "'flag' (did you mean 'flags'?)" in message
+    assert "'identity_resolvr' (did you mean 'identity_resolver'?)" in message
+    with override_settings(VWO_HEAP={**VWO_HEAP, "identity_resolver": "tests.nowhere.f"}):
+        (error,) = run()
+    assert "VWO_HEAP['identity_resolver']: cannot import 'tests.nowhere.f'" in error.msg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import threading
 from collections import ChainMap
@@ -10,20 +11,41 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from ..config import ENVIRONMENT, Config
+from ..config import ENVIRONMENT, Config, import_hook
 from ..engine import FlagEngine
+
+HOOKS = ("identity_resolver", "fallback_user_id", "context_enricher")
 
 
 def config_from_settings() -> Config:
     """``VWO_HEAP = {...}`` (``Config``'s field names) wins; then settings named like the
     environment variables (``VWO_ACCOUNT_ID``, ``VWO_HEAP_FLAGS``, ...); then the environment.
-    A mistake raises ``ValueError``/``TypeError`` naming the setting to fix."""
+    Hooks may be dotted paths, imported here (once the app registry is ready, as Django does
+    for ``AUTHENTICATION_BACKENDS``). A mistake raises ``ValueError``/``TypeError`` naming the
+    setting to fix; every unknown key at once, each with a did-you-mean."""
     named = {name: getattr(settings, name) for name in ENVIRONMENT if hasattr(settings, name)}
     fields: dict[str, Any] = dict(getattr(settings, "VWO_HEAP", None) or {})
-    unknown = set(fields) - set(Config.__dataclass_fields__) - {"proxy_networks"}
+    known = set(Config.__dataclass_fields__) - {"proxy_networks"}
+    unknown = sorted(set(fields) - known)
     if unknown:
-        raise TypeError(f"VWO_HEAP has keys Config does not know: {', '.join(sorted(unknown))}")
+        said = [f"{key!r}{_did_you_mean(key, known)}" for key in unknown]
+        raise TypeError(f"VWO_HEAP has keys Config does not know: {', '.join(said)}")
+    problems = []
+    for name in HOOKS:
+        try:
+            fields[name] = import_hook(fields[name]) if name in fields else None
+        except ValueError as error:
+            problems.append(f"VWO_HEAP[{name!r}]: {error}")
+        if fields[name] is None:
+            del fields[name]
+    if problems:
+        raise ValueError("; ".join(problems))
     return Config.from_env(ChainMap(named, os.environ), **fields)
+
+
+def _did_you_mean(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class ProcessEngine:
