@@ -307,8 +307,8 @@ def burst(url: str, identities: list[str], connections: int) -> list[int]:
 def test_memory_is_bounded_by_the_cache_sizes() -> None:
     """200,000 distinct visitors through one engine: RSS stops growing once caches are full."""
     engine = FlagEngine.offline(
-        flags=DATA / "flags_all_rules.toml",
-        segments={"vip_list": [f"v{n}" for n in range(100)]},
+        offline_flags=DATA / "flags_all_rules.toml",
+        offline_segments={"vip_list": [f"v{n}" for n in range(100)]},
         cache_size=20_000,
     )
     try:

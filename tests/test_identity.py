@@ -282,3 +282,17 @@ def test_a_cut_cookie_header_is_said_once_at_debug(
             assert identity_from_cookies(header).identity is None, "past 64 KiB: not read"
     said = [r for r in caplog.records if r.msg == identity.COOKIE_CUT]
     assert len(said) == 1 and said[0].levelname == "DEBUG"
+
+
+@pytest.mark.parametrize("identity_", ["josé@example.com", "ünïcödé", "名前@例え.jp"])
+def test_raw_utf8_in_a_cookie_reads_as_the_header_does(identity_: str) -> None:
+    """Issue: raw (not percent-encoded) UTF-8 in a Heap cookie read as latin-1 (``josÃ©``)
+    while the identity header decoded it as UTF-8: one rule for both."""
+    raw = '{"userId":"1","identity":"' + identity_ + '"}'
+    as_server_gives_it = raw.encode("utf-8").decode("latin-1")  # WSGI and ASGI: latin-1 text
+    from_cookie = identity_from_cookies(cookie(as_server_gives_it))
+    from_header = identity_from_header(identity_.encode("utf-8"))
+    assert from_cookie.identity == from_header.identity == identity_
+    assert identity_from_cookies(cookie(quote(raw))).identity == identity_, "percent-encoded too"
+    broken = (raw.encode("utf-8")[:-4] + b'\xff"}').decode("latin-1")
+    assert identity_from_cookies(cookie(broken)) is ANONYMOUS, "not UTF-8: nobody"

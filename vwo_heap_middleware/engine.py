@@ -2,9 +2,7 @@
 
 It builds every part and hands each its collaborators (gateway client, Redis, event spool, SDK
 door, lookups, caches, decider, settings loop). A decision is planned (pure), its lookups started
-and waited for (the one step where ``decide`` and ``decide_async`` differ), finished (pure), and
-its events spooled.
-"""
+and waited for (where ``decide`` and ``decide_async`` differ), finished (pure), events spooled."""
 
 from __future__ import annotations
 
@@ -79,10 +77,14 @@ class FlagEngine:
 
     @classmethod
     def offline(
-        cls, flags: FlagsSource, segments: SegmentsSource | None = None, **config: Any
+        cls,
+        offline_flags: FlagsSource,
+        offline_segments: SegmentsSource | None = None,
+        **config: Any,
     ) -> FlagEngine:
-        """An engine deciding from files, ready at once: no network, impressions counted."""
-        return cls(Config(offline_flags=flags, offline_segments=segments, **config))
+        """An engine deciding from files (``Config``'s fields of those names), ready at once:
+        no network, impressions counted."""
+        return cls(Config(offline_flags=offline_flags, offline_segments=offline_segments, **config))
 
     def start(self) -> None:
         """Begin loading settings in the background; returns at once. Safe to call again, and
@@ -224,8 +226,7 @@ class FlagEngine:
         return recalled
 
     def explain(self, key: str, visitor: Visitor, timeout: float | None = None) -> Explanation:
-        """Why ``visitor`` gets flag ``key`` (``explain.Explanation``); sends no impression.
-        Waits for settings at most ``startup_wait`` s, for lookups at most ``timeout`` s."""
+        """Why ``visitor`` gets flag ``key``, sending no impression (see ``explain``)."""
         index = self._index if self.wait_ready(self.config.startup_wait) else None
         return explain(self._decider, self._lookups, index, key, visitor, timeout)
 

@@ -83,12 +83,16 @@ def identity_refusal(value: object) -> str | None:
 
 @functools.lru_cache(maxsize=2048)  # a returning visitor sends the same value on every request
 def parse_heap_cookie(raw_value: str, source: str) -> HeapIdentity | None:
-    """Decode one Heap cookie value; None when it is not a readable Heap cookie."""
+    """Decode one Heap cookie value; None when it is not a readable Heap cookie. Servers give
+    header bytes as latin-1 text: raw (not percent-encoded) bytes are UTF-8, as in the identity
+    header, so ``josé`` is ``josé`` whichever way it came."""
     if len(raw_value) > MAX_COOKIE_VALUE:
         return None
     try:  # numbers stay strings: a numeric identity keeps its digits, and no huge-int parsing
+        if not raw_value.isascii():
+            raw_value = raw_value.encode("latin-1").decode("utf-8")
         document = json.loads(unquote(raw_value, errors="strict"), parse_int=str, parse_float=str)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # UnicodeError is a ValueError
         return None
     if not isinstance(document, dict):
         return None

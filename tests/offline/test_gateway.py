@@ -26,7 +26,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def engine() -> Iterator[FlagEngine]:
-    engine = FlagEngine.offline(flags=DEMO_FLAGS, segments=DEMO_SEGMENTS)
+    engine = FlagEngine.offline(offline_flags=DEMO_FLAGS, offline_segments=DEMO_SEGMENTS)
     yield engine
     engine.close()
 
@@ -47,7 +47,7 @@ def test_decides_at_once_from_files(engine: FlagEngine) -> None:
 
 def test_same_decisions_as_the_gateway_backed_engine(engine: FlagEngine) -> None:
     """The same path as production: the A/B split of the offline engine is VWO's."""
-    with_gateway = FlagEngine.offline(flags=DATA / "flags_all_rules.toml", decision_ttl=0)
+    with_gateway = FlagEngine.offline(offline_flags=DATA / "flags_all_rules.toml", decision_ttl=0)
     try:
         users = [f"user-{n}" for n in range(40)]
         colors = {
@@ -61,21 +61,23 @@ def test_same_decisions_as_the_gateway_backed_engine(engine: FlagEngine) -> None
 
 def test_settings_json_and_documents(tmp_path: Path) -> None:
     raw = DATA / "raw_settings.json"
-    engine = FlagEngine.offline(flags=raw, segments={"vip_list": ["Zoë@example.com"]})
+    engine = FlagEngine.offline(
+        offline_flags=raw, offline_segments={"vip_list": ["Zoë@example.com"]}
+    )
     try:
         zoe = visitor(engine.config, "Zoë@example.com")
         assert engine.decide(zoe, ["vip_segment"])["vip_segment"].enabled
     finally:
         engine.close()
     document = {"account_id": 9, "flags": [{"key": "on", "rules": [{"type": "everyone"}]}]}
-    engine = FlagEngine.offline(flags=document)
+    engine = FlagEngine.offline(offline_flags=document)
     try:
         assert engine.decide(visitor(engine.config, "x"), ["on"])["on"].enabled
         assert engine.config.account_id == "9"
     finally:
         engine.close()
     settings = json.loads(raw.read_text(encoding="utf-8"))
-    engine = FlagEngine.offline(flags=settings)
+    engine = FlagEngine.offline(offline_flags=settings)
     engine.close()
 
 
@@ -101,7 +103,7 @@ def test_bad_files_fail_at_configuration_time(tmp_path: Path) -> None:
     broken = tmp_path / "flags.toml"
     broken.write_text("[[flags]]\nkey = 'x'\n[[flags.rules]]\ntype = 'nope'\n", encoding="utf-8")
     with pytest.raises(DataFileError, match="flag 'x', rule 1: 'type' must be one of"):
-        FlagEngine.offline(flags=broken)
+        FlagEngine.offline(offline_flags=broken)
 
 
 LOCATION = {
@@ -126,7 +128,7 @@ def test_offline_each_vwo_variable_is_optional(
         engines = [
             FlagEngine(Config.from_env(environ)),
             FlagEngine(Config(offline_flags=DEMO_FLAGS, offline_segments=DEMO_SEGMENTS, **kwargs)),
-            FlagEngine.offline(flags=DEMO_FLAGS, segments=DEMO_SEGMENTS, **kwargs),
+            FlagEngine.offline(offline_flags=DEMO_FLAGS, offline_segments=DEMO_SEGMENTS, **kwargs),
         ]
     try:
         for engine in engines:

@@ -32,7 +32,7 @@ STRANGER = "bob@example.com"  # not in the demo segment
 
 @pytest.fixture
 def engine() -> Iterator[FlagEngine]:
-    engine = FlagEngine.offline(flags=DEMO_FLAGS, segments=DEMO_SEGMENTS)
+    engine = FlagEngine.offline(offline_flags=DEMO_FLAGS, offline_segments=DEMO_SEGMENTS)
     yield engine
     engine.close()
 
@@ -113,7 +113,9 @@ def test_fastapi_guards_dependencies_and_state_see_overrides(engine: FlagEngine)
 def test_flask_app_factories_and_overrides() -> None:
     def create_app() -> Flask:
         app = Flask(__name__)
-        HeapFlags(app, engine=FlagEngine.offline(flags=DEMO_FLAGS, segments=DEMO_SEGMENTS))
+        HeapFlags(
+            app, engine=FlagEngine.offline(offline_flags=DEMO_FLAGS, offline_segments=DEMO_SEGMENTS)
+        )
 
         @app.get("/")
         def index() -> str:

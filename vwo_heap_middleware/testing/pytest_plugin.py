@@ -59,7 +59,7 @@ def flag_engine(pytestconfig: pytest.Config) -> Iterator[FlagEngine]:
     if flags is None:
         raise pytest.UsageError(NO_FLAGS_FILE)
     segments = _path(pytestconfig, "vwo_heap_segments", "VWO_HEAP_OFFLINE_SEGMENTS")
-    engine = FlagEngine.offline(flags=flags, segments=segments)
+    engine = FlagEngine.offline(offline_flags=flags, offline_segments=segments)
     engine.start()
     try:
         yield engine
