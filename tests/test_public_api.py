@@ -222,3 +222,17 @@ def test_every_documented_import_path_works() -> None:
         if not hasattr(importlib.import_module(module), name)
     ]
     assert missing == []
+
+
+def test_the_guards_are_one_family_importable_from_each_adapter() -> None:
+    """Issue: requires_flag, require_flag, flag_required and flag_permission in four modules."""
+    import importlib
+
+    for module in ("starlette", "fastapi", "flask", "wsgi", "django"):
+        adapter = importlib.import_module(f"vwo_heap_middleware.{module}")
+        assert callable(adapter.requires_flag), module
+    from vwo_heap_middleware.django import RequiresFlagMixin, requires_flag_permission
+    from vwo_heap_middleware.fastapi import requires_flag_dependency
+
+    assert RequiresFlagMixin.requires_flag_key == ""
+    assert callable(requires_flag_permission) and callable(requires_flag_dependency)

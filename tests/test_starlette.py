@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket
 
 from tests.support import MEMBER, EngineFactory, v5
 from vwo_heap_middleware import FlagDecision, FlagEngine, FlagRequired, get_flags, requires_flag
-from vwo_heap_middleware.fastapi import require_flag
+from vwo_heap_middleware.fastapi import requires_flag_dependency
 from vwo_heap_middleware.guards import NO_MIDDLEWARE
 from vwo_heap_middleware.starlette import HeapFlagsMiddleware, flags_context
 from vwo_heap_middleware.testing.gateway import LocalGateway
@@ -171,7 +171,7 @@ def test_no_open_redirects(target: str) -> None:
     with pytest.raises(ValueError, match="relative path"):
         requires_flag("x", redirect_to=target)
     with pytest.raises(ValueError, match="relative path"):
-        require_flag("x", redirect_to=target)
+        requires_flag_dependency("x", redirect_to=target)
 
 
 def test_template_output_is_escaped(engine: FlagEngine, tmp_path: Path) -> None:
@@ -263,14 +263,15 @@ def fastapi_app(engine: FlagEngine) -> FastAPI:
 
     @app.get("/depends")
     async def depends(
-        decision: Annotated[FlagDecision, Depends(require_flag("premium_checkout"))],
+        decision: Annotated[FlagDecision, Depends(requires_flag_dependency("premium_checkout"))],
     ) -> dict[str, Any]:
         return {"tier": decision.variable("tier_label")}
 
     @app.get("/depends-redirect")
     async def depends_redirect(
         decision: Annotated[
-            FlagDecision, Depends(require_flag("premium_checkout", redirect_to="/pricing"))
+            FlagDecision,
+            Depends(requires_flag_dependency("premium_checkout", redirect_to="/pricing")),
         ],
     ) -> dict[str, str]:
         return {}

@@ -1,4 +1,5 @@
-"""FastAPI dependency: ``Depends(require_flag("key"))`` on a path operation or a router.
+"""FastAPI: ``Depends(requires_flag_dependency("key"))`` on a path operation or a router (and
+``@requires_flag``, the decorator every adapter offers).
 
 The path operation runs only when the flag is on; the dependency's value is the decision.
 """
@@ -13,11 +14,12 @@ from starlette.requests import Request
 
 from .decision import FlagDecision
 from .guards import refusal
+from .guards import requires_flag as requires_flag  # the decorator, from each adapter
 from .request_flags import RequestFlags
 
 
 @functools.cache
-def require_flag(
+def requires_flag_dependency(
     key: str, *, status: int = 404, redirect_to: str | None = None
 ) -> Callable[[Request], Awaitable[FlagDecision]]:
     """A dependency that refuses the request unless flag ``key`` is on (fails closed).

@@ -27,6 +27,7 @@ from .browser import STATIC_DIR
 from .config import Config, import_hook
 from .engine import FlagEngine
 from .guards import FlagRequired
+from .guards import requires_flag as requires_flag  # the guard, from each adapter
 from .headers import private_cache_control
 from .request_flags import RequestFlags, open_request
 from .visitor import RequestFacts

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .engine import FlagEngine
 from .guards import FlagRequired
+from .guards import requires_flag as requires_flag  # the guard, from each adapter
 from .headers import ResponseHeaders
 from .request_flags import RequestFlags, open_request_async
 from .visitor import RequestFacts

@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from .engine import FlagEngine
-from .guards import FlagRequired
+from .guards import FlagRequired, requires_flag
 from .headers import ResponseHeaders
 from .request_flags import open_request
 from .visitor import RequestFacts
@@ -20,7 +20,13 @@ from .visitor import RequestFacts
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-__all__ = ["ENVIRON_KEY", "FlagRequired", "HeapFlagsWSGIMiddleware", "with_flag_headers"]
+__all__ = [
+    "ENVIRON_KEY",
+    "FlagRequired",
+    "HeapFlagsWSGIMiddleware",
+    "requires_flag",
+    "with_flag_headers",
+]
 
 ENVIRON_KEY = "vwo_heap.flags"
 

@@ -53,9 +53,28 @@ def test_drf_views_read_request_flags_and_are_guarded() -> None:
     client = Client()
     allowed = client.get("/api/premium", **MEMBER)
     assert json.loads(allowed.content) == {"premium": True}, "a serializer read request.flags"
-    assert client.get("/api/premium", **STRANGER).status_code == 403
+    hidden = client.get("/api/premium", **STRANGER)
+    anonymous = client.get("/api/premium")
+    for refused_ in (
+        hidden,
+        anonymous,
+    ):  # issue: 403 naming the flag; "credentials..." when anonymous
+        assert refused_.status_code == 404, refused_.content
+        assert b"premium_checkout" not in refused_.content
+        assert b"credentials" not in refused_.content
     listed = client.get("/api/offers/", **MEMBER)
     assert json.loads(listed.content) == {"tier": "<b>Gold</b>"}, "through DRF's Request"
     assert json.loads(client.get("/api/offers/7/", **MEMBER).content) == {"offer": "7"}
     refused = client.get("/api/offers/7/", **STRANGER)
     assert refused.status_code == 404 and refused["Content-Type"] == "application/json"
+
+
+def test_a_drf_permission_may_refuse_with_403_without_naming_the_flag() -> None:
+    from rest_framework.test import APIRequestFactory
+
+    from vwo_heap_middleware.django import requires_flag_permission
+
+    permission = requires_flag_permission("premium_checkout", status=403)()
+    request = APIRequestFactory().get("/")
+    assert permission.has_permission(request, None) is False  # no request flags: off
+    assert "premium_checkout" not in str(getattr(permission, "message", ""))

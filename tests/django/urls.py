@@ -17,8 +17,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from vwo_heap_middleware import RequestFlags, get_flags
-from vwo_heap_middleware.django import FlagRequiredMixin, requires_flag, vary_on_flags
-from vwo_heap_middleware.django.guards import flag_permission
+from vwo_heap_middleware.django import RequiresFlagMixin, requires_flag, vary_on_flags
+from vwo_heap_middleware.django.guards import requires_flag_permission
 
 
 def show_toolbar(request: HttpRequest) -> bool:
@@ -68,16 +68,16 @@ def handled(request: HttpRequest) -> HttpResponse:
     return HttpResponse("premium")
 
 
-class PremiumView(FlagRequiredMixin, View):
-    flag_required = "premium_checkout"
+class PremiumView(RequiresFlagMixin, View):
+    requires_flag_key = "premium_checkout"
 
     def get(self, request: HttpRequest) -> HttpResponse:
         return HttpResponse("premium class")
 
 
-class PremiumAsyncView(FlagRequiredMixin, View):
-    flag_required = "premium_checkout"
-    flag_redirect_to = "/pricing"
+class PremiumAsyncView(RequiresFlagMixin, View):
+    requires_flag_key = "premium_checkout"
+    requires_flag_redirect_to = "/pricing"
 
     async def get(self, request: HttpRequest) -> HttpResponse:
         return HttpResponse("premium async class")
@@ -135,7 +135,7 @@ class FlagsSerializer(serializers.Serializer):
 
 
 class PremiumApi(APIView):
-    permission_classes = [flag_permission("premium_checkout")]
+    permission_classes = [requires_flag_permission("premium_checkout")]
 
     def get(self, request: Request) -> Response:
         return Response(FlagsSerializer({}, context={"request": request}).data)

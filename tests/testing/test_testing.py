@@ -20,7 +20,7 @@ from werkzeug.test import Client
 
 from tests.support import DEMO_FLAGS, DEMO_SEGMENTS, ROOT, visitor
 from vwo_heap_middleware import FlagDecision, FlagEngine, Reason, requires_flag
-from vwo_heap_middleware.fastapi import require_flag
+from vwo_heap_middleware.fastapi import requires_flag_dependency
 from vwo_heap_middleware.flask import HeapFlags
 from vwo_heap_middleware.starlette import HeapFlagsMiddleware
 from vwo_heap_middleware.testing import override_flags
@@ -92,7 +92,7 @@ def test_fastapi_guards_dependencies_and_state_see_overrides(engine: FlagEngine)
 
     @app.get("/tier")
     async def tier(
-        decision: Annotated[FlagDecision, Depends(require_flag("premium_checkout"))],
+        decision: Annotated[FlagDecision, Depends(requires_flag_dependency("premium_checkout"))],
     ) -> str:
         return str(decision.variable("tier_label"))
 
@@ -105,7 +105,9 @@ def test_fastapi_guards_dependencies_and_state_see_overrides(engine: FlagEngine)
             assert client.get("/tier").json() == "Test"
     with TestClient(app) as client:  # a second lifespan on the same engine
         assert client.get("/premium").status_code == 404
-    app.dependency_overrides[require_flag("premium_checkout")] = lambda: FlagDecision("x", True)
+    app.dependency_overrides[requires_flag_dependency("premium_checkout")] = lambda: FlagDecision(
+        "x", True
+    )
     with TestClient(app) as client:
         assert client.get("/tier").status_code == 200, "the same callable for the same arguments"
 

@@ -1,9 +1,9 @@
 """``vwo-heap check``: the flag keys and variables an app's code and templates use, against VWO's
 settings.
 
-Python is read with ``ast`` (``requires_flag("…")``, ``flag_permission("…")``,
+Python is read with ``ast`` (``requires_flag("…")`` and the other guards,
 ``flags.enabled("…")``, ``flags.variable("…", "…", default)``, ``flags["…"]``,
-``flag_required = "…"``, ``override_flags({...})``, ``flag_overrides.set("…")``, Django's
+``requires_flag_key = "…"``, ``override_flags({...})``, ``flag_overrides.set("…")``, Django's
 ``VWO_HEAP = {"flags": (...)}``); templates with patterns (Jinja's ``flags.enabled('…')`` and
 ``flags.variable('…', '…', default)``, the Django tags ``{% flag "…" %}`` and
 ``{% flag_variable "…" "…" default %}``); any file for ``VWO_HEAP_FLAGS=…``.
@@ -30,6 +30,7 @@ TEMPLATE_SUFFIXES = frozenset({".html", ".htm", ".jinja", ".jinja2", ".j2", ".tx
 CONFIG_NAMES = frozenset({".env", "Makefile", "Dockerfile", "Procfile"})
 CONFIG_SUFFIXES = frozenset({".env", ".toml", ".yaml", ".yml", ".ini", ".cfg", ".sh"})
 NO_DEFAULT = object()
+GUARDS = frozenset({"requires_flag", "requires_flag_dependency", "requires_flag_permission"})
 MAX_SOURCE_BYTES = 16 * 1024 * 1024  # a file larger than this is not read (generated, a dump)
 
 
@@ -225,7 +226,7 @@ def _call(path: str, node: ast.Call) -> list[Usage]:
     name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
     args = node.args
     first = _string(args[0]) if args else None
-    if name in ("requires_flag", "flag_permission") and first is not None:
+    if name in GUARDS and first is not None:
         return [Usage(path, node.lineno, first)]
     if name == "override_flags" and args and isinstance(args[0], ast.Dict):
         keys = [_string(k) for k in args[0].keys if k is not None]
@@ -252,7 +253,7 @@ def _call(path: str, node: ast.Call) -> list[Usage]:
 def _assignment(path: str, node: ast.Assign) -> list[Usage]:
     targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
     value = node.value
-    if "flag_required" in targets and (key := _string(value)) is not None:
+    if "requires_flag_key" in targets and (key := _string(value)) is not None:
         return [Usage(path, node.lineno, key)]
     if "VWO_HEAP" in targets and isinstance(value, ast.Dict):
         for key_node, item in zip(value.keys, value.values, strict=True):

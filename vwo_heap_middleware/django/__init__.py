@@ -19,8 +19,15 @@
 from __future__ import annotations
 
 from .caching import vary_on_flags
-from .guards import FlagRequiredMixin, requires_flag
+from .guards import RequiresFlagMixin, requires_flag, requires_flag_permission
 from .middleware import HeapFlagsMiddleware
 from .settings import engine
 
-__all__ = ["FlagRequiredMixin", "HeapFlagsMiddleware", "engine", "requires_flag", "vary_on_flags"]
+__all__ = [
+    "HeapFlagsMiddleware",
+    "RequiresFlagMixin",
+    "engine",
+    "requires_flag",
+    "requires_flag_permission",
+    "vary_on_flags",
+]

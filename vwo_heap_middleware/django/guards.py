@@ -1,5 +1,6 @@
-"""Guards the Django way: ``@requires_flag`` on function views and ``ViewSet`` actions (sync and
-async), ``FlagRequiredMixin`` on class-based views, ``flag_permission`` for DRF."""
+"""Guards the Django way, one name family: ``@requires_flag`` on function views and ``ViewSet``
+actions (sync and async), ``RequiresFlagMixin`` on class-based views,
+``requires_flag_permission`` for DRF. Each hides the flag by default: a 404 that names nothing."""
 
 from __future__ import annotations
 
@@ -34,18 +35,20 @@ def requires_flag(
     return guards.requires_flag(key, handler=handler or refuse)
 
 
-class FlagRequiredMixin:
-    """For class-based views: ``flag_required = "key"`` (and ``flag_status``,
-    ``flag_redirect_to``); the view runs only when the flag is on. Async views decide without
-    blocking the loop."""
+class RequiresFlagMixin:
+    """For class-based views: ``requires_flag_key = "key"`` (and ``requires_flag_status``,
+    ``requires_flag_redirect_to``); the view runs only when the flag is on. Async views decide
+    without blocking the loop."""
 
-    flag_required: str = ""
-    flag_status: int = 404
-    flag_redirect_to: str | None = None
+    requires_flag_key: str = ""
+    requires_flag_status: int = 404
+    requires_flag_redirect_to: str | None = None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         guard = requires_flag(
-            self.flag_required, status=self.flag_status, redirect_to=self.flag_redirect_to
+            self.requires_flag_key,
+            status=self.requires_flag_status,
+            redirect_to=self.requires_flag_redirect_to,
         )
         parent = super().dispatch  # type: ignore[misc]
         if getattr(self, "view_is_async", False):
@@ -58,19 +61,25 @@ class FlagRequiredMixin:
         return guard(parent)(request, *args, **kwargs)
 
 
-def flag_permission(key: str) -> type[Any]:
+def requires_flag_permission(key: str, *, status: int = 404) -> type[Any]:
     """A DRF permission class allowing a view only when flag ``key`` is on::
 
-    permission_classes = [IsAuthenticated & flag_permission("premium_checkout")]
-    """
+        permission_classes = [IsAuthenticated & requires_flag_permission("premium_checkout")]
+
+    When it is off: DRF's 404 (``NotFound``), as ``@requires_flag`` answers, so the flag stays
+    hidden (for an anonymous visitor too: no "credentials were not provided"); ``status=403``:
+    DRF's usual refusal, whose message does not name the flag either."""
+    from rest_framework.exceptions import NotFound
     from rest_framework.permissions import BasePermission
 
-    class HasFlag(BasePermission):
-        message = f"flag {key!r} required"
-
+    class RequiresFlag(BasePermission):
         def has_permission(self, request: Any, view: Any) -> bool:
             flags = get_flags()
-            return flags is not None and flags.enabled(key)
+            if flags is not None and flags.enabled(key):
+                return True
+            if status == 404:
+                raise NotFound()
+            return False
 
-    HasFlag.__name__ = HasFlag.__qualname__ = f"HasFlag_{key}"
-    return HasFlag
+    RequiresFlag.__name__ = RequiresFlag.__qualname__ = f"RequiresFlag_{key}"
+    return RequiresFlag

@@ -6,7 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from vwo_heap_middleware.django import requires_flag
-from vwo_heap_middleware.django.guards import flag_permission
+from vwo_heap_middleware.django.guards import requires_flag_permission
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -19,7 +19,7 @@ def premium(request: HttpRequest) -> HttpResponse:
 
 
 @api_view(["GET"])
-@permission_classes([flag_permission("premium_checkout")])
+@permission_classes([requires_flag_permission("premium_checkout")])
 def offer(request: Request) -> Response:
     return Response({"tier": request.flags.variable("premium_checkout", "tier_label", "-")})
 
