@@ -8,6 +8,7 @@ native evaluator leaves it to the SDK, but no walk.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,9 +122,10 @@ def explain(
     if key not in index.flags:
         decision = decider.defaults([key], Reason.UNKNOWN_FLAG)[key]
         known = ", ".join(sorted(index.flags)) or "none"
-        return Explanation(
-            key, decision, note=f"the settings have no such flag (they have {known})"
-        )
+        close = difflib.get_close_matches(key, sorted(index.flags), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        note = f"the settings have no such flag ({hint}they have {known})"
+        return Explanation(key, decision, note=note)
     if visitor.context is None:
         decision = decider.defaults([key], Reason.NO_USER)[key]
         return Explanation(key, decision, note="no Heap identity or user id: nothing to evaluate")

@@ -295,3 +295,43 @@ def test_check_numbers_lines_in_linear_time(tmp_path: Path) -> None:
     found = usage.usages([template])
     assert time.monotonic() - started < 10.0
     assert [u.line for u in found[-2:]] == [99_999, 100_000]
+
+
+def test_check_reads_client_flags_and_override_variables(tmp_path: Path) -> None:
+    """Issue: misspelt client flags and override variables passed unnoticed."""
+    (tmp_path / "settings.py").write_text(
+        'VWO_HEAP = {"flags": ("premium_checkout",), "client_flags": ("new_baner",)}\n',
+        encoding="utf-8",
+    )
+    (tmp_path / ".env").write_text("VWO_HEAP_CLIENT_FLAGS=new_banner,premium_chekout\n")
+    (tmp_path / "test_views.py").write_text(
+        "def test_it(flag_overrides):\n"
+        '    flag_overrides.set("premium_checkout", enabled=True, variables={"tier": "Gold"})\n',
+        encoding="utf-8",
+    )
+    done = run(*OFFLINE, "check", str(tmp_path))
+    assert done.returncode == 1
+    said = done.stdout
+    assert "unknown flag 'premium_chekout' (did you mean 'premium_checkout'?)" in said
+    assert "unknown flag 'new_baner' (did you mean 'new_banner'?)" in said
+    assert "flag 'premium_checkout' has no variable 'tier' (did you mean 'tier_label'?)" in said
+
+
+def test_explain_suggests_the_flag_meant() -> None:
+    done = run(*OFFLINE, "explain", "premium_chekout", "--identity", "a@b.c")
+    assert done.returncode == 1 and "did you mean 'premium_checkout'?" in done.stdout
+
+
+def test_help_is_whole_and_every_option_says_what_it_is() -> None:
+    """Issue: ``--help`` was cut mid-sentence with reST markup; several options had no help."""
+    import argparse
+
+    from vwo_heap_middleware.cli import _parser
+
+    top = run("--help").stdout
+    assert "``" not in top and "exit status" in top and "offline from files" in top
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"vwo-heap {name} {action.dest} has no help text"

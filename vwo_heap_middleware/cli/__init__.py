@@ -30,6 +30,18 @@ from . import usage
 logger = logging.getLogger("vwo_heap_middleware")
 
 
+DESCRIPTION = (
+    "Why a visitor gets a flag, whether your code's flag keys exist, and what the VWO settings\n"
+    "hold. Reads the app's environment (VWO_ACCOUNT_ID, VWO_SDK_KEY, VWO_GATEWAY_URL,\n"
+    "VWO_HEAP_*), or works offline from files (--flags FILE [--segments FILE])."
+)
+EPILOG = (
+    "exit status: 0 clean; 1 problems found (check) or an unknown flag (explain);\n"
+    "2 a configuration, file or gateway error, said in one line.\n"
+    "also: python -m vwo_heap_middleware"
+)
+
+
 class Failed(Exception):
     """A problem the command reports in one line, exiting with status 2."""
 
@@ -55,7 +67,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vwo-heap", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="vwo-heap",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--flags", metavar="FILE", help="offline: a flags file (TOML or JSON)")
     parser.add_argument("--segments", metavar="FILE", help="offline: Heap segments (JSON, CSV)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for VWO")
@@ -63,20 +80,22 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     explain = commands.add_parser("explain", help="why a visitor gets a flag")
-    explain.add_argument("flag")
+    explain.add_argument("flag", help="the flag key")
     explain.add_argument("--identity", help="the Heap identity (heap.identify)")
     explain.add_argument("--user-id", help="the VWO user id (default: the identity)")
     explain.add_argument(
         "--var", action="append", default=[], metavar="NAME=VALUE", help="a custom variable"
     )
-    explain.add_argument("--user-agent")
-    explain.add_argument("--ip")
-    explain.add_argument("--json", action="store_true")
+    explain.add_argument("--user-agent", help="the visitor's User-Agent (location/UA rules)")
+    explain.add_argument("--ip", help="the visitor's IP address (location rules)")
+    explain.add_argument("--json", action="store_true", help="the explanation as JSON")
     explain.set_defaults(command=explain_command)
 
     check = commands.add_parser("check", help="the flag keys code and templates use")
-    check.add_argument("paths", nargs="*", default=["."])
-    check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "paths", nargs="*", default=["."], help="files and folders to read (default: .)"
+    )
+    check.add_argument("--json", action="store_true", help="the problems as JSON")
     check.set_defaults(command=check_command)
 
     settings = commands.add_parser("settings", help="the flags, rules and segments in use")

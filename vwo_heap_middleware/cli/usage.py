@@ -53,7 +53,7 @@ _DJANGO_VARIABLE = re.compile(
     rf"{{%\s*flag_variable\s+{_quoted('key')}\s+{_quoted('variable')}"
     r"(?:\s+(?P<default>.+?))?\s*%}"
 )
-_FLAGS_SETTING = re.compile(r"""VWO_HEAP_FLAGS['"]?\s*[:=]\s*['"]?([\w.\-, ]+)""")
+_FLAGS_SETTING = re.compile(r"""VWO_HEAP_(?:CLIENT_)?FLAGS['"]?\s*[:=]\s*['"]?([\w.\-, ]+)""")
 # VWO's variable types and the Python types a default of each may have.
 VARIABLE_TYPES: Mapping[str, tuple[type, ...]] = {
     "string": (str,),
@@ -234,20 +234,35 @@ def _call(path: str, node: ast.Call) -> list[Usage]:
     if not isinstance(function, ast.Attribute) or first is None:
         return []
     if name == "set" and "overrides" in ast.unparse(function.value):
-        return [Usage(path, node.lineno, first)]
+        return [Usage(path, node.lineno, first), *_override_variables(path, node, first)]
     if not _names_flags(function.value):
         return []
     if name == "enabled":
         return [Usage(path, node.lineno, first)]
     if name == "variable" and len(args) >= 2 and (variable := _string(args[1])) is not None:
-        default: Any = NO_DEFAULT
-        if len(args) >= 3:
-            try:
-                default = ast.literal_eval(args[2])
-            except ValueError:
-                default = NO_DEFAULT  # not a literal: its type is not known here
+        default = _literal(args[2]) if len(args) >= 3 else NO_DEFAULT
         return [Usage(path, node.lineno, first, variable, default)]
     return []
+
+
+def _override_variables(path: str, node: ast.Call, key: str) -> list[Usage]:
+    """``flag_overrides.set("key", variables={"name": value})``: each variable, its value as
+    the default whose type is checked."""
+    found = []
+    for keyword in node.keywords:
+        if keyword.arg == "variables" and isinstance(keyword.value, ast.Dict):
+            for name_node, value in zip(keyword.value.keys, keyword.value.values, strict=True):
+                name = _string(name_node) if name_node is not None else None
+                if name is not None:
+                    found.append(Usage(path, node.lineno, key, name, _literal(value)))
+    return found
+
+
+def _literal(node: ast.AST) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return NO_DEFAULT  # not a literal: its type is not known here
 
 
 def _assignment(path: str, node: ast.Assign) -> list[Usage]:
@@ -255,13 +270,14 @@ def _assignment(path: str, node: ast.Assign) -> list[Usage]:
     value = node.value
     if "requires_flag_key" in targets and (key := _string(value)) is not None:
         return [Usage(path, node.lineno, key)]
+    found: list[Usage] = []
     if "VWO_HEAP" in targets and isinstance(value, ast.Dict):
         for key_node, item in zip(value.keys, value.values, strict=True):
-            named_flags = key_node is not None and _string(key_node) == "flags"
-            if named_flags and isinstance(item, (ast.Tuple, ast.List)):
+            named = key_node is not None and _string(key_node) in ("flags", "client_flags")
+            if named and isinstance(item, (ast.Tuple, ast.List)):
                 keys = [_string(element) for element in item.elts]
-                return [Usage(path, node.lineno, k) for k in keys if k is not None]
-    return []
+                found += [Usage(path, node.lineno, k) for k in keys if k is not None]
+    return found
 
 
 def _names_flags(node: ast.AST) -> bool:
