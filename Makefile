@@ -59,8 +59,8 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.fastapi_app
 
 gateway: $(STAMP)
-	$(BIN)/python -m vwo_heap_middleware.testing.gateway --flags examples/gateway/flags.toml \
-		--segments examples/gateway/segments.json --port 8787
+	$(BIN)/python -m vwo_heap_middleware.testing.gateway --flags vwo_heap_middleware/testing/gateway/samples/flags.toml \
+		--segments vwo_heap_middleware/testing/gateway/samples/segments.json --port 8787
 
 bench: $(STAMP) redis-server
 	$(BIN)/python -m bench

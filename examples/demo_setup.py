@@ -10,12 +10,12 @@ from urllib.parse import quote
 
 from vwo_heap_middleware import Config
 from vwo_heap_middleware.request_flags import RequestFlags
-from vwo_heap_middleware.testing.gateway import LocalGateway
+from vwo_heap_middleware.testing.gateway import SAMPLES, LocalGateway
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
-DEMO_FLAGS = HERE / "gateway" / "flags.toml"
-DEMO_SEGMENTS = HERE / "gateway" / "segments.json"
+DEMO_FLAGS = SAMPLES / "flags.toml"  # the samples `--init` writes, shipped in the package
+DEMO_SEGMENTS = SAMPLES / "segments.json"
 DEMO_MEMBER = "ada@example.com"
 _demo_gateway: list[LocalGateway] = []
 

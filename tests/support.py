@@ -19,12 +19,12 @@ import urllib3
 
 from vwo_heap_middleware.config import Config
 from vwo_heap_middleware.engine import FlagEngine
-from vwo_heap_middleware.testing.gateway import LocalGateway
+from vwo_heap_middleware.testing.gateway import SAMPLES, LocalGateway
 from vwo_heap_middleware.visitor import RequestFacts, Visitor, build_visitor
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_FLAGS = ROOT / "examples" / "gateway" / "flags.toml"
-DEMO_SEGMENTS = ROOT / "examples" / "gateway" / "segments.json"
+DEMO_FLAGS = SAMPLES / "flags.toml"
+DEMO_SEGMENTS = SAMPLES / "segments.json"
 DATA = Path(__file__).resolve().parent / "data"
 
 EngineFactory = Callable[..., FlagEngine]

@@ -24,7 +24,7 @@ SCRIPT = re.compile(r'<script type="application/json" id="vwo-heap-flags">(.*)</
 def test_client_flags_are_checked_and_decided_with_every_request() -> None:
     config = Config.from_env(
         {
-            "VWO_HEAP_OFFLINE_FLAGS": "examples/gateway/flags.toml",
+            "VWO_HEAP_OFFLINE_FLAGS": "vwo_heap_middleware/testing/gateway/samples/flags.toml",
             "VWO_HEAP_FLAGS": "premium_checkout",
             "VWO_HEAP_CLIENT_FLAGS": "new_banner,premium_checkout",
         }
@@ -32,7 +32,10 @@ def test_client_flags_are_checked_and_decided_with_every_request() -> None:
     assert config.client_flags == ("new_banner", "premium_checkout")
     assert config.flags == ("premium_checkout", "new_banner")
     with pytest.raises(ValueError, match="client_flags must be VWO feature flag keys"):
-        Config(offline_flags="examples/gateway/flags.toml", client_flags=("bad key",))
+        Config(
+            offline_flags="vwo_heap_middleware/testing/gateway/samples/flags.toml",
+            client_flags=("bad key",),
+        )
 
 
 def test_the_payload_holds_only_allowed_flags_and_reads_the_visitor(
@@ -143,7 +146,7 @@ def test_the_module_is_in_the_package_and_starlette_can_serve_it() -> None:
 
 
 def test_an_engine_without_client_flags_gives_an_empty_payload() -> None:
-    engine = FlagEngine.offline("examples/gateway/flags.toml")
+    engine = FlagEngine.offline("vwo_heap_middleware/testing/gateway/samples/flags.toml")
     engine.start()
     try:
         payload = RequestFlags(engine, visitor(engine.config, "ada@example.com")).client_payload()
@@ -169,7 +172,9 @@ def test_a_non_finite_variable_is_null_in_strict_json(number: float) -> None:
 @pytest.mark.parametrize("kind", ["raw", "hashed", "none"])
 def test_the_user_id_in_the_page_is_as_configured(kind: str) -> None:
     engine = FlagEngine.offline(
-        "examples/gateway/flags.toml", client_flags=("new_banner",), client_user_id=kind
+        "vwo_heap_middleware/testing/gateway/samples/flags.toml",
+        client_flags=("new_banner",),
+        client_user_id=kind,
     )
     engine.start()
     try:
@@ -195,7 +200,7 @@ def test_a_bad_client_user_id_setting_is_said() -> None:
     with pytest.raises(ValueError, match="client_user_id must be one of raw, hashed, none"):
         Config.from_env(
             {
-                "VWO_HEAP_OFFLINE_FLAGS": "examples/gateway/flags.toml",
+                "VWO_HEAP_OFFLINE_FLAGS": "vwo_heap_middleware/testing/gateway/samples/flags.toml",
                 "VWO_HEAP_CLIENT_USER_ID": "x",
             }
         )

@@ -17,5 +17,8 @@ from vwo_heap_middleware.panels import tried_sources
 )
 def test_sources_tried_are_what_can_name_the_visitor(trust: bool, tried: list[str]) -> None:
     """Issue: with trust off the panel listed the header and cookie as identity sources."""
-    config = Config(offline_flags="examples/gateway/flags.toml", trust_client_identity=trust)
+    config = Config(
+        offline_flags="vwo_heap_middleware/testing/gateway/samples/flags.toml",
+        trust_client_identity=trust,
+    )
     assert tried_sources(config) == tried

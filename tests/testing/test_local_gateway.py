@@ -428,3 +428,16 @@ def test_a_gateway_nobody_stopped_does_not_keep_its_process_alive() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
     )
     assert (done.returncode, done.stdout) == (0, "served\n"), done.stderr
+
+
+def test_init_writes_the_samples_a_pip_user_can_start_from(tmp_path: Path) -> None:
+    """Issue: docs/local-gateway.md used ``examples/...`` files that a pip install lacks."""
+    command = [sys.executable, "-m", "vwo_heap_middleware.testing.gateway", "--init"]
+    done = subprocess.run([*command, str(tmp_path / "gw")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    flags, segments = tmp_path / "gw" / "flags.toml", tmp_path / "gw" / "segments.json"
+    assert "premium_checkout" in flags.read_text() and json.loads(segments.read_text())
+    with LocalGateway.from_files(flags_file=flags, segments_file=segments) as gateway:
+        assert json.loads(gateway.app.settings_body)["features"], "a gateway serves them"
+    again = subprocess.run([*command, str(tmp_path / "gw")], capture_output=True, text=True)
+    assert again.returncode == 2 and "not overwritten" in again.stderr

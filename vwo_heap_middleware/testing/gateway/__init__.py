@@ -8,6 +8,8 @@ Needs the ``[gateway]`` extra (werkzeug serves it).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...offline.flags_file import (
     compile_flags,
     load_flags_file,
@@ -19,6 +21,9 @@ from .app import ENDPOINTS, Fault, Faults, GatewayApp
 from .errors import GatewayDataError
 from .server import LocalGateway, load_data
 
+SAMPLES = Path(__file__).resolve().parent / "samples"
+"""The demo's flags file and segments, shipped in the package (``--init DIR`` copies them)."""
+
 __all__ = [
     "ENDPOINTS",
     "Fault",
@@ -26,6 +31,7 @@ __all__ = [
     "GatewayApp",
     "GatewayDataError",
     "LocalGateway",
+    "SAMPLES",
     "build_segments",
     "compile_flags",
     "load_data",

@@ -1,14 +1,18 @@
 """The local gateway's command line.
 
-``python -m vwo_heap_middleware.testing.gateway (--settings F | --flags F) [--segments F] --port N``
+``python -m vwo_heap_middleware.testing.gateway (--settings F | --flags F) [--segments F]
+--port N`` (``--init DIR``: the demo's files to start from).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
+from pathlib import Path
 
+from . import SAMPLES
 from .errors import GatewayDataError
 from .server import LocalGateway
 
@@ -21,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--settings", metavar="FILE", help="raw VWO settings JSON")
     data.add_argument("--flags", metavar="FILE", help="concise flags file (TOML)")
+    data.add_argument(
+        "--init",
+        metavar="DIR",
+        help="write the demo's flags.toml and segments.json into DIR to start from, and stop",
+    )
     parser.add_argument("--segments", metavar="FILE", help="Heap segments: JSON or CSV")
     parser.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
     parser.add_argument("--port", type=int, default=8787)
@@ -33,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key")
     parser.add_argument("--quiet", action="store_true", help="no access log")
     args = parser.parse_args(argv)
+    if args.init is not None:
+        return init(Path(args.init))
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     try:
@@ -59,6 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     with contextlib.suppress(KeyboardInterrupt):
         gateway.serve_forever()
+    return 0
+
+
+def init(directory: Path) -> int:
+    """Copy the sample flags file and segments into ``directory`` (never over a file)."""
+    written = []
+    for sample in sorted(SAMPLES.iterdir()):
+        target = directory / sample.name
+        if target.exists():
+            print(f"error: {target} exists: not overwritten", file=sys.stderr)
+            return 2
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample, target)
+        written.append(str(target))
+    print(f"wrote {', '.join(written)}; now:")
+    print(
+        f"python -m vwo_heap_middleware.testing.gateway --flags {directory / 'flags.toml'} "
+        f"--segments {directory / 'segments.json'} --port 8787"
+    )
     return 0
 
 

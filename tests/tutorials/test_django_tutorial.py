@@ -1,0 +1,175 @@
+"""docs/tutorials/django.md, done as a reader would: ``startproject``, every file the page shows
+(taken from the page itself, so it cannot drift), a real user logged in through Django's own
+login view, and the site driven over HTTP under uvicorn (ASGI) and gunicorn (WSGI)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import DEMO_FLAGS, DEMO_SEGMENTS, ROOT, free_port, gateway_env, v5, wait_until
+from vwo_heap_middleware.testing.gateway import LocalGateway
+
+pytestmark = pytest.mark.integration
+
+PAGE = ROOT / "docs" / "tutorials" / "django.md"
+FILE_BLOCK = re.compile(
+    r"```(?:python|html)\n(?:# file: (?P<py>\S+)(?P<append> \(add at the end\))?"
+    r"|<!-- file: (?P<html>\S+) -->)\n(?P<body>.*?)```",
+    re.S,
+)
+MEMBER, MEMBER_PASSWORD = "ada", "ada-pw-0451"
+OUTSIDER, OUTSIDER_PASSWORD = "bob", "bob-pw-0451"
+
+
+def project_files() -> list[tuple[str, str, bool]]:
+    """(path, text, append) for every file block of the tutorial."""
+    found = []
+    for block in FILE_BLOCK.finditer(PAGE.read_text(encoding="utf-8")):
+        found.append((block["py"] or block["html"], block["body"], bool(block["append"])))
+    return found
+
+
+def manage(project: Path, env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """The tutorial's project, migrated, with a segment member and an outsider as users."""
+    project = tmp_path_factory.mktemp("tutorial")
+    with LocalGateway.from_files(flags_file=DEMO_FLAGS, segments_file=DEMO_SEGMENTS) as gateway:
+        env = gateway_env(
+            gateway,
+            # A test that needs an answer never races the production lookup timeout.
+            VWO_HEAP_LOOKUP_TIMEOUT="10",
+            VWO_HEAP_EVALUATION_TIMEOUT="10",
+            PYTHONPATH=str(project),
+        )
+        subprocess.run(
+            [sys.executable, "-m", "django", "startproject", "shop", str(project)],
+            check=True,
+            env=env,
+            timeout=60,
+        )
+        files = project_files()
+        assert {path for path, _, _ in files} >= {
+            "shop/settings.py",
+            "shop/identity.py",
+            "shop/views.py",
+            "shop/urls.py",
+            "shop/asgi.py",
+            "templates/premium.html",
+        }
+        for path, text, append in files:
+            target = project / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("a" if append else "w", encoding="utf-8") as file:
+                file.write(("\n" if append else "") + text)
+        said = manage(project, env, "check")
+        assert "System check identified no issues" in said
+        manage(project, env, "migrate", "--verbosity", "0")
+        users = (
+            "from django.contrib.auth.models import User; "
+            f"User.objects.create_user({MEMBER!r}, 'ada@example.com', {MEMBER_PASSWORD!r}); "
+            f"User.objects.create_user({OUTSIDER!r}, 'bob@example.com', {OUTSIDER_PASSWORD!r})"
+        )
+        manage(project, env, "shell", "-c", users)
+        yield project, env
+
+
+def serve(project: Path, env: dict[str, str], server: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    if server == "uvicorn":
+        command = ["-m", "uvicorn", "shop.asgi:application", "--port", str(port)]
+        command += ["--log-level", "warning"]
+    else:
+        command = ["-m", "gunicorn", "shop.wsgi:application", "-b", f"127.0.0.1:{port}"]
+        command += ["-w", "2", "--log-level", "warning"]
+    process = subprocess.Popen(
+        [sys.executable, *command],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    return process, url
+
+
+def logged_in(url: str, username: str, password: str) -> requests.Session:
+    """A browser's session: the login form fetched, filled and posted with its CSRF token."""
+    session = requests.Session()
+    form = session.get(f"{url}/accounts/login/", timeout=30)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+    assert token is not None, form.text
+    answer = session.post(
+        f"{url}/accounts/login/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": token[1]},
+        headers={"Referer": f"{url}/accounts/login/"},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert answer.status_code == 302 and "sessionid" in session.cookies, answer.text
+    return session
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_the_tutorial_project_serves_the_flag_to_logged_in_members_only(
+    site: tuple[Path, dict[str, str]], server: str
+) -> None:
+    """Issue: under uvicorn every logged-in user was anonymous (the resolver ran on the loop
+    and Django refused it): a member who got the flag under runserver got a 404."""
+    project, env = site
+    process, url = serve(project, env, server)
+    try:
+        wait_until_serving(process, url)
+        member = logged_in(url, MEMBER, MEMBER_PASSWORD)
+        page = member.get(f"{url}/premium", timeout=30)
+        assert page.status_code == 200 and "Checkout: Premium" in page.text
+        assert "private" in page.headers["Cache-Control"]
+        outsider = logged_in(url, OUTSIDER, OUTSIDER_PASSWORD)
+        assert outsider.get(f"{url}/premium", timeout=30).status_code == 404
+        forged = requests.get(
+            f"{url}/premium",
+            headers={"X-Heap-Identity": "ada@example.com", "Cookie": v5("ada@example.com")},
+            timeout=30,
+        )
+        assert forged.status_code == 404, "a client-sent identity names nobody"
+        anonymous = requests.get(url, headers={"Cookie": v5(None)}, timeout=30)
+        assert anonymous.text == "banner on", "Heap's anonymous id still buckets"
+    finally:
+        process.terminate()
+        process.wait(30)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def wait_until_serving(process: subprocess.Popen[bytes], url: str) -> None:
+    """The tutorial's site has no /healthz: its home page answers when it serves."""
+    session = requests.Session()
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode() if process.stderr else "died")
+        try:
+            return session.get(url, timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, timeout=60, what=f"{url} to serve")
