@@ -27,7 +27,8 @@ logger = logging.getLogger("vwo_heap_middleware")
 CALLBACK_FAILED = (
     "%s raised %s; requests go on without it (logged once; later failures at DEBUG). If it reads "
     "what another middleware provides (a session, a login), that middleware must run first: "
-    "with Starlette's add_middleware, add HeapFlagsMiddleware before it"
+    "Starlette's add_middleware adds HeapFlagsMiddleware before it; Django lists it after "
+    "AuthenticationMiddleware"
 )
 CALLBACK_FAILED_AGAIN = "%s raised %s again"
 T = TypeVar("T")

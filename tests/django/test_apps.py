@@ -56,6 +56,8 @@ def test_a_missing_or_misplaced_middleware() -> None:
     heap = {**VWO_HEAP, "identity_resolver": lambda request: None}
     with override_settings(MIDDLEWARE=[MIDDLEWARE[2], *MIDDLEWARE[:2]], VWO_HEAP=heap):
         assert [m.id for m in run()] == ["vwo_heap.W001"]
+    with override_settings(MIDDLEWARE=[MIDDLEWARE[0], MIDDLEWARE[2]], VWO_HEAP=heap):
+        assert [m.id for m in run()] == ["vwo_heap.W002"]
 
 
 def test_hooks_may_be_dotted_paths() -> None:

@@ -39,7 +39,8 @@ class VwoHeapConfig(AppConfig):
 def check_configuration(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Any]:
     """``vwo_heap.E001``: the settings do not make a valid configuration (the message names
     the setting); ``vwo_heap.E002``: the middleware is missing; ``vwo_heap.W001``: an identity
-    resolver is configured but the middleware runs before authentication."""
+    resolver is configured but the middleware runs before authentication; ``vwo_heap.W002``: a
+    resolver is configured and there is no authentication middleware at all."""
     problems: list[Any] = []
     try:
         config = config_from_settings()
@@ -60,11 +61,19 @@ def check_configuration(app_configs: Sequence[AppConfig] | None, **kwargs: Any) 
                 id="vwo_heap.E002",
             )
         )
-    elif (
-        config.identity_resolver is not None
-        and AUTHENTICATION in middleware
-        and middleware.index(AUTHENTICATION) > middleware.index(MIDDLEWARE_PATH)
-    ):
+    elif config.identity_resolver is not None and AUTHENTICATION not in middleware:
+        problems.append(
+            checks.Warning(
+                "an identity resolver is configured but AuthenticationMiddleware is not in "
+                "MIDDLEWARE: a resolver reading request.user finds none",
+                hint=f"Add {AUTHENTICATION} before {MIDDLEWARE_PATH} (or ignore this if your "
+                "resolver reads something else).",
+                id="vwo_heap.W002",
+            )
+        )
+    elif config.identity_resolver is not None and middleware.index(
+        AUTHENTICATION
+    ) > middleware.index(MIDDLEWARE_PATH):
         problems.append(
             checks.Warning(
                 "HeapFlagsMiddleware runs before AuthenticationMiddleware: an identity "
