@@ -1,6 +1,7 @@
-"""docs/tutorials/django.md, done as a reader would: ``startproject``, every file the page shows
-(taken from the page itself, so it cannot drift), a real user logged in through Django's own
-login view, and the site driven over HTTP under uvicorn (ASGI) and gunicorn (WSGI)."""
+"""The tutorials in docs/tutorials/, done as a reader would: every file a page shows (taken from
+the page itself, so it cannot drift), real users logged in (Django's own login view; the Flask
+and FastAPI apps' session logins), and the site driven over HTTP: Django under uvicorn (ASGI)
+and gunicorn (WSGI), FastAPI under uvicorn, Flask under gunicorn."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from vwo_heap_middleware.testing.gateway import LocalGateway
 
 pytestmark = pytest.mark.integration
 
-PAGE = ROOT / "docs" / "tutorials" / "django.md"
+PAGES = ROOT / "docs" / "tutorials"
 FILE_BLOCK = re.compile(
     r"```(?:python|html)\n(?:# file: (?P<py>\S+)(?P<append> \(add at the end\))?"
     r"|<!-- file: (?P<html>\S+) -->)\n(?P<body>.*?)```",
@@ -28,12 +29,20 @@ MEMBER, MEMBER_PASSWORD = "ada", "ada-pw-0451"
 OUTSIDER, OUTSIDER_PASSWORD = "bob", "bob-pw-0451"
 
 
-def project_files() -> list[tuple[str, str, bool]]:
-    """(path, text, append) for every file block of the tutorial."""
+def project_files(page: str) -> list[tuple[str, str, bool]]:
+    """(path, text, append) for every file block of a tutorial."""
     found = []
-    for block in FILE_BLOCK.finditer(PAGE.read_text(encoding="utf-8")):
+    for block in FILE_BLOCK.finditer((PAGES / page).read_text(encoding="utf-8")):
         found.append((block["py"] or block["html"], block["body"], bool(block["append"])))
     return found
+
+
+def write(project: Path, files: list[tuple[str, str, bool]]) -> None:
+    for path, text, append in files:
+        target = project / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a" if append else "w", encoding="utf-8") as file:
+            file.write(("\n" if append else "") + text)
 
 
 def manage(project: Path, env: dict[str, str], *args: str) -> str:
@@ -67,7 +76,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
             env=env,
             timeout=60,
         )
-        files = project_files()
+        files = project_files("django.md")
         assert {path for path, _, _ in files} >= {
             "shop/settings.py",
             "shop/identity.py",
@@ -76,11 +85,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
             "shop/asgi.py",
             "templates/premium.html",
         }
-        for path, text, append in files:
-            target = project / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with target.open("a" if append else "w", encoding="utf-8") as file:
-                file.write(("\n" if append else "") + text)
+        write(project, files)
         said = manage(project, env, "check")
         assert "System check identified no issues" in said
         manage(project, env, "migrate", "--verbosity", "0")
@@ -93,13 +98,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
         yield project, env
 
 
-def serve(project: Path, env: dict[str, str], server: str) -> tuple[subprocess.Popen[bytes], str]:
+def serve(
+    project: Path, env: dict[str, str], server: str, app: str
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     if server == "uvicorn":
-        command = ["-m", "uvicorn", "shop.asgi:application", "--port", str(port)]
-        command += ["--log-level", "warning"]
+        command = ["-m", "uvicorn", app, "--port", str(port), "--log-level", "warning"]
     else:
-        command = ["-m", "gunicorn", "shop.wsgi:application", "-b", f"127.0.0.1:{port}"]
+        command = ["-m", "gunicorn", app, "-b", f"127.0.0.1:{port}"]
         command += ["-w", "2", "--log-level", "warning"]
     process = subprocess.Popen(
         [sys.executable, *command],
@@ -136,7 +142,8 @@ def test_the_tutorial_project_serves_the_flag_to_logged_in_members_only(
     """Issue: under uvicorn every logged-in user was anonymous (the resolver ran on the loop
     and Django refused it): a member who got the flag under runserver got a 404."""
     project, env = site
-    process, url = serve(project, env, server)
+    app = "shop.asgi:application" if server == "uvicorn" else "shop.wsgi:application"
+    process, url = serve(project, env, server, app)
     try:
         wait_until_serving(process, url)
         member = logged_in(url, MEMBER, MEMBER_PASSWORD)
@@ -173,3 +180,54 @@ def wait_until_serving(process: subprocess.Popen[bytes], url: str) -> None:
             return False
 
     wait_until(up, timeout=60, what=f"{url} to serve")
+
+
+@pytest.mark.parametrize(
+    ("page", "server", "form"),
+    [("fastapi.md", "uvicorn", False), ("flask.md", "gunicorn", True)],
+    ids=["fastapi", "flask"],
+)
+def test_the_app_tutorials_serve_the_flag_to_logged_in_members_only(
+    tmp_path: Path, page: str, server: str, form: bool
+) -> None:
+    """The trusted resolver reads each app's own session login: a member gets the flag, an
+    outsider and a forged Heap cookie or header do not, an anonymous Heap visitor is bucketed."""
+    files = project_files(page)
+    assert [path for path, _, _ in files][:1] == ["app.py"]
+    write(tmp_path, files)
+    with LocalGateway.from_files(flags_file=DEMO_FLAGS, segments_file=DEMO_SEGMENTS) as gateway:
+        env = gateway_env(
+            gateway,
+            VWO_HEAP_FLAGS="premium_checkout,new_banner",
+            VWO_HEAP_TRUST_CLIENT_IDENTITY="false",
+            VWO_HEAP_LOOKUP_TIMEOUT="10",  # an answer, even on a busy machine
+            VWO_HEAP_EVALUATION_TIMEOUT="10",
+            SESSION_SECRET="tests-only",
+            PYTHONPATH=str(tmp_path),
+        )
+        process, url = serve(tmp_path, env, server, "app:app")
+        try:
+            wait_until_serving(process, url)
+
+            def session_of(email: str, password: str) -> requests.Session:
+                session = requests.Session()
+                credentials = {"email": email, "password": password}
+                sent = {"data": credentials} if form else {"json": credentials}
+                answer = session.post(f"{url}/login", timeout=30, **sent)  # type: ignore[arg-type]
+                assert answer.status_code == 200, answer.text
+                return session
+
+            member = session_of("ada@example.com", "ada-pw-0451")
+            page_ = member.get(f"{url}/premium", timeout=30)
+            assert page_.status_code == 200 and "Premium" in page_.text, page_.text
+            outsider = session_of("bob@example.com", "bob-pw-0451")
+            assert outsider.get(f"{url}/premium", timeout=30).status_code == 404
+            forged = {"X-Heap-Identity": "ada@example.com", "Cookie": v5("ada@example.com")}
+            assert requests.get(f"{url}/premium", headers=forged, timeout=30).status_code == 404
+            anonymous = requests.get(url, headers={"Cookie": v5(None)}, timeout=30)
+            assert anonymous.json() == {"banner": True}, "Heap's anonymous id still buckets"
+        finally:
+            process.terminate()
+            process.wait(30)
+            if process.stderr is not None:
+                process.stderr.close()
