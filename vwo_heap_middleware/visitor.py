@@ -32,8 +32,7 @@ CALLBACK_FAILED = (
 )
 CALLBACK_FAILED_AGAIN = "%s raised %s again"
 T = TypeVar("T")
-RunSync = Callable[[Callable[[], T]], Awaitable[T]]
-"""How a framework runs blocking code from its loop (Django: thread-sensitive sync_to_async)."""
+RunSync = Callable[[Callable[[], T]], Awaitable[T]]  # a framework's way to run sync code
 BAD_CUSTOM_VARIABLE = "context_enricher returned %r for %r: values must be str, int, float or bool"
 MAX_USER_AGENT = 512
 _VARIABLE_TYPES = (str, int, float, bool)
