@@ -17,6 +17,7 @@ from openfeature.event import EventDetails, ProviderEvent
 from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import Reason as OpenFeatureReason
 from openfeature.provider import ProviderStatus
+from openfeature.track import TrackingEventDetails
 
 from tests.support import MEMBER, EngineFactory, run_counting_ticks, wait_until
 from vwo_heap_middleware import FlagEngine
@@ -294,3 +295,28 @@ def test_async_resolution_keeps_the_loop_serving(
         engine.close()
     assert details.reason == OpenFeatureReason.TARGETING_MATCH
     assert ticks >= 20, f"the loop ran {ticks} ticks in 0.4 s: it was blocked"
+
+
+def test_track_sends_a_conversion_for_the_context_and_in_a_request(
+    demo_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    """OpenFeature's ``track``: the details' value is the revenue, its scalars properties."""
+    engine = make_engine(demo_gateway, flags=("premium_checkout",))
+    api.set_provider_and_wait(HeapVWOProvider(engine))
+    details = TrackingEventDetails(value=42.5).add("currency", "EUR").add("nested", {"no": 1})
+    api.get_client().track("purchase", EvaluationContext("ada@example.com"), details)
+    app = FastAPI()
+    app.add_middleware(HeapFlagsMiddleware, engine=engine)
+
+    @app.post("/buy")
+    def buy() -> dict[str, bool]:
+        api.get_client().track("purchase")  # the request's visitor: the transaction context
+        return {"ok": True}
+
+    with TestClient(app) as client:
+        assert client.post("/buy", headers={"X-Heap-Identity": "grace@example.com"}).json()
+    assert engine.flush_events(5.0)
+    sent = [e for e in demo_gateway.records()["event_log"] if e["name"] == "purchase"]
+    assert len(sent) == 2
+    props = sent[0]["body"]["d"]["event"]["props"]
+    assert props["revenue"] == 42.5 and props["currency"] == "EUR" and "nested" not in props

@@ -13,13 +13,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .config import Config
 from .decider import Decider, Plan
 from .decision import FlagDecision, Reason
 from .evaluation.caches import DecisionCaches
+from .evaluation.custom_events import QUEUED, Tracked, for_visitor
 from .evaluation.flag_index import FlagIndex
 from .explain import Explanation, explain
 from .gateway.client import Gateway, GatewayClient
@@ -181,6 +182,24 @@ class FlagEngine:
     def stats(self) -> dict[str, int]:
         """Counters: gateway lookups, events sent/dropped/held, cached decisions."""
         return {**self._lookups.stats(), **self.events.stats(), **self._caches.stats()}
+
+    def track(
+        self, visitor: Visitor, event_name: str, properties: Mapping[str, Any] | None = None
+    ) -> Tracked:
+        """Tell VWO ``visitor`` converted: ``event_name`` (a metric some flag measures) with
+        ``properties`` (``{"revenue": 12.5}``), as the SDK's ``track_event``; spooled."""
+        return self._custom_event(visitor, event_name, properties)
+
+    def set_attributes(self, visitor: Visitor, attributes: Mapping[str, Any]) -> Tracked:
+        """Visitor attributes for VWO (str, int, float or bool), as ``set_attribute``."""
+        return self._custom_event(visitor, None, attributes)
+
+    def _custom_event(self, visitor: Visitor, name: str | None, values: object) -> Tracked:
+        self._ensure_process()
+        made = for_visitor(self._index, self._sdk.facts(), visitor.context, name, values)
+        if not isinstance(made, Tracked):
+            self.events.add(made)  # journaled, batched, retried with the impressions
+        return QUEUED if not isinstance(made, Tracked) else made
 
     def flush_events(self, timeout: float = 2.0) -> bool:
         """Send spooled events now, waiting at most ``timeout`` s; True when all were sent."""

@@ -1,16 +1,10 @@
-"""An OpenFeature provider over the engine: ``api.set_provider(HeapVWOProvider(engine))``.
-
-Needs the ``[openfeature]`` extra. Inside a request the middleware saw, the provider answers from
-that request's decisions (each flag decided once per request, as everywhere else) and the
-middleware sets OpenFeature's transaction context: ``targeting_key`` is the VWO user id and the
-attributes are the visitor's custom variables. Outside a request it decides for the evaluation
-context it is given: ``targeting_key`` (or attribute ``id``) is the user id, the other scalar
-attributes are custom variables (the Heap identity under ``Config.custom_variable``).
-
-Booleans are a flag's enabled state. Strings, numbers and objects are a flag's variables, named
-either as ``"flag_key.variable_name"`` or, as VWO's own provider does, with the flag key and the
-attribute ``key`` naming the variable.
-"""
+"""An OpenFeature provider over the engine: ``api.set_provider(HeapVWOProvider(engine))`` (the
+``[openfeature]`` extra). In a request the middleware saw, it answers from that request's
+decisions and the transaction context is the visitor (``targeting_key``: the VWO user id;
+attributes: the custom variables). Elsewhere ``targeting_key`` (or ``id``) is the user id and
+the other scalar attributes are custom variables. Booleans are a flag's state; strings, numbers
+and objects its variables (``"flag.variable"``, or VWO's way: attribute ``key`` names it).
+``track`` sends a conversion: the details' ``value`` as ``revenue``, scalars as properties."""
 
 from __future__ import annotations
 
@@ -24,6 +18,7 @@ from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
 from openfeature.flag_evaluation import Reason as OpenFeatureReason
 from openfeature.provider import AbstractProvider, Metadata
+from openfeature.track import TrackingEventDetails
 from openfeature.transaction_context.context_var_transaction_context_propagator import (
     ContextVarsTransactionContextPropagator,
 )
@@ -42,16 +37,14 @@ NOT_READY = "VWO settings are not loaded yet"
 VARIABLE_ATTRIBUTE = "key"  # VWO's provider: the variable's name in the evaluation context
 T = TypeVar("T")
 _OBJECT = (dict, list)  # what an object flag's value may be
+_SCALAR = (str, int, float, bool)
+_ERROR, _DISABLED = OpenFeatureReason.ERROR, OpenFeatureReason.DISABLED
 
 
 class HeapVWOProvider(AbstractProvider):
-    """Heap-segment flags through the OpenFeature API.
-
-    ``initialize`` starts the engine and waits up to ``ready_wait`` seconds for settings; if
-    they do not come the provider is in error until they do (then ``PROVIDER_READY``). Each new
-    settings revision emits ``PROVIDER_CONFIGURATION_CHANGED``. ``shutdown`` detaches from the
-    engine but leaves it running: the adapters own its lifecycle.
-    """
+    """Heap-segment flags through the OpenFeature API. ``initialize`` starts the engine and waits
+    up to ``ready_wait`` s for settings (else in error until ``PROVIDER_READY``); each new
+    revision emits ``PROVIDER_CONFIGURATION_CHANGED``; ``shutdown`` leaves the engine running."""
 
     def __init__(self, engine: FlagEngine, *, ready_wait: float = 2.0) -> None:
         if not isinstance(engine, FlagEngine):
@@ -206,6 +199,21 @@ class HeapVWOProvider(AbstractProvider):
             return Visitor(heap, None, None)
         return Visitor(heap, user_id, {"id": user_id, "custom_variables": custom})
 
+    def track(
+        self,
+        tracking_event_name: str,
+        evaluation_context: EvaluationContext | None = None,
+        tracking_event_details: TrackingEventDetails | None = None,
+    ) -> None:
+        """A conversion for the visitor of ``evaluation_context`` (else the request's)."""
+        details = tracking_event_details or TrackingEventDetails()
+        properties = {k: v for k, v in details.attributes.items() if isinstance(v, _SCALAR)}
+        if details.value is not None:
+            properties["revenue"] = details.value
+        flags = self._request_flags(evaluation_context or api.get_transaction_context())
+        visitor = flags.visitor if flags is not None else self._visitor(evaluation_context)
+        self.engine.track(visitor, tracking_event_name, properties)
+
     def _settings_loaded(self, revision: str) -> None:
         if self._revision is None:
             self.emit_provider_ready(ProviderEventDetails(message="VWO settings loaded"))
@@ -271,30 +279,21 @@ def _details(
         return FlagResolutionDetails(default, error, message, reason, None, metadata)
     if variable is None:
         if kind is not bool:
-            return FlagResolutionDetails(
-                default,
-                ErrorCode.TYPE_MISMATCH,
-                f"flag {decision.key!r} is a boolean; name a variable as 'flag.variable'",
-                OpenFeatureReason.ERROR,
-                None,
-                metadata,
-            )
+            message = f"flag {decision.key!r} is a boolean; name a variable as 'flag.variable'"
+            mismatch = ErrorCode.TYPE_MISMATCH
+            return FlagResolutionDetails(default, mismatch, message, _ERROR, None, metadata)
         return FlagResolutionDetails(decision.enabled, None, None, reason, variant, metadata)  # type: ignore[arg-type]
     if not decision.enabled:
-        return FlagResolutionDetails(
-            default, None, None, OpenFeatureReason.DISABLED, variant, metadata
-        )
+        return FlagResolutionDetails(default, None, None, _DISABLED, variant, metadata)
     if variable not in decision.variables:
         message = f"flag {decision.key!r} has no variable {variable!r}"
-        return FlagResolutionDetails(
-            default, ErrorCode.FLAG_NOT_FOUND, message, OpenFeatureReason.ERROR, None, metadata
-        )
+        missing = ErrorCode.FLAG_NOT_FOUND
+        return FlagResolutionDetails(default, missing, message, _ERROR, None, metadata)
     value = decision.variables[variable]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         message = f"variable {variable!r} of flag {decision.key!r} is {type(value).__name__}"
-        return FlagResolutionDetails(
-            default, ErrorCode.TYPE_MISMATCH, message, OpenFeatureReason.ERROR, None, metadata
-        )
+        mismatch = ErrorCode.TYPE_MISMATCH
+        return FlagResolutionDetails(default, mismatch, message, _ERROR, None, metadata)
     return FlagResolutionDetails(value, None, None, reason, variant, metadata)

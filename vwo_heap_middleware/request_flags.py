@@ -1,10 +1,6 @@
-"""``RequestFlags``: the flags of one request, and the one per-request seam every adapter uses.
-
-``open_request`` (``open_request_async``) takes a request's facts and does the rest: a returning
-visitor recalled in one lookup (``engine.recall``), or the resolver, the visitor and deciding
-``Config.flags``; and the ``ContextVar`` that ``get_flags()`` reads (a decorator, a template
-helper, a log filter). ``flags.response_headers()`` says what the response must carry.
-"""
+"""``RequestFlags``: the flags of one request, and the one per-request seam every adapter uses:
+``open_request`` (``_async``) recalls a returning visitor in one lookup or resolves, builds and
+decides, and sets the ``ContextVar`` ``get_flags()`` reads; ``response_headers()`` says the rest."""
 
 from __future__ import annotations
 
@@ -21,6 +17,7 @@ from .browser import ELEMENT_ID, SafeHTML
 from .config import Config
 from .decision import FlagDecision, Reason
 from .engine import FlagEngine
+from .evaluation.custom_events import Tracked
 from .headers import ResponseHeaders, debug_entry, read_headers
 from .visitor import (
     RequestFacts,
@@ -41,9 +38,8 @@ def open_request(
     *,
     make_request: MakeRequest | None = None,
 ) -> RequestFlags:
-    """Start a request (WSGI, Flask): identify the visitor, decide ``Config.flags``, set the
-    ``ContextVar``. Close the result when the request ends. ``make_request`` instead of
-    ``request``: the request object is made only when an app hook needs it."""
+    """Start a request (WSGI, Flask); close the result when it ends. ``make_request`` instead
+    of ``request``: the request object is made only when an app hook needs it."""
     flags = _recalled(engine, facts, request, make_request)
     if flags is None:
         config = engine.config
@@ -107,12 +103,10 @@ def get_flags() -> RequestFlags | None:
 
 
 class RequestFlags:
-    """The flags of one request: ``flags.enabled(key)``, ``flags[key]``, ``flags.variable(...)``.
-
-    ``decisions`` already made (a returning visitor's) are given; any other key is decided on
-    first access and kept for the rest of the request. ``read`` says the response depends on
-    the visitor (``response_headers`` then adds ``Vary`` and ``Cache-Control: private``).
-    """
+    """The flags of one request: ``flags.enabled(key)``, ``flags[key]``, ``flags.variable(...)``;
+    ``flags.track(event)``. ``decisions`` made already (a returning visitor's) are given; any
+    other key is decided on first access and kept for the request. ``read``: the response
+    depends on the visitor (``response_headers`` adds ``Vary`` and ``Cache-Control: private``)."""
 
     def __init__(
         self,
@@ -245,9 +239,15 @@ class RequestFlags:
         return len(self._decisions)
 
     def __bool__(self) -> bool:
-        """Always true: ``flags or default`` must not ask ``len`` (a read) nor skip flags
-        that have decided nothing yet."""
-        return True
+        return True  # ``flags or default`` must neither read (``len``) nor skip empty flags
+
+    def track(self, event_name: str, properties: Mapping[str, Any] | None = None) -> Tracked:
+        """This visitor converted (``FlagEngine.track``); never blocks, never raises."""
+        return self.engine.track(self.visitor, event_name, properties)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> Tracked:
+        """Attributes of this visitor for VWO (``FlagEngine.set_attributes``)."""
+        return self.engine.set_attributes(self.visitor, attributes)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {decision.key: decision.to_dict() for decision in self}

@@ -226,6 +226,14 @@ def test_the_app_tutorials_serve_the_flag_to_logged_in_members_only(
             assert requests.get(f"{url}/premium", headers=forged, timeout=30).status_code == 404
             anonymous = requests.get(url, headers={"Cookie": v5(None)}, timeout=30)
             assert anonymous.json() == {"banner": True}, "Heap's anonymous id still buckets"
+            bought = member.post(f"{url}/buy", timeout=30)
+            assert bought.json() == {"tracked": True}
+            wait_until(
+                lambda: gateway.records()["events"].get("purchase") == 1,
+                what="the conversion at the gateway",
+            )
+            sent = [e for e in gateway.records()["event_log"] if e["name"] == "purchase"]
+            assert sent[0]["body"]["d"]["event"]["props"]["revenue"] == 30.0
         finally:
             process.terminate()
             process.wait(30)

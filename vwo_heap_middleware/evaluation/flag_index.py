@@ -70,6 +70,8 @@ class FlagIndex:
     revision: str
     flags: Mapping[str, FlagNeeds]
     rules: Mapping[str, FlagRules] = field(default_factory=dict)
+    metrics: frozenset[str] = frozenset()  # the events a conversion may name (flags, holdouts)
+    web_connectivity: bool = True  # visitor ids like VWO's web SDK's are kept as they are
 
     def details(
         self, key: str, outcome: Outcome, memberships: Mapping[MembershipKey, Answer[bool]]
@@ -120,7 +122,25 @@ class FlagIndex:
                 user_agent=bool(operators & USER_AGENT_OPERATORS),
             )
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        return cls(revision=digest, flags=flags, rules=rules)
+        return cls(
+            revision=digest,
+            flags=flags,
+            rules=rules,
+            metrics=_metrics(settings),
+            web_connectivity=bool(settings.get("isWebConnectivityEnabled", True)),
+        )
+
+
+def _metrics(settings: Mapping[str, Any]) -> frozenset[str]:
+    """Every metric identifier of the features and holdouts (what ``track_event`` accepts)."""
+    owners = [*(settings.get("features") or []), *(settings.get("holdouts") or [])]
+    return frozenset(
+        metric["identifier"]
+        for owner in owners
+        if isinstance(owner, dict)
+        for metric in owner.get("metrics") or []
+        if isinstance(metric, dict) and isinstance(metric.get("identifier"), str)
+    )
 
 
 def _scan(roots: list[Any]) -> tuple[set[str], set[tuple[str, str]]]:

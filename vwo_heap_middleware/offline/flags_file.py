@@ -169,11 +169,21 @@ class _Compiler:
             "name": str(flag.get("name", key)),
             "status": "ON" if flag.get("enabled", True) else "OFF",
             "type": "FEATURE_FLAG",
-            "metrics": [{"id": feature_id, "type": "CUSTOM_GOAL", "identifier": f"{key}_used"}],
+            "metrics": [
+                {"id": feature_id * 1000 + n, "type": "CUSTOM_GOAL", "identifier": identifier}
+                for n, identifier in enumerate([f"{key}_used", *self.metrics(flag, where)])
+            ],
             "impactCampaign": {},
             "variables": variables,
             "rules": rules,
         }
+
+    def metrics(self, flag: Mapping[str, Any], where: str) -> list[str]:
+        """``metrics = ["purchase", ...]``: the conversions this flag measures (``track``)."""
+        metrics = flag.get("metrics", [])
+        if not isinstance(metrics, list) or not all(isinstance(m, str) and m for m in metrics):
+            raise self.fail(where, "'metrics' must be a list of event names")
+        return list(metrics)
 
     def rule(
         self,

@@ -207,6 +207,20 @@ class VwoSdk:
         events, asked = tuple(call.events), tuple(call.asked)
         return Outcome(enabled, found, events, call.missing, call.failed, "sdk", asked)
 
+    def events_of(self, call: Callable[[Any], object]) -> tuple[Event, ...]:
+        """The events the SDK sends in ``call(client)`` (``track_event``, ``set_attribute``):
+        the oracle the native event builders are checked against."""
+        captured = Call(Answers())
+        token = PROCESS.current_call.set(captured)
+        try:
+            with PROCESS.sdk_lock:
+                if PROCESS.owner is not self and self._settings is not None:
+                    self._set_up(self._settings)
+                call(self._client)
+        finally:
+            PROCESS.current_call.reset(token)
+        return tuple(captured.events)
+
     def _options(self) -> dict[str, Any]:
         level = self._config.sdk_log_level
         options = {
