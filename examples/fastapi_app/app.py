@@ -36,6 +36,13 @@ async def premium(request: Request) -> Any:
     return templates.TemplateResponse(request, "premium.html")
 
 
+@app.post("/purchase")
+async def purchase(request: Request) -> dict[str, str]:
+    """The experiment's conversion: ``purchase`` is a metric of ``premium_checkout``."""
+    tracked = request.state.flags.track("purchase", {"revenue": 49.0})
+    return {"conversion": tracked.status.value}
+
+
 @app.get("/api/flags")
 async def api_flags(request: Request) -> dict[str, Any]:
     details = request.query_params.get("details") == "1"

@@ -28,6 +28,12 @@ def premium() -> str:
     return render_template("premium.html")
 
 
+@app.post("/purchase")
+def purchase() -> Response:
+    """The experiment's conversion: ``purchase`` is a metric of ``premium_checkout``."""
+    return jsonify(conversion=g.flags.track("purchase", {"revenue": 49.0}).status.value)
+
+
 @app.get("/api/flags")
 def api_flags() -> Response:
     details = request.args.get("details") == "1"

@@ -335,3 +335,18 @@ def test_help_is_whole_and_every_option_says_what_it_is() -> None:
     for name, command in commands.choices.items():
         for action in command._actions:
             assert action.help, f"vwo-heap {name} {action.dest} has no help text"
+
+
+def test_check_names_a_conversion_no_flag_measures(tmp_path: Path) -> None:
+    (tmp_path / "views.py").write_text(
+        "def buy(request):\n"
+        '    request.state.flags.track("purchase", {"revenue": 1})\n'
+        '    request.state.flags.track("purchse")\n',
+        encoding="utf-8",
+    )
+    done = run(*OFFLINE, "check", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[0] == (
+        f"{tmp_path / 'views.py'}:3: no flag measures the event 'purchse' "
+        "(did you mean 'purchase'?)"
+    )

@@ -132,7 +132,7 @@ def check_command(args: argparse.Namespace, out: TextIO) -> int:
     except usage.Unreadable as error:
         raise Failed(str(error)) from None
     problems = usage.problems(found, settings)
-    used = sorted({u.flag for u in found} & set(usage.flag_variables(settings)))
+    used = sorted({u.flag for u in found if not u.event} & set(usage.flag_variables(settings)))
     notes = [f"{key} is decided by the VWO SDK: {by_sdk[key]}" for key in used if key in by_sdk]
     if args.json:
         document = {

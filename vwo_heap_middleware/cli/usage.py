@@ -3,6 +3,7 @@ settings.
 
 Python is read with ``ast`` (``requires_flag("…")`` and the other guards,
 ``flags.enabled("…")``, ``flags.variable("…", "…", default)``, ``flags["…"]``,
+``flags.track("…")`` (an event some flag must measure),
 ``requires_flag_key = "…"``, ``override_flags({...})``, ``flag_overrides.set("…")``, Django's
 ``VWO_HEAP = {"flags": (...)}``); templates with patterns (Jinja's ``flags.enabled('…')`` and
 ``flags.variable('…', '…', default)``, the Django tags ``{% flag "…" %}`` and
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.flag_index import metric_names
 from ..state.files import read_bounded
 
 SKIPPED_DIRECTORIES = frozenset(
@@ -70,9 +72,10 @@ class Usage:
 
     path: str
     line: int
-    flag: str
+    flag: str  # or, for ``event``, the conversion's event name (``flags.track("…")``)
     variable: str | None = None
     default: Any = NO_DEFAULT
+    event: bool = False
 
     @property
     def where(self) -> str:
@@ -121,8 +124,14 @@ def _line_numbers(text: str) -> Callable[[int], int]:
 def problems(usages: Iterable[Usage], settings: Mapping[str, Any]) -> list[Problem]:
     """Unknown flags, unknown variables, and defaults whose type differs from VWO's."""
     variables = flag_variables(settings)
+    metrics = sorted(metric_names(settings))
     out = []
     for usage in usages:
+        if usage.event:
+            if usage.flag not in metrics:
+                hint = _did_you_mean(usage.flag, metrics)
+                out.append(Problem(usage, f"no flag measures the event {usage.flag!r}{hint}"))
+            continue
         known = variables.get(usage.flag)
         if known is None:
             hint = _did_you_mean(usage.flag, variables)
@@ -237,6 +246,8 @@ def _call(path: str, node: ast.Call) -> list[Usage]:
         return [Usage(path, node.lineno, first), *_override_variables(path, node, first)]
     if not _names_flags(function.value):
         return []
+    if name == "track":
+        return [Usage(path, node.lineno, first, event=True)]
     if name == "enabled":
         return [Usage(path, node.lineno, first)]
     if name == "variable" and len(args) >= 2 and (variable := _string(args[1])) is not None:

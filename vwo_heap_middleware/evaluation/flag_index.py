@@ -126,12 +126,12 @@ class FlagIndex:
             revision=digest,
             flags=flags,
             rules=rules,
-            metrics=_metrics(settings),
+            metrics=metric_names(settings),
             web_connectivity=bool(settings.get("isWebConnectivityEnabled", True)),
         )
 
 
-def _metrics(settings: Mapping[str, Any]) -> frozenset[str]:
+def metric_names(settings: Mapping[str, Any]) -> frozenset[str]:
     """Every metric identifier of the features and holdouts (what ``track_event`` accepts)."""
     owners = [*(settings.get("features") or []), *(settings.get("holdouts") or [])]
     return frozenset(
