@@ -1,6 +1,6 @@
-"""Micro-figures, in microseconds: identity parsing + context, a warm and a cold decision, and
-a new (visitor, flag) decision in-process, native and by the SDK; and what cached visitors cost
-the garbage collector.
+"""Micro-figures, in microseconds: identity parsing + context, a warm and a cold decision, a
+conversion (``track``), and a new (visitor, flag) decision in-process, native and by the SDK;
+and what cached visitors cost the garbage collector.
 
 Run as ``python -m bench.micro GATEWAY_URL``; prints one JSON object.
 """
@@ -200,6 +200,8 @@ def main() -> None:
         engine.decide(fresh, ["premium_checkout"], timeout=2.0)
 
     cold_us = per_call(cold, 300)
+    # A conversion (flags.track): built and spooled as an impression is; no lookup.
+    track_us = per_call(lambda n: engine.track(visitor, "purchase", {"revenue": 12.5}), 20_000)
     engine.close()
     new_us = {mode: new_decision(config, mode) for mode in ("native", "sdk")}
     with tempfile.TemporaryDirectory() as state_dir:
@@ -215,6 +217,7 @@ def main() -> None:
                 "identity_and_context_new_cookie_us": round(parse_new_us, 2),
                 "warm_decision_us": round(warm_us, 2),
                 "cold_decision_us": round(cold_us, 1),
+                "track_conversion_us": round(track_us, 2),
                 "new_decision_native_us": round(new_us["native"], 2),
                 "new_decision_sdk_us": round(new_us["sdk"], 2),
                 "new_decision_native_state_dir_us": round(new_us["native_state_dir"], 2),
