@@ -22,6 +22,7 @@ from .decision import FlagDecision, Reason
 from .evaluation.caches import DecisionCaches
 from .evaluation.custom_events import QUEUED, Tracked, for_visitor
 from .evaluation.flag_index import FlagIndex
+from .evaluation.impressions import SdkFacts
 from .explain import Explanation, explain
 from .gateway.client import Gateway, GatewayClient
 from .gateway.events import EventSpool
@@ -60,6 +61,7 @@ class FlagEngine:
         self._caches = DecisionCaches(config)
         self._decider = Decider(config, self._sdk, self._caches.decisions)
         self._index: FlagIndex | None = None
+        self._facts: SdkFacts | None = None
         self._pid: int | None = None
         self._started_here = False  # started in this process (a fork hook clears it)
         self._closed = False
@@ -196,7 +198,8 @@ class FlagEngine:
 
     def _custom_event(self, visitor: Visitor, name: str | None, values: object) -> Tracked:
         self._ensure_process()
-        made = for_visitor(self._index, self._sdk.facts(), visitor.context, name, values)
+        facts = self._facts or self._sdk.facts()
+        made = for_visitor(self._index, facts, visitor.context, name, values)
         if not isinstance(made, Tracked):
             self.events.add(made)  # journaled, batched, retried with the impressions
         return QUEUED if not isinstance(made, Tracked) else made
@@ -216,6 +219,7 @@ class FlagEngine:
         index = self._decider.load(settings, self._index)
         if index is not None:
             self._caches.reset()  # decided on the settings before
+            self._facts = self._sdk.facts()  # what conversions carry of the SDK, once
             self._index = index
             self._settings_loop.loaded.set()
             self.observers.settings_loaded(index.revision, len(index.flags))

@@ -9,6 +9,8 @@ comes out is an ``Event`` for the spool, or why there is none (``Tracked``).
 from __future__ import annotations
 
 import enum
+import functools
+import json
 import logging
 import math
 import random
@@ -22,6 +24,7 @@ from .impressions import SdkFacts, visitor_uuid
 from .outcome import Event
 
 logger = logging.getLogger("vwo_heap_middleware")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps' output, one encoder
 
 SYNC_VISITOR_PROP = "vwo_syncVisitorProp"
 MAX_NAME = 255  # characters of an event name or a property's name
@@ -167,32 +170,23 @@ def _event(
     visitor_props: Mapping[str, Any],
     web_connectivity: bool,
 ) -> Event:
-    """``_get_event_base_payload``, in the SDK's key order, with ``props`` after its own."""
+    """``_get_event_base_payload``, in the SDK's key order, with ``props`` after its own: one
+    string format, what is the same for every event of an SDK made once (as impressions are)."""
     user_id = str(context["id"])
-    visitor = visitor_uuid(user_id, sdk.account_id, web_connectivity=web_connectivity)
+    visitor = _dumps(visitor_uuid(user_id, sdk.account_id, web_connectivity=web_connectivity))
     millis = int(time.time() * 1000)
-    session = context.get("session_id")
+    session = context.get("session_id") or int(time.time())
     agent, ip = context.get("user_agent"), context.get("ip_address")
-    d: dict[str, Any] = {
-        "msgId": f"{visitor}-{millis}",
-        "visId": visitor,
-        "sessionId": session if session else int(time.time()),
-        "event": {
-            "props": {
-                "vwo_sdkName": sdk.name,
-                "vwo_sdkVersion": sdk.version,
-                "vwo_envKey": sdk.sdk_key,
-                **props,
-            },
-            "name": name,
-            "time": millis,
-        },
-    }
-    if agent is not None:
-        d["visitor_ua"] = agent
-    if ip is not None:
-        d["visitor_ip"] = ip
-    d["visitor"] = {"props": {"vwo_fs_environment": sdk.sdk_key, **visitor_props}}
+    head, environment = _sdk_json(sdk)
+    tail = "" if agent is None else f',"visitor_ua":{_dumps(agent)}'
+    tail += "" if ip is None else f',"visitor_ip":{_dumps(ip)}'
+    extra = _dumps(dict(visitor_props))[1:-1]
+    data = (
+        f'{{"d":{{"msgId":{visitor[:-1]}-{millis}","visId":{visitor},'
+        f'"sessionId":{_dumps(session)},"event":{{"props":{{{head},{_dumps(dict(props))[1:-1]}}},'
+        f'"name":{_dumps(name)},"time":{millis}}}{tail},"visitor":{{"props":'
+        f'{{"vwo_fs_environment":{environment}{"," if extra else ""}{extra}}}}}}}}}'
+    )
     query = {
         "en": name,
         "a": str(sdk.account_id),
@@ -205,4 +199,14 @@ def _event(
         "sv": sdk.version,
         "env": sdk.sdk_key,
     }
-    return Event.of({"d": d}, query)
+    return Event(data.encode(), query)
+
+
+@functools.lru_cache(maxsize=16)
+def _sdk_json(sdk: SdkFacts) -> tuple[str, str]:
+    """The SDK's own event props, and its environment (the SDK key), as JSON: made once."""
+    head = (
+        f'"vwo_sdkName":{_dumps(sdk.name)},"vwo_sdkVersion":{_dumps(sdk.version)},'
+        f'"vwo_envKey":{_dumps(sdk.sdk_key)}'
+    )
+    return head, _dumps(sdk.sdk_key)
