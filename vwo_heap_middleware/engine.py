@@ -200,9 +200,10 @@ class FlagEngine:
         self._ensure_process()
         facts = self._facts or self._sdk.facts()
         made = for_visitor(self._index, facts, visitor.context, name, values)
-        if not isinstance(made, Tracked):
-            self.events.add(made)  # journaled, batched, retried with the impressions
-        return QUEUED if not isinstance(made, Tracked) else made
+        if isinstance(made, Tracked):
+            return made
+        self.events.add(made)  # journaled, batched, retried with the impressions
+        return QUEUED
 
     def flush_events(self, timeout: float = 2.0) -> bool:
         """Send spooled events now, waiting at most ``timeout`` s; True when all were sent."""

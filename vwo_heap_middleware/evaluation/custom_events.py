@@ -72,13 +72,15 @@ def for_visitor(
 ) -> Event | Tracked:
     """The event for a conversion (``name``: the event) or, ``name`` None, an attribute sync,
     for a visitor's ``context``; or why there is none (logged once per kind and detail)."""
-    kind = "a conversion" if name is not None else "an attribute sync"
-    refused = refusal_of_name(name) if name is not None else None
+    conversion_ = name is not None
+    kind = "a conversion" if conversion_ else "an attribute sync"
+    if conversion_ and values is None:
+        values = {}  # a conversion may have no properties; an attribute sync needs some
+    refused = refusal_of_name(name) if conversion_ else None
     if refused is None:
-        what = "properties" if name is not None else "attributes"
-        refused = refusal_of_values({} if values is None and name else values, what)
-        if refused is None and name is None and not values:
-            refused = "there are no attributes to set"
+        refused = refusal_of_values(values, "properties" if conversion_ else "attributes")
+    if refused is None and not conversion_ and not values:
+        refused = "there are no attributes to set"
     if refused is not None:
         result = Tracked(TrackStatus.INVALID, refused)
     elif index is None:
@@ -88,11 +90,11 @@ def for_visitor(
     elif name is not None and name not in index.metrics:
         result = Tracked(TrackStatus.UNKNOWN_EVENT, f"no flag's metrics name {name[:60]!r}")
     else:
-        assert isinstance(values, Mapping) or values is None
+        assert isinstance(values, Mapping)  # refusal_of_values said so
         web = index.web_connectivity
         if name is not None:
-            return conversion(sdk, context, name, values or {}, web_connectivity=web)
-        return attributes(sdk, context, values or {}, web_connectivity=web)
+            return conversion(sdk, context, name, values, web_connectivity=web)
+        return attributes(sdk, context, values, web_connectivity=web)
     said = (result.status.value, result.detail)
     if said not in _said and len(_said) < 1024:
         _said.add(said)
