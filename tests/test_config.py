@@ -36,6 +36,8 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
         "VWO_HEAP_IDENTITY_SOURCES": "resolver,cookie",
         "VWO_HEAP_TRUST_CLIENT_IDENTITY": "false",
         "VWO_HEAP_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+        "VWO_HEAP_ALIASING": "no",  # offline files hold no aliases: see the test below
+        "VWO_HEAP_ALIAS_CLIENT_IDENTITIES": "yes",
         "VWO_HEAP_EVALUATION_TIMEOUT": "0.5",
         "VWO_HEAP_EVALUATION": "shadow",
         "VWO_HEAP_LOOKUP_TIMEOUT": "0.05",
@@ -83,6 +85,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert config.identity_sources == ("resolver", "cookie")
     assert config.trust_client_identity is False
     assert [str(n) for n in config.proxy_networks] == ["10.0.0.0/8", "127.0.0.1/32"]
+    assert (config.aliasing, config.alias_client_identities) == (False, True)
     assert (config.evaluation_timeout, config.lookup_timeout) == (0.5, 0.05)
     assert config.evaluation == "shadow"
     assert (config.membership_ttl, config.non_membership_ttl, config.stale_membership_ttl) == (
@@ -107,6 +110,12 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert (config.redis_prefix, config.sticky_ttl) == ("shop", 86400)
     assert (config.state_dir, config.spool_max_bytes) == (str(tmp_path / "state"), 1048576)
     assert (config.bootstrap_settings, config.kept_settings_max_age) == (str(ca_file), 3600)
+
+
+def test_aliasing_needs_the_gateway() -> None:
+    assert Config.from_env({**BASE, "VWO_HEAP_ALIASING": "true"}).aliasing is True
+    with pytest.raises(ValueError, match="aliasing needs the VWO gateway.*VWO_HEAP_ALIASING"):
+        Config.from_env({"VWO_HEAP_ALIASING": "1", "VWO_HEAP_OFFLINE_FLAGS": str(DEMO_FLAGS)})
 
 
 def test_defaults() -> None:

@@ -87,6 +87,12 @@ class Config:
     fallback_user_id: Callable[[Any], str | None] | None = None
     # ``enricher(request) -> {name: value}``: more VWO custom variables.
     context_enricher: ContextEnricher | None = None
+    # VWO user aliasing (the gateway's ``/user-alias`` endpoints, the SDK's
+    # ``is_aliasing_enabled``): a visitor who logs in keeps the bucket their Heap anonymous
+    # ``userId`` had. Links are made from the resolver's identity only, unless
+    # ``alias_client_identities`` (Heap's cookie and the header can name anyone).
+    aliasing: bool = False
+    alias_client_identities: bool = False
     # Proxies (IPs or networks) whose X-Forwarded-For/Forwarded headers are believed.
     trusted_proxies: tuple[str, ...] = ()
     # What each flag is when no decision can be had; off with no variables if not listed.
@@ -203,6 +209,12 @@ class Config:
         if given and (not isinstance(self.sdk_key, str) or not self.sdk_key.strip()):
             raise _invalid(
                 "sdk_key", "sdk_key must be the SDK key of your VWO project (a non-empty string)"
+            )
+        if self.aliasing and self.offline:
+            raise _invalid(
+                "aliasing",
+                "aliasing needs the VWO gateway (its /user-alias endpoints): offline files hold "
+                "no aliases; unset VWO_HEAP_ALIASING, or give a gateway_url, not offline_flags",
             )
         if self.gateway_url or not self.offline:
             try:
@@ -530,6 +542,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_IDENTITY_SOURCES": ("identity_sources", _list),
     "VWO_HEAP_TRUST_CLIENT_IDENTITY": ("trust_client_identity", _flag),
     "VWO_HEAP_TRUSTED_PROXIES": ("trusted_proxies", _list),
+    "VWO_HEAP_ALIASING": ("aliasing", _flag),
+    "VWO_HEAP_ALIAS_CLIENT_IDENTITIES": ("alias_client_identities", _flag),
     "VWO_HEAP_EVALUATION_TIMEOUT": ("evaluation_timeout", _seconds),
     "VWO_HEAP_LOOKUP_TIMEOUT": ("lookup_timeout", _seconds),
     "VWO_HEAP_MEMBERSHIP_TTL": ("membership_ttl", _seconds),

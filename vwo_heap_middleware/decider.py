@@ -57,6 +57,7 @@ class Plan:
 
     deadline: float
     index: FlagIndex | None = None  # the settings decided on (None: not ready)
+    keys: list[str] = field(default_factory=list)  # the flags asked for
     results: dict[str, FlagDecision] = field(default_factory=dict)
     todo: dict[str, tuple[FlagNeeds, str]] = field(default_factory=dict)  # needs, cache key
     memberships: set[MembershipKey] = field(default_factory=set)
@@ -130,11 +131,19 @@ class Decider:
         }
 
     def plan(
-        self, index: FlagIndex | None, visitor: Visitor, keys: list[str], deadline: float
+        self,
+        index: FlagIndex | None,
+        visitor: Visitor,
+        keys: list[str],
+        deadline: float,
+        cached: bool = True,
+        expires: float = math.inf,
     ) -> Plan:
         """Answer what overrides and the cache know; say what the rest needs. ``index`` is None
-        while the engine is not ready."""
-        plan = Plan(deadline, index)
+        while the engine is not ready; ``cached=False``: the cache is not asked (what every
+        flag needs, for a visitor whose user id is still being looked up); ``expires``: when
+        the visitor's id stops holding (their alias)."""
+        plan = Plan(deadline, index, keys, expires=expires)
         forced = overrides.current()
         if forced:
             plan.results = {key: forced[key] for key in keys if key in forced}
@@ -163,9 +172,9 @@ class Decider:
                 cache_key = f"{key!r}{with_facts}"
             else:
                 cache_key = f"{key!r}{base}"
-            cached = self._decisions.lookup(cache_key)
-            if cached is not None:
-                plan.results[key], expires = cached
+            found = self._decisions.lookup(cache_key) if cached else None
+            if found is not None:
+                plan.results[key], expires = found
                 plan.expires = min(plan.expires, expires)
                 plan.cached += 1
             else:

@@ -20,7 +20,7 @@ from .config import Config
 from .decider import Decider, Plan
 from .decision import FlagDecision, Reason
 from .evaluation.caches import DecisionCaches
-from .evaluation.custom_events import QUEUED, Tracked, for_visitor
+from .evaluation.custom_events import Tracked, for_visitor
 from .evaluation.flag_index import FlagIndex
 from .evaluation.impressions import SdkFacts
 from .explain import Explanation, explain
@@ -58,6 +58,7 @@ class FlagEngine:
         self._sdk = VwoSdk(config, self.events.add, redis.storage() if redis else None)
         self._client: Gateway = self._offline or GatewayClient(config)
         self._lookups = GatewayLookups(config, self._client, shared=redis, observers=self.observers)
+        self.aliases = self._lookups.links
         self._caches = DecisionCaches(config)
         self._decider = Decider(config, self._sdk, self._caches.decisions)
         self._index: FlagIndex | None = None
@@ -199,11 +200,11 @@ class FlagEngine:
     def _custom_event(self, visitor: Visitor, name: str | None, values: object) -> Tracked:
         self._ensure_process()
         facts = self._facts or self._sdk.facts()
-        made = for_visitor(self._index, facts, visitor.context, name, values)
-        if isinstance(made, Tracked):
-            return made
-        self.events.add(made)  # journaled, batched, retried with the impressions
-        return QUEUED
+        return self.aliases.spool(  # as the id the visitor's is an alias of, if any
+            visitor,
+            lambda v: for_visitor(self._index, facts, v.context, name, values),
+            self.events,
+        )
 
     def flush_events(self, timeout: float = 2.0) -> bool:
         """Send spooled events now, waiting at most ``timeout`` s; True when all were sent."""
@@ -266,7 +267,7 @@ class FlagEngine:
         ``facts``: the request's, to ``recall`` them by. Never raises: a failure gives defaults."""
         keys = list(keys)
         try:
-            plan, pending = self._begin(visitor, keys, timeout, on_loop=False)
+            plan, pending, visitor = self._begin(visitor, keys, timeout, on_loop=False)
             if pending is not None:
                 pending.wait(plan.left())
             return self._finish(plan, pending, visitor, facts)
@@ -287,7 +288,7 @@ class FlagEngine:
         try:
             if self._first_decision:  # a new worker: wait for settings off the loop
                 await asyncio.to_thread(self.wait_started)
-            plan, pending = self._begin(visitor, keys, timeout, on_loop=True)
+            plan, pending, visitor = self._begin(visitor, keys, timeout, on_loop=True)
             if pending is not None:
                 await pending.wait_async(plan.left())
             return self._finish(plan, pending, visitor, facts)
@@ -297,22 +298,27 @@ class FlagEngine:
 
     def _begin(
         self, visitor: Visitor, keys: list[str], timeout: float | None, on_loop: bool
-    ) -> tuple[Plan, Pending | None]:
-        """Plan the decision and start the lookups it needs."""
+    ) -> tuple[Plan, Pending | None, Visitor]:
+        """Plan the decision and start the lookups it needs (and the visitor's alias's)."""
         self._ensure_process()
         if self._first_decision:  # a new worker's first decision: not a default while loading
             self.wait_started()
         budget = self.config.evaluation_timeout if timeout is None else timeout
         index = self._index if self.ready else None
-        plan = self._decider.plan(index, visitor, keys, time.monotonic() + budget)
-        if not plan.todo:
-            return plan, None
-        return plan, self._lookups.begin(plan.memberships, plan.details, on_loop)
+        visitor, expires, alias = self.aliases.begin(visitor, on_loop, ready=index is not None)
+        deadline = time.monotonic() + budget  # while the alias is looked up, no cache is asked
+        plan = self._decider.plan(index, visitor, keys, deadline, alias is None, expires)
+        if not plan.todo and alias is None:
+            return plan, None, visitor
+        return plan, self._lookups.begin(plan.memberships, plan.details, on_loop, alias), visitor
 
     def _finish(
         self, plan: Plan, pending: Pending | None, visitor: Visitor, facts: RequestFacts | None
     ) -> dict[str, FlagDecision]:
         """Decide on the answers, spool the events, remember a returning visitor, report."""
+        if pending is not None and pending.alias is not None:
+            visitor, expires = self.aliases.landed(visitor, pending.alias)  # decide as that id
+            plan = self._decider.plan(plan.index, visitor, plan.keys, plan.deadline, True, expires)
         if pending is not None:
             memberships, details = pending.finish()
             detail = details.get(plan.details) if plan.details else None

@@ -67,6 +67,7 @@ class Explanation:
     rules: tuple[RuleWalk, ...] = ()
     note: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    alias: str | None = None  # the user id the context's id stands for (VWO user aliasing)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +76,7 @@ class Explanation:
             "rules": [rule.to_dict() for rule in self.rules],
             "note": self.note,
             "context": dict(self.context),
+            "alias_of": self.alias,
         }
 
     def lines(self) -> list[str]:
@@ -85,6 +87,8 @@ class Explanation:
         if self.context:
             custom = self.context.get("custom_variables") or {}
             out.append(f"  user id {self.context.get('id')!r}, custom variables {custom!r}")
+        if self.alias is not None:
+            out.append(f"  the user id came through an alias: VWO links {self.alias!r} to it")
         if self.note:
             out.append(f"  {self.note}")
         for rule in self.rules:
@@ -126,6 +130,9 @@ def explain(
         hint = f"did you mean {close[0]!r}? " if close else ""
         note = f"the settings have no such flag ({hint}they have {known})"
         return Explanation(key, decision, note=note)
+    wait = decider.config.evaluation_timeout if timeout is None else timeout
+    visitor = lookups.links.waited(visitor, wait)  # the id VWO knows them by (aliasing)
+    context = dict(visitor.context or {})
     if visitor.context is None:
         decision = decider.defaults([key], Reason.NO_USER)[key]
         return Explanation(key, decision, note="no Heap identity or user id: nothing to evaluate")
@@ -133,16 +140,16 @@ def explain(
     facts = (context.get("user_agent"), context.get("ip_address"))
     asked = facts if needs.user_details and any(facts) else None
     pending = lookups.begin(needs.memberships(context["custom_variables"]), asked)
-    pending.wait(decider.config.evaluation_timeout if timeout is None else timeout)
+    pending.wait(wait)
     memberships, details = pending.finish()
     detail = details.get(asked) if asked else None
     decision, trace = decider.explain(index, visitor, key, LookedUp.of(memberships, detail))
     if trace is None:
         why = decider.by_sdk.get(key, "this call's context")
         note = f"decided by the VWO SDK (the native evaluator leaves it: {why}); no rule walk"
-        return Explanation(key, decision, note=note, context=context)
+        return Explanation(key, decision, note=note, context=context, alias=visitor.aliased_from)
     rules = walk(trace, index.rules.get(key) or FlagRules({}), memberships)
-    return Explanation(key, decision, rules, context=context)
+    return Explanation(key, decision, rules, context=context, alias=visitor.aliased_from)
 
 
 def walk(

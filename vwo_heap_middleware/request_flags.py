@@ -177,8 +177,8 @@ class RequestFlags:
 
     @property
     def user_id(self) -> str | None:
-        self.read = True
-        return self.visitor.user_id
+        self.read = True  # the VWO user id: with aliasing, the one the visitor's stands for
+        return self.engine.aliases.known(self.visitor).user_id
 
     def load(self, keys: Iterable[str], facts: RequestFacts | None = None) -> None:
         """Decide the keys not decided yet (blocking; see ``load_async`` in async code);
@@ -258,7 +258,7 @@ class RequestFlags:
         self.read = True
         config = self.engine.config
         decided = {key: self.get(key) for key in config.client_flags}
-        user_id = browser.client_user_id(self.visitor.user_id, config)
+        user_id = browser.client_user_id(self.user_id, config)
         return browser.client_payload(decided, user_id, config.account_id, vwo_storage)
 
     def client_script(

@@ -97,10 +97,16 @@ class Visitor:
     heap: HeapIdentity
     user_id: str | None
     context: Mapping[str, Any] | None
+    aliased_from: str | None = None  # the user id this one stands for (VWO user aliasing)
 
     @property
     def identity(self) -> str | None:
         return self.heap.identity
+
+    def aliased(self, user_id: str) -> Visitor:
+        """This visitor under ``user_id``, the id their own is an alias of."""
+        context = {**(self.context or {}), "id": user_id}
+        return Visitor(self.heap, user_id, context, self.aliased_from or self.user_id)
 
     def atoms(self) -> tuple[str | None, ...]:
         """This visitor as strings only, for a cache whose entries the garbage collector need
@@ -140,6 +146,9 @@ def identify(config: Config, facts: RequestFacts, resolved: object = None) -> He
     for source in config.identity_sources:
         if source == "resolver":
             found = identity_from_resolver(resolved)
+            if found.is_identified and config.aliasing and "cookie" in config.identity_sources:
+                read = identity_from_cookies(facts.cookie, config.heap_app_id)  # may be linked
+                found = HeapIdentity(found.identity, read.user_id, found.source)
         elif not config.trust_client_identity:
             if source == "cookie":
                 read = identity_from_cookies(facts.cookie, config.heap_app_id)

@@ -131,13 +131,51 @@ def test_events_are_recorded(demo_gateway: LocalGateway) -> None:
         "POST", f"{demo_gateway.url}/events/t?en=vwo_variationShown&a=123456", json=body
     )
     assert response.status == 200
-    batch = {"ev": [{"d": {"event": {"name": "custom_goal"}}}] * 2}
+    custom = {"d": {"event": {"name": "custom_goal", "props": {"isCustomEvent": True}}}}
+    synced = {"d": {"event": {"name": "vwo_syncVisitorProp", "props": {"isCustomEvent": True}}}}
+    batch = {"ev": [custom, custom, synced]}
     http.request("POST", f"{demo_gateway.url}/server-side/batch-events-v2?a=123456", json=batch)
     records = get(f"{demo_gateway.url}/_gateway/records").json()
-    assert records["events"] == {"vwo_variationShown": 1, "custom_goal": 2}
+    assert records["events"] == {
+        "vwo_variationShown": 1,
+        "custom_goal": 2,
+        "vwo_syncVisitorProp": 1,
+    }
+    assert (records["custom_events"], records["attribute_syncs"]) == (2, 1)
     assert records["event_log"][0]["body"] == body
     summary = get(f"{demo_gateway.url}/_gateway/records", summary="").json()
-    assert summary == {"requests": {"events": 1, "batch_events": 1}, "events": records["events"]}
+    assert summary == {
+        "requests": {"events": 1, "batch_events": 1},
+        "events": records["events"],
+        "custom_events": 2,
+        "attribute_syncs": 1,
+    }
+
+
+def test_aliases_are_kept_and_bad_calls_refused(demo_gateway: LocalGateway) -> None:
+    """VWO's ``/user-alias`` endpoints, as the SDK calls them; a second link of an alias
+    replaces the first (a client that sets without asking first is seen)."""
+    url = f"{demo_gateway.url}/user-alias"
+    query = "accountId=123456&sdkKey=local-demo-sdk-key"
+
+    def link(user_id: object, alias_id: object) -> Any:
+        body = {"userId": user_id, "aliasId": alias_id}
+        return http.request("POST", f"{url}/setUserAlias?{query}", json=body)
+
+    def aliases_of(*ids: str) -> Any:
+        return get(f"{url}/getAliasUserId", userId=json.dumps(list(ids))).json()
+
+    assert aliases_of("ada@example.com") == []
+    assert json.loads(link("111", "ada@example.com").data) == {"isAliasSet": True}
+    assert aliases_of("ada@example.com", "111") == [{"userId": "111", "aliasId": "ada@example.com"}]
+    link("222", "ada@example.com")
+    assert aliases_of("ada@example.com") == [{"userId": "222", "aliasId": "ada@example.com"}]
+    for bad in [("", "x"), ("x", "x"), (1, "x"), ("x", None)]:
+        assert link(*bad).status == 400
+    assert http.request("GET", f"{url}/getAliasUserId?userId=ada").status == 400
+    assert http.request("GET", f"{url}/getAliasUserId?userId=[1]").status == 400
+    calls = get(f"{demo_gateway.url}/_gateway/records").json()["alias_calls"]
+    assert [call["endpoint"] for call in calls][:3] == ["get", "set", "get"]
 
 
 def test_user_details_are_deterministic(demo_gateway: LocalGateway) -> None:

@@ -26,6 +26,8 @@ FILE_BLOCK = re.compile(
     re.S,
 )
 MEMBER, MEMBER_PASSWORD = "ada", "ada-pw-0451"
+ANONYMOUS = "5550001112223334"  # Heap's userId in the browser before the login
+HEAP_COOKIE = v5(None, user_id=ANONYMOUS).split("=", 1)
 OUTSIDER, OUTSIDER_PASSWORD = "bob", "bob-pw-0451"
 
 
@@ -59,7 +61,9 @@ def manage(project: Path, env: dict[str, str], *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+def site(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, dict[str, str], LocalGateway]]:
     """The tutorial's project, migrated, with a segment member and an outsider as users."""
     project = tmp_path_factory.mktemp("tutorial")
     with LocalGateway.from_files(flags_file=DEMO_FLAGS, segments_file=DEMO_SEGMENTS) as gateway:
@@ -95,7 +99,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
             f"User.objects.create_user({OUTSIDER!r}, 'bob@example.com', {OUTSIDER_PASSWORD!r})"
         )
         manage(project, env, "shell", "-c", users)
-        yield project, env
+        yield project, env, gateway
 
 
 def serve(
@@ -121,6 +125,7 @@ def serve(
 def logged_in(url: str, username: str, password: str) -> requests.Session:
     """A browser's session: the login form fetched, filled and posted with its CSRF token."""
     session = requests.Session()
+    session.cookies.set(*HEAP_COOKIE)  # heap.js was on the site before the login
     form = session.get(f"{url}/accounts/login/", timeout=30)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
     assert token is not None, form.text
@@ -137,11 +142,12 @@ def logged_in(url: str, username: str, password: str) -> requests.Session:
 
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
 def test_the_tutorial_project_serves_the_flag_to_logged_in_members_only(
-    site: tuple[Path, dict[str, str]], server: str
+    site: tuple[Path, dict[str, str], LocalGateway], server: str
 ) -> None:
     """Issue: under uvicorn every logged-in user was anonymous (the resolver ran on the loop
-    and Django refused it): a member who got the flag under runserver got a 404."""
-    project, env = site
+    and Django refused it): a member who got the flag under runserver got a 404. With aliasing,
+    the login links the member's e-mail to the anonymous visit's Heap userId."""
+    project, env, gateway = site
     app = "shop.asgi:application" if server == "uvicorn" else "shop.wsgi:application"
     process, url = serve(project, env, server, app)
     try:
@@ -150,6 +156,8 @@ def test_the_tutorial_project_serves_the_flag_to_logged_in_members_only(
         page = member.get(f"{url}/premium", timeout=30)
         assert page.status_code == 200 and "Checkout: Premium" in page.text
         assert "private" in page.headers["Cache-Control"]
+        linked = lambda: gateway.app.aliases.get("ada@example.com") == ANONYMOUS  # noqa: E731
+        wait_until(linked, what="the login linked to the anonymous visit")
         outsider = logged_in(url, OUTSIDER, OUTSIDER_PASSWORD)
         assert outsider.get(f"{url}/premium", timeout=30).status_code == 404
         forged = requests.get(
@@ -200,6 +208,7 @@ def test_the_app_tutorials_serve_the_flag_to_logged_in_members_only(
             gateway,
             VWO_HEAP_FLAGS="premium_checkout,new_banner",
             VWO_HEAP_TRUST_CLIENT_IDENTITY="false",
+            **({"VWO_HEAP_ALIASING": "true"} if page == "fastapi.md" else {}),  # its exports
             VWO_HEAP_LOOKUP_TIMEOUT="10",  # an answer, even on a busy machine
             VWO_HEAP_EVALUATION_TIMEOUT="10",
             SESSION_SECRET="tests-only",
@@ -211,6 +220,7 @@ def test_the_app_tutorials_serve_the_flag_to_logged_in_members_only(
 
             def session_of(email: str, password: str) -> requests.Session:
                 session = requests.Session()
+                session.cookies.set(*HEAP_COOKIE)  # heap.js was on the site before the login
                 credentials = {"email": email, "password": password}
                 sent = {"data": credentials} if form else {"json": credentials}
                 answer = session.post(f"{url}/login", timeout=30, **sent)  # type: ignore[arg-type]
@@ -220,6 +230,9 @@ def test_the_app_tutorials_serve_the_flag_to_logged_in_members_only(
             member = session_of("ada@example.com", "ada-pw-0451")
             page_ = member.get(f"{url}/premium", timeout=30)
             assert page_.status_code == 200 and "Premium" in page_.text, page_.text
+            linked = lambda: gateway.app.aliases.get("ada@example.com") == ANONYMOUS  # noqa: E731
+            wait_until(linked, what="the login linked to the anonymous visit")
+            assert len([c for c in gateway.records()["alias_calls"] if c["endpoint"] == "set"]) == 1
             outsider = session_of("bob@example.com", "bob-pw-0451")
             assert outsider.get(f"{url}/premium", timeout=30).status_code == 404
             forged = {"X-Heap-Identity": "ada@example.com", "Cookie": v5("ada@example.com")}

@@ -206,6 +206,10 @@ class CachedLookup(Generic[K, V]):
         if stale is not None:
             self._stale.put(self._atom(key), stale, self._clock() + self._stale_ttl)
 
+    def put(self, key: K, value: V) -> float:
+        """Cache an answer known without asking (one just told to the gateway); its expiry."""
+        return self._keep(key, value)
+
     def _keep(self, key: K, value: V, fresh_for: float | None = None) -> float:
         """Cache a fresh answer (for ``fresh_for`` s, else its TTL); returns when it expires."""
         now = self._clock()

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from ..config import Config
+from ..identity import clean_identity
 from .wire import Endpoint, Reader, Response
 
 
@@ -32,6 +33,8 @@ class Gateway(Protocol):
     def fetch_settings(self, timeout: float = ...) -> dict[str, Any]: ...
     def is_member(self, list_id: str, attribute: str) -> bool: ...
     def user_details(self, user_agent: str | None, ip_address: str | None) -> dict[str, Any]: ...
+    def alias_of(self, user_id: str) -> str: ...
+    def set_alias(self, user_id: str, alias_id: str, timeout: float = ...) -> None: ...
     def close(self) -> None: ...
 
 
@@ -127,6 +130,30 @@ class GatewayClient:
     def user_details(self, user_agent: str | None, ip_address: str | None) -> dict[str, Any]:
         return user_details(self._lookup(self._targets.user_details(user_agent, ip_address)))
 
+    def alias_of(self, user_id: str) -> str:
+        """The user id ``user_id`` is an alias of (itself when it is none's)."""
+        return alias_answer(user_id, self._lookup(self._targets.alias(user_id)))
+
+    def set_alias(self, user_id: str, alias_id: str, timeout: float = 3.0) -> None:
+        """Make ``alias_id`` an alias of ``user_id`` (the SDK's ``set_alias``); one try."""
+        query = self._targets.account | {"userId": user_id, "aliasId": alias_id}
+        url = f"{self.base_url}{SET_ALIAS_PATH}?{urlencode(query)}"
+        body = json.dumps({"userId": user_id, "aliasId": alias_id}).encode()
+        try:
+            response = self._pool.request(
+                "POST",
+                url,
+                body=body,
+                headers={"Content-Type": "application/json"},
+                timeout=urllib3.Timeout(total=timeout),
+                retries=False,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise GatewayError(f"{SET_ALIAS_PATH}: {type(exc).__name__}") from None
+        answer = parse_answer(SET_ALIAS_PATH, response.status, response.data)
+        if not (isinstance(answer, dict) and answer.get("isAliasSet") is True):
+            raise GatewayError(f"{SET_ALIAS_PATH}: the alias was not set")
+
     def _lookup(self, target: str) -> Any:
         assert self._connections is not None
         path = target.split("?")[0]
@@ -215,6 +242,8 @@ def _left(deadline: float) -> float:
 SETTINGS_PATH = "/server-side/v2-settings"
 MEMBERSHIP_PATH = "/check-attribute"
 USER_DETAILS_PATH = "/get-user-details"
+ALIAS_PATH = "/user-alias/getAliasUserId"
+SET_ALIAS_PATH = "/user-alias/setUserAlias"
 
 
 class LookupTargets:
@@ -222,11 +251,16 @@ class LookupTargets:
     "@" stays as it is: an e-mail then needs no percent sign."""
 
     def __init__(self, config: Config) -> None:
-        self._account = "&" + urlencode({"accountId": config.account_id, "sdkKey": config.sdk_key})
+        self.account = {"accountId": config.account_id, "sdkKey": config.sdk_key}
+        self._account = "&" + urlencode(self.account)
 
     def membership(self, list_id: str, attribute: str) -> str:
         query = urlencode({"attribute": attribute, "listId": list_id}, safe="@")
         return f"{MEMBERSHIP_PATH}?{query}{self._account}"
+
+    def alias(self, user_id: str) -> str:
+        """The SDK's alias lookup: ``userId`` a JSON array of the one id."""
+        return f"{ALIAS_PATH}?{self._account[1:]}&{urlencode({'userId': json.dumps([user_id])})}"
 
     def user_details(self, user_agent: str | None, ip_address: str | None) -> str:
         query = {}
@@ -242,6 +276,17 @@ def user_details(answer: Any) -> dict[str, Any]:
     if not isinstance(answer, dict):
         raise GatewayError(f"{USER_DETAILS_PATH}: unexpected answer")
     return {"location": answer.get("location") or {}, "userAgent": answer.get("userAgent") or {}}
+
+
+def alias_answer(user_id: str, answer: Any) -> str:
+    """The ``userId`` of the record whose ``aliasId`` is ``user_id``, as the SDK reads it;
+    ``user_id`` itself when there is none (or the record's id is no id)."""
+    if not isinstance(answer, list):
+        raise GatewayError(f"{ALIAS_PATH}: unexpected answer")
+    for record in answer:
+        if isinstance(record, dict) and record.get("aliasId") == user_id:
+            return clean_identity(record.get("userId")) or user_id
+    return user_id
 
 
 def member(answer: Any) -> bool:

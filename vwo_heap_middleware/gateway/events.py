@@ -17,6 +17,7 @@ send stays for it too.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
@@ -116,6 +117,7 @@ class EventSpool:
         self._wake = threading.Condition(self._lock)
         self._spool: collections.deque[Event] = collections.deque()
         self._in_flight = 0
+        self._coming: set[concurrent.futures.Future[None]] = set()  # ``expect``-ed, not added
         self._flushing = False
         self._retry_at = self._failed_at = 0.0
         self._thread: threading.Thread | None = None
@@ -161,6 +163,17 @@ class EventSpool:
             self.duplicates += 1  # another worker sent this impression already
             return
         self._keep(event)
+
+    def expect(self, coming: concurrent.futures.Future[None]) -> None:
+        """An event on its way (its visitor's alias is being looked up): ``flush`` and
+        ``close`` wait for ``coming`` to be done (the event added, or refused) first."""
+        with self._lock:
+            self._coming.add(coming)
+        coming.add_done_callback(self._arrived)
+
+    def _arrived(self, coming: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._coming.discard(coming)
 
     def _keep(self, event: Event) -> None:
         journaled = self._journal is not None and not self._journal.broken
@@ -212,6 +225,10 @@ class EventSpool:
         if nothing is left."""
         deadline = time.monotonic() + timeout
         with self._lock:
+            coming = list(self._coming)
+        if coming:
+            concurrent.futures.wait(coming, timeout=max(deadline - time.monotonic(), 0.0))
+        with self._lock:
             self._flushing = True
             self._wake.notify_all()
             try:
@@ -220,7 +237,7 @@ class EventSpool:
                     if left <= 0:
                         break
                     self._wake.wait(left)
-                return not self._spool and not self._in_flight
+                return not (self._spool or self._in_flight or self._coming)
             finally:
                 self._flushing = False
 

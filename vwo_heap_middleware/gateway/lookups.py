@@ -1,6 +1,6 @@
-"""The gateway lookups an engine makes: segment memberships and user details, each a
-``CachedLookup``, on a small thread pool, from the event loop where they can be, and through
-Redis first when it is configured (``redis_store``)."""
+"""The gateway lookups an engine makes: segment memberships, user details and (with aliasing)
+the user id an id is an alias of, each a ``CachedLookup``, on a small thread pool, from the
+event loop where they can be, and through Redis first when it is configured (``redis_store``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..config import Config
 from ..evaluation.outcome import Answer, DetailsKey, MembershipKey
 from ..observers import Observer
+from .aliases import AliasLinks
 from .breaker import CircuitBreaker
 from .cached_lookup import CachedLookup, Started, wait_async
 from .client import Gateway, GatewayClient
@@ -35,20 +36,22 @@ class Pending:
 
     memberships: Started[MembershipKey, bool]
     details: Started[DetailsKey, Mapping[str, Any]]
+    alias: Started[str, str] | None = None  # the visitor's id, when its alias is under way
 
     @property
     def flights(self) -> list[Any]:
-        return [*self.memberships.pending.values(), *self.details.pending.values()]
+        flights = [*self.memberships.pending.values(), *self.details.pending.values()]
+        return flights + list(self.alias.pending.values()) if self.alias else flights
 
     def wait(self, timeout: float) -> None:
         """Wait (blocking) until every flight landed, at most ``timeout`` seconds."""
-        if self.memberships.pending or self.details.pending:
-            concurrent.futures.wait(self.flights, timeout=timeout)
+        if flights := self.flights:
+            concurrent.futures.wait(flights, timeout=timeout)
 
     async def wait_async(self, timeout: float) -> None:
         """``wait`` from a coroutine, without blocking the loop or cancelling any flight."""
-        if self.memberships.pending or self.details.pending:
-            await wait_async(self.flights, timeout)
+        if flights := self.flights:
+            await wait_async(flights, timeout)
 
     def finish(
         self,
@@ -57,8 +60,8 @@ class Pending:
 
 
 class GatewayLookups:
-    """Segment memberships and user details for the engine: cached, single-flight, on a small
-    thread pool or on the event loop, Redis (``shared``) asked before the gateway."""
+    """Segment memberships, user details and aliases for the engine: cached, single-flight, on
+    a small thread pool or on the event loop, Redis (``shared``) asked before the gateway."""
 
     def __init__(
         self,
@@ -75,7 +78,7 @@ class GatewayLookups:
         self.breaker = CircuitBreaker()
         self.memberships: CachedLookup[MembershipKey, bool] = CachedLookup(
             self._fetch_membership,
-            executor=self._get_executor,
+            executor=self.executor,
             breaker=self.breaker,
             ttl=lambda member: config.membership_ttl if member else config.non_membership_ttl,
             stale_ttl=config.stale_membership_ttl,
@@ -85,17 +88,31 @@ class GatewayLookups:
         )
         self.user_details: CachedLookup[DetailsKey, Mapping[str, Any]] = CachedLookup(
             self._fetch_user_details,
-            executor=self._get_executor,
+            executor=self.executor,
             breaker=self.breaker,
             ttl=lambda details: config.user_details_ttl,
             stale_ttl=config.stale_membership_ttl,
             maxsize=config.cache_size,
             shared=(lambda keys: shared.answers("u", keys)) if shared else None,
         )
+        # the id each user id is an alias of (itself: none), kept as long as a non-membership
+        self.aliases: CachedLookup[str, str] | None = None
+        if config.aliasing:
+            self.aliases = CachedLookup(
+                self._fetch_alias,
+                executor=self.executor,
+                breaker=self.breaker,
+                ttl=lambda _: config.non_membership_ttl,
+                stale_ttl=config.stale_membership_ttl,
+                maxsize=config.cache_size,
+                shared=(lambda keys: shared.answers("a", keys)) if shared else None,
+                atom=str,
+            )
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._on_loop: LoopGateway | None = None
         self._set_on_loop(client)
+        self.links = AliasLinks(config, self, lambda: self.client, shared)
 
     def _set_on_loop(self, client: Gateway) -> None:
         """Async requests ask the real gateway (HTTP or HTTPS) from their event loop, Redis
@@ -107,6 +124,8 @@ class GatewayLookups:
         usable = self._on_loop is not None
         self.memberships.fetch_on_loop = self._membership_on_loop if usable else None
         self.user_details.fetch_on_loop = self._details_on_loop if usable else None
+        if self.aliases is not None:
+            self.aliases.fetch_on_loop = self._alias_on_loop if usable else None
 
     def _membership_on_loop(self, key: MembershipKey) -> asyncio.Future[bool]:
         on_loop = self._on_loop
@@ -117,6 +136,18 @@ class GatewayLookups:
 
         if self.shared is not None:
             return asyncio.ensure_future(self.shared.fetch_once_async("m", key, ask, self._ttl))
+        return ask()
+
+    def _alias_on_loop(self, user_id: str) -> asyncio.Future[str]:
+        on_loop = self._on_loop
+        assert on_loop is not None
+
+        def ask() -> asyncio.Future[str]:
+            return self._timed_on_loop("alias", on_loop.alias_of(user_id))
+
+        if self.shared is not None:
+            ttl = self._alias_ttl
+            return asyncio.ensure_future(self.shared.fetch_once_async("a", user_id, ask, ttl))
         return ask()
 
     def _details_on_loop(self, key: DetailsKey) -> asyncio.Future[Mapping[str, Any]]:
@@ -152,21 +183,33 @@ class GatewayLookups:
     def _ttl(self, member: bool) -> float:
         return self._config.membership_ttl if member else self._config.non_membership_ttl
 
+    def _alias_ttl(self, canonical: str) -> float:
+        return self._config.non_membership_ttl
+
     def reset(self, client: Gateway) -> None:
         """After a fork: forget the parent's caches, threads, connections and breaker."""
         self.client = client
         self._set_on_loop(client)
-        self.breaker = self.memberships.breaker = self.user_details.breaker = CircuitBreaker()
+        self.breaker = CircuitBreaker()
         self._executor = None
         self._lock = threading.Lock()
-        self.memberships.reset()
-        self.user_details.reset()
+        for lookup in self._all():
+            lookup.breaker = self.breaker
+            lookup.reset()
+        self.links.reset()
+
+    def _all(self) -> list[CachedLookup[Any, Any]]:
+        lookups: list[CachedLookup[Any, Any]] = [self.memberships, self.user_details]
+        return lookups + [self.aliases] if self.aliases is not None else lookups
 
     def stats(self) -> dict[str, int]:
+        aliases = {"alias_calls": self.aliases.calls} if self.aliases is not None else {}
         return {
             "membership_calls": self.memberships.calls,
             "user_details_calls": self.user_details.calls,
-            "lookups_in_flight": self.memberships.in_flight() + self.user_details.in_flight(),
+            **aliases,
+            **self.links.stats(),
+            "lookups_in_flight": sum(lookup.in_flight() for lookup in self._all()),
             "circuit_opened": self.breaker.opened,
             "circuit_open": int(self.breaker.is_open),
         }
@@ -176,12 +219,14 @@ class GatewayLookups:
         memberships: Iterable[MembershipKey],
         details: DetailsKey | None,
         on_loop: bool = False,
+        alias: Started[str, str] | None = None,
     ) -> Pending:
         """Start the lookups a decision needs; ``on_loop``: the caller is a coroutine on the
-        running event loop, so memberships may be asked from it."""
+        running event loop, so memberships may be asked from it. ``alias``: begun already."""
         return Pending(
             self.memberships.begin(memberships, on_loop=on_loop),
             self.user_details.begin([details] if details else [], on_loop=on_loop),
+            alias,
         )
 
     def close(self) -> None:
@@ -190,7 +235,7 @@ class GatewayLookups:
         if self._on_loop is not None:
             self._on_loop.close()
 
-    def _get_executor(self) -> concurrent.futures.Executor:
+    def executor(self) -> concurrent.futures.Executor:
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
@@ -222,6 +267,14 @@ class GatewayLookups:
         if self.shared is None:
             return ask()
         return self.shared.fetch_once("m", key, ask, self._ttl)
+
+    def _fetch_alias(self, user_id: str) -> str:
+        def ask() -> str:
+            return self.timed("alias", self.client.alias_of, user_id)
+
+        if self.shared is None:
+            return ask()
+        return self.shared.fetch_once("a", user_id, ask, self._alias_ttl)
 
     def _fetch_user_details(self, key: DetailsKey) -> Mapping[str, Any]:
         def ask() -> dict[str, Any]:

@@ -20,7 +20,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..config import Config
-from .client import GatewayError, LookupTargets, member, parse_answer, user_details
+from .client import (
+    GatewayError,
+    LookupTargets,
+    alias_answer,
+    member,
+    parse_answer,
+    user_details,
+)
 from .wire import Endpoint, Reader, Response
 
 T = TypeVar("T")
@@ -49,6 +56,10 @@ class LoopGateway:
     ) -> asyncio.Future[dict[str, Any]]:
         target = self._targets.user_details(user_agent, ip_address)
         return self.request(target, functools.partial(_user_details, target))
+
+    def alias_of(self, user_id: str) -> asyncio.Future[str]:
+        target = self._targets.alias(user_id)
+        return self.request(target, functools.partial(_alias, user_id, target))
 
     def request(self, target: str, convert: Convert[T]) -> asyncio.Future[T]:
         """GET ``target`` from the running loop; the future holds ``convert(response)`` or a
@@ -277,3 +288,8 @@ def _membership(target: str, response: Response) -> bool:
 
 def _user_details(target: str, response: Response) -> dict[str, Any]:
     return user_details(parse_answer(target.split("?")[0], response.status, response.body))
+
+
+def _alias(user_id: str, target: str, response: Response) -> str:
+    answer = parse_answer(target.split("?")[0], response.status, response.body)
+    return alias_answer(user_id, answer)

@@ -30,13 +30,14 @@ import redis
 
 from ..config import Config
 from ..evaluation.outcome import Event
-from ..identity import fingerprint
+from ..identity import clean_identity, fingerprint
 from .breaker import CircuitBreaker
 from .cached_lookup import SharedAnswer
 from .loop import close_with_loop
 
 logger = logging.getLogger("vwo_heap_middleware")
 T = TypeVar("T")
+Key = tuple[str | None, ...] | str  # a lookup's key: (list id, value), (user agent, IP), user id
 LOCK_SECONDS = 2.0  # how long one worker may hold a key's gateway call for the others
 POLL = 0.005
 
@@ -60,7 +61,10 @@ def _shared_answer(
         fresh_for = float(fresh_until) - time.time()
     except Exception:  # not JSON, not a pair, too deep (RecursionError), too large a number
         return None
-    valid = isinstance(value, bool) if kind == "m" else isinstance(value, dict)
+    if kind == "a":  # an alias: the id it stands for
+        valid = clean_identity(value) is not None
+    else:
+        valid = isinstance(value, bool) if kind == "m" else isinstance(value, dict)
     timed = not isinstance(fresh_until, bool) and math.isfinite(fresh_for)
     if not valid or not timed or fresh_for > longest + CLOCK_SKEW:
         return None
@@ -105,16 +109,16 @@ class RedisStore:
 
     # Gateway answers: memberships and user details -----------------------------------------
 
-    def _name(self, kind: str, key: tuple[str | None, ...]) -> str:
+    def _name(self, kind: str, key: Key) -> str:
         if kind == "m":  # (list id, value): the list id stays readable
             return f"{self._prefix}:m:{key[0]}:{digest(str(key[1]))}"
+        if isinstance(key, str):  # a user id (aliases)
+            return f"{self._prefix}:{kind}:{digest(key)}"
         return f"{self._prefix}:{kind}:{digest(json.dumps(key))}"
 
-    def answers(
-        self, kind: str, keys: Iterable[tuple[str | None, ...]]
-    ) -> dict[Any, SharedAnswer[Any]]:
-        """The answers other workers have (``kind`` ``m``: memberships, ``u``: user details),
-        fresh or stale, in one round trip."""
+    def answers(self, kind: str, keys: Iterable[Key]) -> dict[Any, SharedAnswer[Any]]:
+        """The answers other workers have (``kind`` ``m``: memberships, ``u``: user details,
+        ``a``: aliases), fresh or stale, in one round trip."""
         keys = list(keys)
         if not keys:
             return {}
@@ -130,7 +134,7 @@ class RedisStore:
         config = self._config
         if kind == "m":
             return max(config.membership_ttl, config.non_membership_ttl)
-        return config.user_details_ttl
+        return config.user_details_ttl if kind == "u" else config.non_membership_ttl
 
     def _kept(self, kind: str, found: bytes | str | None) -> SharedAnswer[Any] | None:
         return _shared_answer(found, kind, self._longest(kind))
@@ -144,7 +148,7 @@ class RedisStore:
     def fetch_once(
         self,
         kind: str,
-        key: tuple[str | None, ...],
+        key: Key,
         fetch: Callable[[], T],
         ttl: Callable[[T], float],
     ) -> T:
@@ -168,7 +172,7 @@ class RedisStore:
     async def fetch_once_async(
         self,
         kind: str,
-        key: tuple[str | None, ...],
+        key: Key,
         fetch: Callable[[], Awaitable[T]],
         ttl: Callable[[T], float],
     ) -> T:
@@ -202,6 +206,25 @@ class RedisStore:
             if kept is not None:
                 error.stale = kept.value  # type: ignore[attr-defined]
             raise
+
+    def claim_alias(self, alias_id: str, user_id: str) -> str:
+        """Link ``alias_id`` to ``user_id`` once for the fleet: the id it is linked to, ours
+        or the one another worker linked first (``user_id`` when Redis fails)."""
+        name = f"{self._prefix}:alias:{digest(alias_id)}"
+        if self._set(name, user_id, self._config.sticky_ttl, only_new=True, default=True):
+            self.keep_answer("a", alias_id, user_id, self._config.non_membership_ttl)
+            return user_id
+        found = self._call(lambda: self._redis.get(name), None)
+        text = found.decode("utf-8", "replace") if isinstance(found, bytes) else found
+        return clean_identity(text) or user_id
+
+    def release_alias(self, alias_id: str) -> None:
+        """The gateway was not told: let the next login (any worker's) link it."""
+        self._call(lambda: self._redis.delete(f"{self._prefix}:alias:{digest(alias_id)}"), None)
+
+    def keep_answer(self, kind: str, key: Key, value: object, ttl: float) -> None:
+        """Keep an answer for every worker (one the gateway has just been told)."""
+        self._set(self._name(kind, key), *self._record(value, ttl))
 
     # Settings: one fetch per interval for the fleet, the last good revision kept -------------
 

@@ -87,6 +87,13 @@ class OfflineGateway:
     def user_details(self, user_agent: str | None, ip_address: str | None) -> dict[str, Any]:
         return {}
 
+    def alias_of(self, user_id: str) -> str:
+        """No aliases offline (``Config`` refuses aliasing with offline files)."""
+        return user_id
+
+    def set_alias(self, user_id: str, alias_id: str, timeout: float = 0.0) -> None:
+        raise RuntimeError("offline: no gateway to keep aliases")
+
     def close(self) -> None:
         """Nothing to close."""
 

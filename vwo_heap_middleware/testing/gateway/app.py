@@ -21,7 +21,16 @@ from .user_details import user_details
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-ENDPOINTS = ("settings", "events", "batch_events", "check_attribute", "user_details")
+ENDPOINTS = (
+    "settings",
+    "events",
+    "batch_events",
+    "check_attribute",
+    "user_details",
+    "get_alias",
+    "set_alias",
+)
+ATTRIBUTE_SYNC = "vwo_syncVisitorProp"
 RECORD_LIMIT = 10_000
 MALFORMED_BODY = b'{"this is": not json'
 
@@ -91,6 +100,8 @@ class Recorder:
             self.events: Counter[str] = Counter()
             self.event_log: deque[dict[str, Any]] = deque(maxlen=RECORD_LIMIT)
             self.membership_lookups: deque[dict[str, Any]] = deque(maxlen=RECORD_LIMIT)
+            self.alias_calls: deque[dict[str, Any]] = deque(maxlen=RECORD_LIMIT)
+            self.custom_events = self.attribute_syncs = 0
             self.lookup_peers: set[str] = set()  # client addresses that asked for lookups
 
     def request(self, endpoint: str, peer: str = "") -> None:
@@ -102,7 +113,15 @@ class Recorder:
     def event(self, name: str, query: Mapping[str, str], body: object) -> None:
         with self._lock:
             self.events[name] += 1
+            if name == ATTRIBUTE_SYNC:
+                self.attribute_syncs += 1
+            elif _props(body).get("isCustomEvent") is True:
+                self.custom_events += 1
             self.event_log.append({"name": name, "query": dict(query), "body": body})
+
+    def alias_call(self, endpoint: str, query: Mapping[str, str], body: object) -> None:
+        with self._lock:
+            self.alias_calls.append({"endpoint": endpoint, "query": dict(query), "body": body})
 
     def membership(self, list_id: str, attribute: str, member: bool, known_list: bool) -> None:
         with self._lock:
@@ -117,13 +136,19 @@ class Recorder:
 
     def snapshot(self, summary: bool = False) -> dict[str, Any]:
         with self._lock:
-            counts = {"requests": dict(self.requests), "events": dict(self.events)}
+            counts = {
+                "requests": dict(self.requests),
+                "events": dict(self.events),
+                "custom_events": self.custom_events,
+                "attribute_syncs": self.attribute_syncs,
+            }
             if summary:
                 return counts
             return {
                 **counts,
                 "event_log": list(self.event_log),
                 "membership_lookups": list(self.membership_lookups),
+                "alias_calls": list(self.alias_calls),
                 "lookup_connections": len(self.lookup_peers),  # distinct client (address, port)
             }
 
@@ -145,6 +170,8 @@ class GatewayApp:
         self._on_refuse = on_refuse
         self.set_settings(settings)
         self.set_segments(segments or {})
+        self.aliases: dict[str, str] = {}  # alias id -> the user id it stands for
+        self._aliases_lock = threading.Lock()
         rules = [
             Rule("/server-side/v2-settings", endpoint="settings", methods=["GET"]),
             Rule("/server-side/v2-pull", endpoint="settings", methods=["GET"]),
@@ -152,6 +179,8 @@ class GatewayApp:
             Rule("/server-side/batch-events-v2", endpoint="batch_events", methods=["POST"]),
             Rule("/check-attribute", endpoint="check_attribute", methods=["GET"]),
             Rule("/get-user-details", endpoint="user_details", methods=["GET"]),
+            Rule("/user-alias/getAliasUserId", endpoint="get_alias", methods=["GET"]),
+            Rule("/user-alias/setUserAlias", endpoint="set_alias", methods=["POST"]),
             Rule("/_gateway/health", endpoint="health", methods=["GET"]),
             Rule("/_gateway/records", endpoint="records", methods=["GET"]),
             Rule("/_gateway/faults", endpoint="control_faults", methods=["GET", "POST", "DELETE"]),
@@ -243,6 +272,33 @@ class GatewayApp:
     def on_user_details(self, request: Request) -> Response:
         return _json(user_details(request.args.get("userAgent"), request.args.get("ipAddress")))
 
+    def on_get_alias(self, request: Request) -> Response:
+        """``userId``: a JSON array of ids; the records of those that are aliases."""
+        self.recorder.alias_call("get", request.args, None)
+        try:
+            ids = json.loads(request.args.get("userId", ""))
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return _json({"error": "userId must be a JSON array of user ids"}, 400)
+        with self._aliases_lock:
+            found = [(i, self.aliases.get(i)) for i in ids]
+        return _json([{"userId": user, "aliasId": alias} for alias, user in found if user])
+
+    def on_set_alias(self, request: Request) -> Response:
+        """Body ``{"userId", "aliasId"}``: ``aliasId`` now stands for ``userId`` (a second
+        link of an alias replaces the first, so a client that does not ask first is seen)."""
+        body = request.get_json(silent=True)
+        self.recorder.alias_call("set", request.args, body)
+        user_id, alias_id = _text(body, "userId"), _text(body, "aliasId")
+        if not (user_id and alias_id):
+            return _json({"error": 'send {"userId": ..., "aliasId": ...}'}, 400)
+        if user_id == alias_id:
+            return _json({"error": "userId and aliasId cannot be the same"}, 400)
+        with self._aliases_lock:
+            self.aliases[alias_id] = user_id
+        return _json({"isAliasSet": True})
+
     def on_health(self, request: Request) -> Response:
         return _json({"status": "ok"})
 
@@ -286,6 +342,19 @@ class GatewayApp:
         except (GatewayDataError, HTTPException) as exc:
             return _json({"error": str(exc)}, 400)
         return _json({"status": "ok"})
+
+
+def _text(body: object, key: str) -> str:
+    """``body[key]`` when it is a non-blank string, else ``""``."""
+    value = body.get(key) if isinstance(body, dict) else None
+    return value if isinstance(value, str) and value.strip() else ""
+
+
+def _props(body: object) -> Mapping[str, Any]:
+    """An event's ``d.event.props`` (empty when it has none)."""
+    for key in ("d", "event", "props"):
+        body = body.get(key) if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else {}
 
 
 def _json(value: object, status: int = 200) -> Response:
