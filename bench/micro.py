@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vwo_heap_middleware import Config, FlagEngine, RequestFacts, build_visitor, open_request
+from vwo_heap_middleware.evaluation.custom_events import conversion
+from vwo_heap_middleware.evaluation.impressions import Impressions
 from vwo_heap_middleware.evaluation.native import NativeSettings
 from vwo_heap_middleware.evaluation.outcome import Answers, Event
 from vwo_heap_middleware.gateway.events import EventSpool
@@ -82,8 +84,24 @@ def evaluation(config: Config, calls: int = 5000) -> dict[str, float]:
     ]
     native_us = per_call(lambda n: native.evaluate("premium_checkout", contexts[n], answers), calls)
     sdk_us = per_call(lambda n: sdk.evaluate("premium_checkout", contexts[n], answers), calls // 5)
+    # What each costs the request, for a new visitor (its uuid5 made anew): an impression made,
+    # against a conversion (flags.track) made; each is then spooled alike (``spool_add_us``).
+    facts = sdk.facts()
+    impressions = Impressions(facts, web_connectivity=True)
+    impression_us = per_call(lambda n: impressions.make(contexts[n], f"user-{n}", [(7, 2)]), calls)
+    conversion_us = per_call(
+        lambda n: conversion(
+            facts, contexts[n], "purchase", {"revenue": 12.5}, web_connectivity=True
+        ),
+        calls,
+    )
     sdk.release()
-    return {"native_evaluation_us": round(native_us, 2), "sdk_evaluation_us": round(sdk_us, 2)}
+    return {
+        "native_evaluation_us": round(native_us, 2),
+        "sdk_evaluation_us": round(sdk_us, 2),
+        "impression_made_us": round(impression_us, 2),
+        "conversion_made_us": round(conversion_us, 2),
+    }
 
 
 def _add_nth(spool: EventSpool, events: list[Event], n: int) -> None:

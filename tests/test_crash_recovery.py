@@ -1,11 +1,11 @@
 """Crashes and cold starts (``make chaos``), with real servers and real signals.
 
 - kill -9 under an outage: uvicorn (FastAPI) and gunicorn (Flask, 3 workers, ``--preload``)
-  serve new visitors (each response causes one impression) with a state directory while the
-  gateway refuses connections (or stalls each batch 3 s); workers and masters are SIGKILLed and
-  the server restarted, several times; then the gateway answers. Every 200 response's impression
-  reaches the gateway; what arrives twice is within what the recovery counted (at most the batch
-  in flight per stopped process).
+  serve new visitors (each page causes one impression, then a purchase one conversion) with a
+  state directory while the gateway refuses connections (or stalls each batch 3 s); workers and
+  masters are SIGKILLed and the server restarted, several times; then the gateway answers. Every
+  200 response's impression and every queued conversion reaches the gateway; what arrives twice
+  is within what the recovery counted (at most the batch in flight per stopped process).
 - Cold start during an outage: a server that loaded settings once, stopped, and started again
   with the gateway down decides from the kept revision (state dir, Redis, bootstrap file) on its
   first request, and its readiness says where they came from.
@@ -108,11 +108,13 @@ class Server:
 
 
 class NewVisitors:
-    """4 threads, each request a new identity; the identities whose response was a 200."""
+    """4 threads, each a new identity per page, then a purchase: the identities whose page was
+    a 200, and those whose purchase was queued."""
 
     def __init__(self, server: Server, tag: str) -> None:
         self.server, self.tag = server, tag
         self.served: list[str] = []
+        self.bought: list[str] = []
         self.failed = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -149,17 +151,31 @@ class NewVisitors:
                 )
                 with self.lock:
                     self.served.append(who)
+                self.buy(http, who)
+
+    def buy(self, http: urllib3.PoolManager, who: str) -> None:
+        try:
+            response = http.request(
+                "POST", f"{self.server.url}/purchase", headers={"Cookie": heap_cookie(who)}
+            )
+        except urllib3.exceptions.HTTPError:
+            return  # killed between the page and the purchase: nothing was queued
+        if response.status == 200:
+            assert json.loads(response.data) == {"conversion": "queued"}, response.data
+            with self.lock:
+                self.bought.append(who)
 
     def served_at_least(self, count: int) -> bool:
         with self.lock:
             return len(self.served) >= count
 
 
-def received(gateway: LocalGateway) -> collections.Counter[str]:
-    """How many impressions of each visitor (by VWO's visitor id) the gateway received."""
+def received(gateway: LocalGateway, name: str = "vwo_variationShown") -> collections.Counter[str]:
+    """How many events ``name`` (impressions; ``purchase``: conversions) of each visitor (by
+    VWO's visitor id) the gateway received."""
     log = gateway.records()["event_log"]
     return collections.Counter(
-        event["body"]["d"]["visId"] for event in log if event["name"] == "vwo_variationShown"
+        event["body"]["d"]["visId"] for event in log if event["name"] == name
     )
 
 
@@ -192,6 +208,7 @@ def test_kill_9_under_an_outage_loses_no_impression(
     env = environment(gateway, CHAOS_APP=app, VWO_HEAP_STATE_DIR=str(tmp_path / "state"))
     server = Server(command, env, tmp_path / "server.log")
     served: list[str] = []
+    buyers: list[str] = []
     try:
         server.start()  # loads the settings once (and keeps them)
         if outage == "refusing":
@@ -208,6 +225,7 @@ def test_kill_9_under_an_outage_loses_no_impression(
                 else:
                     server.kill_master()
             served += visitors.served
+            buyers += visitors.bought
             if kill != "worker":
                 server.start()  # during an outage: from the kept settings
                 source = "state_dir" if outage == "refusing" else "gateway"
@@ -217,14 +235,19 @@ def test_kill_9_under_an_outage_loses_no_impression(
         gateway.faults.clear()
         gateway.accept_connections()
         expected = {visitor_uuid(who, ACCOUNT) for who in served}
-        try:
-            wait_until(
-                lambda: expected <= set(received(gateway)),
-                timeout=60,
-                what="every served visitor's impression",
+        bought = {visitor_uuid(who, ACCOUNT) for who in buyers}
+
+        def arrived() -> bool:
+            return expected <= set(received(gateway)) and bought <= set(
+                received(gateway, "purchase")
             )
+
+        try:
+            wait_until(arrived, timeout=60, what="every impression and conversion")
         except AssertionError:
-            lost = expected - set(received(gateway))
+            lost = (expected - set(received(gateway))) | (
+                bought - set(received(gateway, "purchase"))
+            )
             who = [w for w in served if visitor_uuid(w, ACCOUNT) in lost]
             state = tmp_path / "state"
             where = {p.name: sum(p.read_text().count(v) for v in lost) for p in state.iterdir()}
@@ -233,8 +256,8 @@ def test_kill_9_under_an_outage_loses_no_impression(
     finally:
         server.stop()
     text = server.log_path.read_text(encoding="utf-8", errors="replace")
-    counts = received(gateway)
-    twice = sum(count - 1 for count in counts.values())
+    counts = [*received(gateway).values(), *received(gateway, "purchase").values()]
+    twice = sum(count - 1 for count in counts)
     maybe = [int(n) for n in MAYBE_TWICE.findall(text)]  # per journal a stopped process left
     counted = sum(maybe)
     assert twice <= counted, f"{twice} arrived twice, only {counted} counted as maybe"
@@ -243,7 +266,8 @@ def test_kill_9_under_an_outage_loses_no_impression(
     assert "Traceback" not in text, text[-3000:]
     print(
         f"kill -9 {name} ({outage}): {len(served)} served through {len(kills)} kills, "
-        f"all {len(expected)} impressions arrived, {twice} twice ({counted} counted as maybe)"
+        f"all {len(expected)} impressions and {len(bought)} conversions arrived, {twice} twice "
+        f"({counted} counted as maybe)"
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
-from tests.support import DATA, ROOT, free_port, wait_until_serving
+from tests.support import DATA, ROOT, free_port, wait_until, wait_until_serving
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
 http = urllib3.PoolManager(retries=False, timeout=5.0)
@@ -221,3 +221,14 @@ def test_the_same_request_is_decided_the_same_way_on_every_server(server: str) -
     assert twice["identity"] is None, "two identity headers name nobody"
     cookies = raw_get(server, b"Cookie: theme=dark", b"Cookie: " + heap_cookie(MEMBER).encode())
     assert cookies["identity"] == MEMBER, "two Cookie headers count as one"
+
+
+def test_a_purchase_reaches_vwo_as_a_conversion(server: str, gateway: LocalGateway) -> None:
+    """Every demo shop records the experiment's conversion (``purchase`` is a metric of
+    ``premium_checkout``), sent as the visitor's with the impressions."""
+    before = gateway.records()["custom_events"]
+    answer = http.request("POST", f"{server}/purchase", headers={"Cookie": heap_cookie(MEMBER)})
+    assert answer.status == 200 and answer.json() == {"conversion": "queued"}
+    anonymous = http.request("POST", f"{server}/purchase")
+    assert anonymous.status == 200 and anonymous.json() == {"conversion": "no_user"}
+    wait_until(lambda: gateway.records()["custom_events"] == before + 1, what="the conversion")

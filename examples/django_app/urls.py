@@ -1,10 +1,12 @@
-"""The Heap Shop's pages: ``/``, ``/premium`` (guarded), ``/api/flags`` and ``/healthz``."""
+"""The Heap Shop's pages: ``/``, ``/premium`` (guarded), ``POST /purchase``, ``/api/flags`` and
+``/healthz``."""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import path
+from django.views.decorators.http import require_POST
 from django.views.static import serve
 
 from examples.demo_setup import flags_payload
@@ -26,6 +28,12 @@ async def api_flags(request: HttpRequest) -> JsonResponse:
     return JsonResponse(flags_payload(request.flags, engine().config.flags, details))
 
 
+@require_POST
+def purchase(request: HttpRequest) -> JsonResponse:
+    """The experiment's conversion: ``purchase`` is a metric of ``premium_checkout``."""
+    return JsonResponse({"conversion": request.flags.track("purchase", {"revenue": 49.0}).status})
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(engine().readiness(), status=200 if engine().ready else 503)
 
@@ -35,6 +43,7 @@ urlpatterns = [
     # The browser module, as the other shops serve it (a real site: collectstatic, whitenoise).
     path("vwo-heap/<path:path>", serve, {"document_root": STATIC_DIR}),
     path("premium", premium),
+    path("purchase", purchase),
     path("api/flags", api_flags),
     path("healthz", healthz),
 ]
