@@ -350,3 +350,14 @@ def test_check_names_a_conversion_no_flag_measures(tmp_path: Path) -> None:
         f"{tmp_path / 'views.py'}:3: no flag measures the event 'purchse' "
         "(did you mean 'purchase'?)"
     )
+
+
+def test_explain_says_when_the_user_id_came_through_an_alias(demo_gateway: LocalGateway) -> None:
+    demo_gateway.app.aliases["grace@example.com"] = "8001002003004005"  # linked at a login
+    env = gateway_env(demo_gateway, VWO_HEAP_ALIASING="true")
+    done = run("explain", "premium_checkout", "--identity", "grace@example.com", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "user id '8001002003004005'" in done.stdout
+    assert "the user id came through an alias: VWO links 'grace@example.com' to it" in done.stdout
+    plain = run("explain", "premium_checkout", "--identity", "grace@example.com", "--json", env=env)
+    assert json.loads(plain.stdout)["alias_of"] == "grace@example.com"
