@@ -33,8 +33,9 @@ browser: $(STAMP)
 		&& tar xzf vwo-fme-node-sdk-*.tgz; } \
 		|| echo "VWO's web SDK cannot be fetched from npm: its browser tests are skipped"
 
-chaos: $(STAMP)
-	$(BIN)/python -m pytest -m chaos -s -p no:cacheprovider tests/test_chaos.py tests/test_crash_recovery.py
+chaos: $(STAMP) redis-server
+	$(BIN)/python -m pytest -m chaos -s -p no:cacheprovider tests/test_chaos.py tests/test_crash_recovery.py \
+		tests/test_redis_failover.py
 
 # The concurrency, burst, chaos and crash tests, each run 20 times (STRESS_COUNT) beside a
 # CPU-bound process: a race that fails 1 run in 10 fails here, not in CI.

@@ -1,13 +1,16 @@
-"""Gateway load per distinct visitor, with 1 and 4 workers, with and without Redis.
+"""Gateway load per distinct visitor, with 1 and 4 workers, without Redis, with one Redis node
+and with a 3-master Redis Cluster.
 
 ``python -m bench.shared`` (part of ``make bench``): gunicorn serves the Flask example with W
 workers; each of 200 visitors asks for its flags 8 times over new connections (so every worker
-may see them); the local gateway counts the membership lookups and impressions it received.
-Prints one JSON object and writes it to ``bench/results/shared-<time>.json``.
+may see them); the local gateway counts the membership lookups and impressions it received, and
+the server's CPU time per request is measured. Prints one JSON object per row and writes them to
+``bench/results/shared-<time>.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ import urllib3
 from examples.demo_setup import heap_cookie
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
-from .load import free_port
+from .load import cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VISITORS = [f"v{n}@example.net" for n in range(200)]
@@ -44,7 +48,7 @@ def wait(url: str, seconds: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def run(workers: int, redis_url: str | None) -> dict[str, Any]:
+def run(workers: int, redis_url: str | None, topology: str = "") -> dict[str, Any]:
     with LocalGateway.from_files(
         flags_file=ROOT / "tests" / "data" / "hosts_flags.toml"
     ) as gateway:
@@ -66,10 +70,12 @@ def run(workers: int, redis_url: str | None) -> dict[str, Any]:
         with subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL) as server:
             try:
                 wait(f"http://127.0.0.1:{port}/healthz")
+                cpu = cpu_seconds(server.pid)
                 for _ in range(REQUESTS_PER_VISITOR):
                     for who in VISITORS:
                         headers = {"Cookie": heap_cookie(who), "Connection": "close"}
                         http.request("GET", f"http://127.0.0.1:{port}/api/flags", headers=headers)
+                cpu = cpu_seconds(server.pid) - cpu
             finally:
                 server.terminate()
                 server.wait(15)  # the workers flush their impressions on the way out
@@ -77,10 +83,59 @@ def run(workers: int, redis_url: str | None) -> dict[str, Any]:
     count = len(VISITORS)
     return {
         "workers": workers,
-        "redis": bool(redis_url),
+        "redis": topology or bool(redis_url),
+        "cpu_us_per_request": round(cpu / (count * REQUESTS_PER_VISITOR) * 1e6),
         "membership_lookups_per_visitor": round(len(records["membership_lookups"]) / count, 2),
         "impressions_per_visitor": round(records["events"].get("vwo_variationShown", 0) / count, 2),
     }
+
+
+@contextlib.contextmanager
+def cluster(binary: str, directory: Path) -> Iterator[str]:
+    """Three masters joined into a Redis Cluster; its ``redis+cluster://`` URL."""
+    ports = [free_port() % 40000 + 10000 for _ in range(3)]  # the bus port (+10000) stays valid
+    nodes = [
+        subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(p),
+                "--cluster-enabled",
+                "yes",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(directory),
+                "--cluster-config-file",
+                f"nodes-{p}.conf",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        for p in ports
+    ]
+    try:
+        time.sleep(0.5)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        time.sleep(2.0)  # the nodes agree on the slots
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in ports)
+    finally:
+        for node in nodes:
+            node.kill()
 
 
 def main() -> None:
@@ -109,7 +164,10 @@ def main() -> None:
             for workers in (1, 4):
                 results.append(run(workers, None))
                 if redis is not None:
-                    results.append(run(workers, f"redis://127.0.0.1:{port}/0"))
+                    results.append(run(workers, f"redis://127.0.0.1:{port}/0", "single"))
+            if binary:
+                with cluster(binary, Path(directory)) as url:
+                    results.append(run(4, url, "cluster"))
         finally:
             if redis is not None:
                 redis.kill()

@@ -12,6 +12,7 @@ import pytest
 import trustme
 from hypothesis import settings
 
+from tests.redis_topologies import RedisClusterServers, RedisSentinelServers, RedisTlsServer
 from tests.support import (
     DATA,
     DEMO_FLAGS,
@@ -111,3 +112,40 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+def _redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip(REDIS_MISSING)
+    return binary
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    servers = RedisClusterServers(_redis_binary(), tmp_path)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def redis_sentinel(tmp_path: Path) -> Iterator[RedisSentinelServers]:
+    servers = RedisSentinelServers(_redis_binary(), tmp_path)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def redis_tls(tmp_path: Path, tls_files: TlsFiles) -> Iterator[RedisTlsServer]:
+    server = RedisTlsServer(_redis_binary(), tmp_path, tls_files)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

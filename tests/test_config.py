@@ -62,6 +62,9 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
         "VWO_HEAP_CACHE_CONTROL_PRIVATE": "false",
         "VWO_HEAP_REDIS_URL": "redis://127.0.0.1:6379/2",
         "VWO_HEAP_REDIS_TIMEOUT": "0.1",
+        "VWO_HEAP_REDIS_CA_FILE": str(ca_file),
+        "VWO_HEAP_REDIS_CERT_FILE": str(ca_file),  # any readable file: loaded by redis-py
+        "VWO_HEAP_REDIS_KEY_FILE": str(ca_file),
         "VWO_HEAP_REDIS_PREFIX": "shop",
         "VWO_HEAP_STICKY_TTL": "86400",
         "VWO_HEAP_STATE_DIR": str(tmp_path / "state"),
@@ -107,6 +110,7 @@ def test_from_env_reads_every_variable(tmp_path: Path) -> None:
     assert config.startup_wait == 1.5 and not config.cache_control_private
     assert config.resolver_reads == ("Authorization", "Cookie")
     assert (config.redis_url, config.redis_timeout) == ("redis://127.0.0.1:6379/2", 0.1)
+    assert config.redis_ca_file == config.redis_cert_file == config.redis_key_file == str(ca_file)
     assert (config.redis_prefix, config.sticky_ttl) == ("shop", 86400)
     assert (config.state_dir, config.spool_max_bytes) == (str(tmp_path / "state"), 1048576)
     assert (config.bootstrap_settings, config.kept_settings_max_age) == (str(ca_file), 3600)

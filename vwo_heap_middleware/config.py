@@ -24,6 +24,15 @@ ContextEnricher = Callable[[Any], Mapping[str, object]]
 """``enricher(request) -> {name: value}``: extra VWO custom variables for the request."""
 
 IDENTITY_SOURCES = ("resolver", "header", "cookie")
+REDIS_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "unix://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+)
 EVALUATIONS = ("native", "sdk", "shadow")
 CLIENT_USER_IDS = ("raw", "hashed", "none")
 FLAG_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
@@ -146,6 +155,12 @@ class Config:
     # Redis shared by every worker and host (the [redis] extra): memberships, sticky
     # decisions, one impression per visitor and flag. None: each worker on its own.
     redis_url: str | None = None
+    # TLS (``rediss://``, ``rediss+cluster://``, ``rediss+sentinel://``): the CA certificates
+    # (PEM) Redis's certificate is checked against (None: the system's), and a client
+    # certificate and its key when Redis asks for one.
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
     # Seconds one Redis call may take; slower or down, the engine goes on without Redis.
     redis_timeout: float = 0.05
     # Prefix of every Redis key (then the account id).
@@ -316,10 +331,22 @@ class Config:
                 "bootstrap_settings must be a readable settings JSON file, "
                 f"got {self.bootstrap_settings!r}",
             )
-        if self.redis_url is not None and not str(self.redis_url).startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise _invalid("redis_url", f"redis_url must be a redis:// URL, got {self.redis_url!r}")
+        if self.redis_url is not None and not str(self.redis_url).startswith(REDIS_SCHEMES):
+            raise _invalid(
+                "redis_url",
+                f"redis_url must start with one of {', '.join(REDIS_SCHEMES)} "
+                f"(see docs/scale-out.md), got {str(self.redis_url).split('://')[0]!r}://...",
+            )
+        for name in ("redis_ca_file", "redis_cert_file", "redis_key_file"):
+            if getattr(self, name) is not None and not os.path.isfile(getattr(self, name)):
+                raise _invalid(
+                    name, f"{name} must be a readable PEM file, got {getattr(self, name)!r}"
+                )
+        if (self.redis_cert_file is None) != (self.redis_key_file is None):
+            raise _invalid(
+                "redis_cert_file",
+                "redis_cert_file and redis_key_file go together (a client certificate)",
+            )
         if not isinstance(self.redis_prefix, str) or not FLAG_KEY.match(self.redis_prefix):
             raise _invalid(
                 "redis_prefix", f"redis_prefix must be a name, got {self.redis_prefix!r}"
@@ -566,6 +593,9 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "VWO_HEAP_OTEL_CONTEXT_ID": ("otel_context_id", _flag),
     "VWO_HEAP_REDIS_URL": ("redis_url", _optional),
     "VWO_HEAP_REDIS_TIMEOUT": ("redis_timeout", _seconds),
+    "VWO_HEAP_REDIS_CA_FILE": ("redis_ca_file", _optional),
+    "VWO_HEAP_REDIS_CERT_FILE": ("redis_cert_file", _optional),
+    "VWO_HEAP_REDIS_KEY_FILE": ("redis_key_file", _optional),
     "VWO_HEAP_REDIS_PREFIX": ("redis_prefix", _text),
     "VWO_HEAP_STICKY_TTL": ("sticky_ttl", _seconds),
     "VWO_HEAP_STATE_DIR": ("state_dir", _optional),

@@ -52,12 +52,12 @@ EVALUATED = frozenset({Reason.TARGETED, Reason.NOT_TARGETED})  # decisions a cac
 
 @dataclass
 class Plan:
-    """One ``decide`` call: what overrides and the cache answered, and what the rest needs
-    (``memberships``, ``details``) before ``finish``."""
+    """One ``decide`` call (``keys``): what overrides and the cache answered, and what the rest
+    needs (``memberships``, ``details``) before ``finish``."""
 
     deadline: float
     index: FlagIndex | None = None  # the settings decided on (None: not ready)
-    keys: list[str] = field(default_factory=list)  # the flags asked for
+    keys: list[str] = field(default_factory=list)
     results: dict[str, FlagDecision] = field(default_factory=dict)
     todo: dict[str, tuple[FlagNeeds, str]] = field(default_factory=dict)  # needs, cache key
     memberships: set[MembershipKey] = field(default_factory=set)
@@ -139,10 +139,8 @@ class Decider:
         cached: bool = True,
         expires: float = math.inf,
     ) -> Plan:
-        """Answer what overrides and the cache know; say what the rest needs. ``index`` is None
-        while the engine is not ready; ``cached=False``: the cache is not asked (what every
-        flag needs, for a visitor whose user id is still being looked up); ``expires``: when
-        the visitor's id stops holding (their alias)."""
+        """Answer what overrides and the cache know (``cached=False``: not the cache, the user
+        id is being looked up); say what the rest needs. ``expires``: when the id stops holding."""
         plan = Plan(deadline, index, keys, expires=expires)
         forced = overrides.current()
         if forced:
@@ -221,9 +219,8 @@ class Decider:
     def explain(
         self, index: FlagIndex, visitor: Visitor, key: str, inputs: LookedUp
     ) -> tuple[FlagDecision, list[Traced] | None]:
-        """Decide ``key`` as ``finish`` would, recording the native evaluator's steps (None:
-        the SDK decided); nothing is cached and the events are not returned (an explanation
-        sends no impression)."""
+        """Decide ``key`` as ``finish`` would, recording the native evaluator's steps (None: the
+        SDK decided); nothing cached, no events returned (an explanation sends no impression)."""
         trace: list[Traced] = []
         decision, outcome = self._decide(index, key, index.flags[key], visitor, inputs, trace)
         return decision, trace if outcome.evaluator == "native" else None

@@ -177,7 +177,7 @@ class FlagEngine:
             "ready": self.ready,
             "revision": self._index.revision if self._index else None,
             "flags": sorted(self._index.flags) if self._index else [],
-            "gateway_circuit_open": self._lookups.breaker.is_open,
+            **self._lookups.readiness(),
             **self._settings_loop.readiness(),
             **self._decider.readiness(),
         }

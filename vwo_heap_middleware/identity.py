@@ -47,6 +47,10 @@ class HeapIdentity:
     def is_identified(self) -> bool:
         return self.identity is not None
 
+    def beside(self, cookie: HeapIdentity) -> HeapIdentity:
+        """This identity with the Heap cookie's ``userId`` (the id a login may be linked to)."""
+        return HeapIdentity(self.identity, cookie.user_id, self.source)
+
 
 ANONYMOUS = HeapIdentity()
 

@@ -103,11 +103,6 @@ class Visitor:
     def identity(self) -> str | None:
         return self.heap.identity
 
-    def aliased(self, user_id: str) -> Visitor:
-        """This visitor under ``user_id``, the id their own is an alias of."""
-        context = {**(self.context or {}), "id": user_id}
-        return Visitor(self.heap, user_id, context, self.aliased_from or self.user_id)
-
     def atoms(self) -> tuple[str | None, ...]:
         """This visitor as strings only, for a cache whose entries the garbage collector need
         not walk; ``from_atoms`` gives it back (for visitors no app hook shaped)."""
@@ -147,8 +142,7 @@ def identify(config: Config, facts: RequestFacts, resolved: object = None) -> He
         if source == "resolver":
             found = identity_from_resolver(resolved)
             if found.is_identified and config.aliasing and "cookie" in config.identity_sources:
-                read = identity_from_cookies(facts.cookie, config.heap_app_id)  # may be linked
-                found = HeapIdentity(found.identity, read.user_id, found.source)
+                found = found.beside(identity_from_cookies(facts.cookie, config.heap_app_id))
         elif not config.trust_client_identity:
             if source == "cookie":
                 read = identity_from_cookies(facts.cookie, config.heap_app_id)
@@ -300,10 +294,7 @@ def _address(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _forwarded_for(header: str) -> list[str]:
-    hops = []
-    for element in header.split(","):
-        for pair in element.split(";"):
-            key, _, value = pair.strip().partition("=")
-            if key.lower() == "for":
-                hops.append(value)
-    return hops
+    pairs = (
+        pair.strip().partition("=") for element in header.split(",") for pair in element.split(";")
+    )
+    return [value for key, _, value in pairs if key.lower() == "for"]

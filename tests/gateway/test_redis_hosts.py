@@ -17,6 +17,7 @@ import pytest
 import urllib3
 
 from examples.demo_setup import heap_cookie
+from tests.redis_topologies import RedisClusterServers
 from tests.support import DATA, ROOT, RedisServer, free_port, wait_until, wait_until_serving
 from vwo_heap_middleware.offline.flags_file import load_flags_file
 from vwo_heap_middleware.testing.gateway import LocalGateway
@@ -73,46 +74,61 @@ def test_hosts_share_memberships_and_sticky_decisions(
 ) -> None:
     with ExitStack() as stack:
         hosts = [start_host(stack, gateway, redis_server.url) for _ in range(2)]
-        seen: dict[str, set[str]] = {who: set() for who in VISITORS}
-        statuses: list[int] = []
-        for round_ in range(6):  # each visitor six times, over both hosts and their workers
-            for who in VISITORS:
-                status, flags = flags_of(hosts[round_ % 2], who)
-                statuses.append(status)
-                seen[who].add(json.dumps(flags, sort_keys=True))
-        assert set(statuses) == {200}
-        assert all(len(answers) == 1 for answers in seen.values()), "one answer per visitor"
-        lookups = len(gateway.records()["membership_lookups"])
-        assert lookups <= len(VISITORS) + 2, f"{lookups} lookups for {len(VISITORS)} visitors"
-        first = {who: json.loads(answers.pop()) for who, answers in seen.items()}
-        assert {w for w in VISITORS if first[w]["premium_checkout"]["enabled"]} == set(MEMBERS)
-        assert {first[w]["checkout_color"]["variables"]["color"] for w in VISITORS} == {
-            "grey",
-            "green",
-        }
-
-        settings = load_flags_file(FLAGS)
-        ab = next(c for c in settings["campaigns"] if c["key"] == "checkout_color_ab_test1")
-        ab["variations"][0]["weight"], ab["variations"][1]["weight"] = 90, 10
-        gateway.set_settings(settings)
-        revision_requests = gateway.records()["requests"]["settings"]
-        wait_until(
-            lambda: gateway.records()["requests"]["settings"] >= revision_requests + 12,
-            timeout=15,
-            what="every worker to fetch the new settings",
-        )
-        for who in VISITORS:
-            for url in hosts:
-                status, flags = flags_of(url, who)
-                assert status == 200
-                color = flags["checkout_color"]["variables"]
-                assert color == first[who]["checkout_color"]["variables"], (
-                    f"{who} kept its variation"
-                )
-
+        shared_and_sticky(gateway, hosts)
         redis_server.stop()  # Redis dies mid-run: the hosts go on without it
         during = [flags_of(hosts[n % 2], f"new{n}@example.net") for n in range(30)]
         redis_server.start()
         after = [flags_of(hosts[n % 2], who) for n, who in enumerate(VISITORS)]
         assert {status for status, _ in during + after} == {200}
         assert all(flags["premium_checkout"]["reason"] != "error" for _, flags in during + after)
+
+
+def test_hosts_share_through_a_cluster(
+    gateway: LocalGateway, redis_cluster: RedisClusterServers
+) -> None:
+    """The same on a 3-master Redis Cluster: a request's memberships in one slot, the rest
+    spread; the hosts' readiness names the topology."""
+    with ExitStack() as stack:
+        hosts = [start_host(stack, gateway, redis_cluster.url) for _ in range(2)]
+        shared_and_sticky(gateway, hosts)
+        health = json.loads(http.request("GET", f"{hosts[0]}/healthz").data)
+        assert health["redis"]["topology"] == "cluster" and health["redis"]["reachable"]
+
+
+def shared_and_sticky(gateway: LocalGateway, hosts: list[str]) -> None:
+    """Each visitor six times over both hosts: one answer each, about one lookup each; then
+    the A/B split changes and every visitor keeps their variation."""
+    seen: dict[str, set[str]] = {who: set() for who in VISITORS}
+    statuses: list[int] = []
+    for round_ in range(6):  # each visitor six times, over both hosts and their workers
+        for who in VISITORS:
+            status, flags = flags_of(hosts[round_ % 2], who)
+            statuses.append(status)
+            seen[who].add(json.dumps(flags, sort_keys=True))
+    assert set(statuses) == {200}
+    assert all(len(answers) == 1 for answers in seen.values()), "one answer per visitor"
+    lookups = len(gateway.records()["membership_lookups"])
+    assert lookups <= len(VISITORS) + 2, f"{lookups} lookups for {len(VISITORS)} visitors"
+    first = {who: json.loads(answers.pop()) for who, answers in seen.items()}
+    assert {w for w in VISITORS if first[w]["premium_checkout"]["enabled"]} == set(MEMBERS)
+    assert {first[w]["checkout_color"]["variables"]["color"] for w in VISITORS} == {
+        "grey",
+        "green",
+    }
+
+    settings = load_flags_file(FLAGS)
+    ab = next(c for c in settings["campaigns"] if c["key"] == "checkout_color_ab_test1")
+    ab["variations"][0]["weight"], ab["variations"][1]["weight"] = 90, 10
+    gateway.set_settings(settings)
+    revision_requests = gateway.records()["requests"]["settings"]
+    wait_until(
+        lambda: gateway.records()["requests"]["settings"] >= revision_requests + 12,
+        timeout=15,
+        what="every worker to fetch the new settings",
+    )
+    for who in VISITORS:
+        for url in hosts:
+            status, flags = flags_of(url, who)
+            assert status == 200
+            color = flags["checkout_color"]["variables"]
+            assert color == first[who]["checkout_color"]["variables"], f"{who} kept its variation"

@@ -140,12 +140,14 @@ def gateway() -> Iterator[LocalGateway]:
 def engine_for(
     gateway: LocalGateway, redis_server: RedisServer | None, **kwargs: object
 ) -> FlagEngine:
+    """``redis_server``'s URL, or another given as ``redis_url=``."""
+    if redis_server is not None:
+        kwargs["redis_url"] = redis_server.url
     engine = FlagEngine(
         Config(
             account_id="424242",
             sdk_key="all-rules-key",
             gateway_url=gateway.url,
-            redis_url=redis_server.url if redis_server else None,
             settings_refresh_interval=1.0,
             lookup_timeout=10.0,  # an answer, even on a busy machine
             evaluation_timeout=10.0,
@@ -248,7 +250,7 @@ def test_a_tampered_membership_in_redis_counts_as_absent_and_is_overwritten(
     a member out for good, ``[true, 9e99]`` let a non-member in, any truthy JSON counted."""
     client = redis.Redis.from_url(redis_server.url)
     for who in ("ada@example.com", "bob@example.com"):
-        client.set(f"vwo-heap:424242:m:vip_list:{digest(who)}", kept)
+        client.set(f"vwo-heap:424242:m:{{{digest(who)}}}:vip_list", kept)
     engine = engine_for(gateway, redis_server)
     try:
         for who, member in (("ada@example.com", True), ("bob@example.com", False)):
@@ -261,7 +263,7 @@ def test_a_tampered_membership_in_redis_counts_as_absent_and_is_overwritten(
             assert decision.reason is (Reason.TARGETED if member else Reason.NOT_TARGETED)
             assert decision.enabled is member
             value, fresh_until = json.loads(
-                client.get(f"vwo-heap:424242:m:vip_list:{digest(who)}") or b""
+                client.get(f"vwo-heap:424242:m:{{{digest(who)}}}:vip_list") or b""
             )
             assert value is member and fresh_until < time.time() + 3600, "overwritten"
     finally:

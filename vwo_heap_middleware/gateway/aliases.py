@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..evaluation.caches import ExpiringMap
@@ -32,18 +32,23 @@ from ..evaluation.custom_events import QUEUED, Tracked
 from ..evaluation.outcome import Answer, AnswerStatus, Event
 from ..identity import short_hash
 from ..visitor import Visitor
-from .cached_lookup import Started
+from .cached_lookup import CachedLookup, Started
 from .client import Gateway
 
 if TYPE_CHECKING:
     from .events import EventSpool
-    from .lookups import GatewayLookups
     from .redis_store import RedisStore
 
 logger = logging.getLogger("vwo_heap_middleware")
 
 LINKED = "user %s linked to the anonymous id it logged in from"
 LINK_FAILED = "could not link user %s to its anonymous id (%s); tried again at its next login"
+
+
+def aliased(visitor: Visitor, user_id: str) -> Visitor:
+    """``visitor`` under ``user_id``, the id their own is an alias of."""
+    context = {**(visitor.context or {}), "id": user_id}
+    return Visitor(visitor.heap, user_id, context, visitor.aliased_from or visitor.user_id)
 
 
 def link_candidate(config: Config, visitor: Visitor) -> str | None:
@@ -67,13 +72,18 @@ class AliasLinks:
     def __init__(
         self,
         config: Config,
-        lookups: GatewayLookups,
+        aliases: CachedLookup[str, str] | None,
+        executor: Callable[[], concurrent.futures.Executor],
+        timed: Callable[..., Any],
         client: Callable[[], Gateway],
         shared: RedisStore | None = None,
     ) -> None:
+        """``aliases``: the lookups' (None: aliasing off); ``executor`` their thread pool;
+        ``timed(kind, call, *args)`` tells the observers how long a call took."""
         self._config = config
-        self._lookups = lookups
-        self._aliases = lookups.aliases
+        self._aliases = aliases
+        self._executor = executor
+        self._timed = timed
         self._client = client
         self._shared = shared
         self.linked = 0
@@ -101,7 +111,7 @@ class AliasLinks:
             canonical = anonymous
             if link:
                 expires = self.link(anonymous, user_id)
-        return (visitor if canonical == user_id else visitor.aliased(canonical)), expires
+        return (visitor if canonical == user_id else aliased(visitor, canonical)), expires
 
     def begin(
         self, visitor: Visitor, on_loop: bool, ready: bool = True
@@ -183,7 +193,7 @@ class AliasLinks:
                 return expires
             self._linking.put(alias_id, user_id, now + self._config.non_membership_ttl)
         try:
-            self._lookups.executor().submit(self._send, user_id, alias_id)
+            self._executor().submit(self._send, user_id, alias_id)
         except RuntimeError:  # the engine is closing: the next login links it
             self._forget(alias_id)
         return expires
@@ -196,7 +206,7 @@ class AliasLinks:
                 self._aliases.put(alias_id, linked)
                 return
         try:
-            self._lookups.timed("set_alias", self._client().set_alias, user_id, alias_id)
+            self._timed("set_alias", self._client().set_alias, user_id, alias_id)
         except Exception as error:  # GatewayError, or a bug: on a pool thread, said here
             self.link_failures += 1
             logger.warning(LINK_FAILED, who, error)

@@ -112,7 +112,9 @@ class GatewayLookups:
         self._lock = threading.Lock()
         self._on_loop: LoopGateway | None = None
         self._set_on_loop(client)
-        self.links = AliasLinks(config, self, lambda: self.client, shared)
+        self.links = AliasLinks(
+            config, self.aliases, self.executor, self.timed, lambda: self.client, shared
+        )
 
     def _set_on_loop(self, client: Gateway) -> None:
         """Async requests ask the real gateway (HTTP or HTTPS) from their event loop, Redis
@@ -201,6 +203,11 @@ class GatewayLookups:
     def _all(self) -> list[CachedLookup[Any, Any]]:
         lookups: list[CachedLookup[Any, Any]] = [self.memberships, self.user_details]
         return lookups + [self.aliases] if self.aliases is not None else lookups
+
+    def readiness(self) -> dict[str, Any]:
+        """The gateway's circuit, and Redis's topology and health when there is one."""
+        redis = {"redis": self.shared.readiness()} if self.shared is not None else {}
+        return {"gateway_circuit_open": self.breaker.is_open, **redis}
 
     def stats(self) -> dict[str, int]:
         aliases = {"alias_calls": self.aliases.calls} if self.aliases is not None else {}

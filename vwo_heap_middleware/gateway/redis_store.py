@@ -1,4 +1,5 @@
-"""Redis for many workers and hosts (the ``[redis]`` extra; on with ``VWO_HEAP_REDIS_URL``).
+"""Redis for many workers and hosts (the ``[redis]`` extra; on with ``VWO_HEAP_REDIS_URL``: one
+node, a cluster or Sentinel, ``redis_topology``).
 
 Three things every worker of every host shares through one Redis:
 
@@ -13,6 +14,11 @@ Three things every worker of every host shares through one Redis:
 Redis helps, and is never needed for an answer: every call has a hard timeout
 (``Config.redis_timeout``), failures open a circuit breaker, and meanwhile the engine works as it
 does without Redis. Keys hold hashes of identities and user ids, never the raw values.
+
+In a cluster, what one request reads in one round trip shares a slot: a visitor's memberships
+are tagged with the hash of the value looked up (``m:{<hash>}:<list id>``), so the ``MGET`` of
+a request about one identity goes to one node; other keys are read one at a time and spread over
+the cluster. A request whose memberships name several values reads them slot by slot.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ..identity import clean_identity, fingerprint
 from .breaker import CircuitBreaker
 from .cached_lookup import SharedAnswer
 from .loop import close_with_loop
+from .redis_topology import CLUSTER, RedisTopology
 
 logger = logging.getLogger("vwo_heap_middleware")
 T = TypeVar("T")
@@ -71,6 +78,20 @@ def _shared_answer(
     return SharedAnswer(value, fresh_for)
 
 
+REDIS_FAILING = "Redis (%s) fails: %s; the engine goes on without it until it answers"
+REDIS_BACK = "Redis (%s) answers again"
+
+
+def _why(error: Exception) -> str:
+    """What went wrong, in a few words that say what to fix (no password is ever in them)."""
+    text = " ".join(str(error).split())[:200]
+    if isinstance(error, redis.AuthenticationError) or text.startswith(("WRONGPASS", "NOAUTH")):
+        return f"it refused the credentials in VWO_HEAP_REDIS_URL ({text})"
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return f"unreachable ({type(error).__name__}: {text})"
+    return f"{type(error).__name__}: {text}"
+
+
 def digest(value: str) -> str:
     """What is stored instead of an identity or a user id."""
     return fingerprint(value.encode("utf-8", "surrogatepass")).hex()
@@ -82,10 +103,11 @@ class RedisStore:
 
     def __init__(self, config: Config) -> None:
         assert config.redis_url is not None
-        timeout = config.redis_timeout
-        self._redis = redis.Redis.from_url(
-            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        self.topology = RedisTopology.of(config)  # ValueError: what to fix in the URL
+        self._redis = self.topology.client()
+        cluster = self.topology.kind == CLUSTER
+        self._mget = self._redis.mget_nonatomic if cluster else self._redis.mget
+        self._failing: str | None = None  # why Redis fails, said once until it answers again
         self._prefix = f"{config.redis_prefix}:{config.account_id}"
         self._config = config
         self.breaker = CircuitBreaker(window=10.0, min_calls=3, ratio=0.5, probe_interval=1.0)
@@ -101,17 +123,42 @@ class RedisStore:
             return default
         try:
             result = call()
-        except Exception:  # redis-py's errors, and whatever a damaged reply raises
-            self.breaker.failure()
+        except Exception as error:  # redis-py's errors, and whatever a damaged reply raises
+            self._failed(error)
             return default
-        self.breaker.success()
+        self._answered()
         return result
+
+    def _failed(self, error: Exception) -> None:
+        """A call failed: the breaker counts it; why is said once, until Redis answers again
+        (a wrong password or an unreachable Redis is one clear line, not a line per call)."""
+        self.breaker.failure()
+        why = _why(error)
+        if why != self._failing:
+            self._failing = why
+            logger.error(REDIS_FAILING, self.topology.describe(), why)
+
+    def _answered(self) -> None:
+        self.breaker.success()
+        if self._failing is not None:
+            self._failing = None
+            logger.warning(REDIS_BACK, self.topology.describe())
+
+    def readiness(self) -> dict[str, Any]:
+        """Which Redis, and whether it answers (its last call, and the breaker)."""
+        reachable = self._failing is None and not self.breaker.is_open
+        return {
+            "topology": self.topology.kind,
+            "at": self.topology.describe(),
+            "reachable": reachable,
+            "error": self._failing,
+        }
 
     # Gateway answers: memberships and user details -----------------------------------------
 
     def _name(self, kind: str, key: Key) -> str:
-        if kind == "m":  # (list id, value): the list id stays readable
-            return f"{self._prefix}:m:{key[0]}:{digest(str(key[1]))}"
+        if kind == "m":  # (list id, value): one slot per value, the list id readable
+            return f"{self._prefix}:m:{{{digest(str(key[1]))}}}:{key[0]}"
         if isinstance(key, str):  # a user id (aliases)
             return f"{self._prefix}:{kind}:{digest(key)}"
         return f"{self._prefix}:{kind}:{digest(json.dumps(key))}"
@@ -124,7 +171,7 @@ class RedisStore:
             return {}
         names = [self._name(kind, k) for k in keys]
         nothing: list[bytes | str | None] = [None] * len(keys)
-        found = self._call(lambda: self._redis.mget(names), nothing)
+        found = self._call(lambda: self._mget(names), nothing)
         longest = self._longest(kind)
         kept = {k: _shared_answer(v, kind, longest) for k, v in zip(keys, found, strict=True)}
         return {k: v for k, v in kept.items() if v is not None}
@@ -236,7 +283,10 @@ class RedisStore:
 
     def kept_settings(self) -> bytes | str | None:
         """The settings document a worker kept (``state.kept_settings``), or None."""
-        return self._call(lambda: self._redis.get(f"{self._prefix}:settings"), None)
+        kept: bytes | str | None = self._call(
+            lambda: self._redis.get(f"{self._prefix}:settings"), None
+        )
+        return kept
 
     def keep_settings(self, document: str) -> None:
         """Keep a settings document for every worker, as long as it may be used."""
@@ -247,14 +297,7 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         client = self._on_loops.get(loop)
         if client is None:
-            import redis.asyncio
-
-            timeout = self._config.redis_timeout
-            client = self._on_loops[loop] = redis.asyncio.Redis.from_url(
-                str(self._config.redis_url),
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-            )
+            client = self._on_loops[loop] = self.topology.client_on_loop()
             self._closers.add(close_with_loop(loop, client.aclose))
         return client
 
@@ -263,10 +306,10 @@ class RedisStore:
             return default
         try:
             result = await call()
-        except Exception:  # redis-py's errors, timeouts, whatever a damaged reply raises
-            self.breaker.failure()
+        except Exception as error:  # redis-py's errors, timeouts, whatever a damaged reply raises
+            self._failed(error)
             return default
-        self.breaker.success()
+        self._answered()
         return result
 
     # Impressions -----------------------------------------------------------------------------
