@@ -189,8 +189,7 @@ class FlagEngine:
     def track(
         self, visitor: Visitor, event_name: str, properties: Mapping[str, Any] | None = None
     ) -> Tracked:
-        """Tell VWO ``visitor`` converted: ``event_name`` (a metric some flag measures) with
-        ``properties`` (``{"revenue": 12.5}``), as the SDK's ``track_event``; spooled."""
+        """``visitor`` converted: ``event_name`` (a flag's metric), as ``track_event`` would."""
         return self._custom_event(visitor, event_name, properties)
 
     def set_attributes(self, visitor: Visitor, attributes: Mapping[str, Any]) -> Tracked:
@@ -241,8 +240,7 @@ class FlagEngine:
     def recall(
         self, facts: RequestFacts
     ) -> tuple[Callable[[], Visitor], dict[str, FlagDecision]] | None:
-        """A returning visitor (a function that builds them) and their decisions of
-        ``Config.flags`` by the request's facts, when nothing can have changed them."""
+        """A returning visitor (a function that builds them) and their ``Config.flags``."""
         if not (self._started_here and self.ready):
             return None
         recalled = self._caches.recall(facts, self._index)
@@ -303,14 +301,16 @@ class FlagEngine:
         self._ensure_process()
         if self._first_decision:  # a new worker's first decision: not a default while loading
             self.wait_started()
-        budget = self.config.evaluation_timeout if timeout is None else timeout
         index = self._index if self.ready else None
         visitor, expires, alias = self.aliases.begin(visitor, on_loop, ready=index is not None)
-        deadline = time.monotonic() + budget  # while the alias is looked up, no cache is asked
+        deadline = time.monotonic() + (
+            self.config.evaluation_timeout if timeout is None else timeout
+        )
         plan = self._decider.plan(index, visitor, keys, deadline, alias is None, expires)
         if not plan.todo and alias is None:
             return plan, None, visitor
-        return plan, self._lookups.begin(plan.memberships, plan.details, on_loop, alias), visitor
+        within = 0.0 if on_loop else plan.left()  # a blocking caller may run one lookup itself
+        return plan, self._lookups.begin(plan.memberships, plan.details, within, alias), visitor
 
     def _finish(
         self, plan: Plan, pending: Pending | None, visitor: Visitor, facts: RequestFacts | None

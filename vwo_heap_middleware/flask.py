@@ -19,7 +19,7 @@ import os
 from collections import ChainMap
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, redirect, request
+from flask import Blueprint, Flask, current_app, g, redirect, request
 from werkzeug.exceptions import HTTPException, default_exceptions
 from werkzeug.local import LocalProxy
 
@@ -28,9 +28,9 @@ from .config import Config, import_hook
 from .engine import FlagEngine
 from .guards import FlagRequired
 from .guards import requires_flag as requires_flag  # the guard, from each adapter
-from .headers import private_cache_control
 from .request_flags import RequestFlags, open_request
 from .visitor import RequestFacts
+from .wsgi import ENVIRON_KEY, with_flag_headers
 
 EXTENSION = "vwo_heap"
 
@@ -74,8 +74,9 @@ class HeapFlags:
         app.extensions[EXTENSION] = self
         app.jinja_env.globals["flags"] = LocalProxy(_current)
         app.before_request(self._before_request)
-        app.after_request(self._after_request)
-        app.teardown_request(self._teardown_request)
+        # The response's headers and the request's end, outside Flask's objects: one hook, no
+        # Response header parsing, on every request.
+        app.wsgi_app = _Finishing(app.wsgi_app)  # type: ignore[method-assign]
         app.register_error_handler(FlagRequired, _refusal)
         if self.static_url_path is not None:
             static = Blueprint(
@@ -86,26 +87,32 @@ class HeapFlags:
 
     def _before_request(self) -> None:
         assert self.engine is not None
-        facts = RequestFacts.from_wsgi(request.environ, self.engine.config.identity_header)
-        g.flags = open_request(self.engine, facts, request._get_current_object())  # type: ignore[attr-defined]
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        environ = current.environ
+        facts = RequestFacts.from_wsgi(environ, self.engine.config.identity_header)
+        g.flags = environ[ENVIRON_KEY] = open_request(self.engine, facts, current)
 
-    def _after_request(self, response: Response) -> Response:
-        flags: RequestFlags | None = g.get("flags")
-        if flags is not None:
-            added = flags.response_headers()
-            response.vary.update(added.vary)
-            if added.cache_control:
-                private = private_cache_control(response.headers.get("Cache-Control"))
-                if private is not None:
-                    response.headers["Cache-Control"] = private
-            for name, value in added.extra:
-                response.headers.add(name, value)
-        return response
 
-    def _teardown_request(self, exc: BaseException | None) -> None:
-        flags: RequestFlags | None = g.get("flags")
-        if flags is not None:
-            flags.close()
+class _Finishing:
+    """Around Flask's WSGI app: the flags' response headers (``Vary``, ``Cache-Control``) added
+    as the response starts, and the request's flags closed when Flask is done with it."""
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            flags: RequestFlags | None = environ.get(ENVIRON_KEY)
+            if flags is not None:
+                headers = with_flag_headers(flags.response_headers(), headers)
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.wsgi_app(environ, start)
+        finally:
+            flags: RequestFlags | None = environ.get(ENVIRON_KEY)
+            if flags is not None:
+                flags.close()
 
 
 def _refusal(refused: FlagRequired) -> Any:

@@ -33,6 +33,12 @@ class ResponseHeaders:
             for name, value in self.to_append([], None)
         )
 
+    @functools.cached_property
+    def appended(self) -> tuple[tuple[str, str], ...]:
+        """These headers as a response without ``Vary`` or ``Cache-Control`` of its own gets
+        them (a WSGI response): made once."""
+        return tuple(self.to_append([], None))
+
     def to_append(self, vary: list[str], cache_control: str | None) -> list[tuple[str, str]]:
         """The headers to add to a response whose ``Vary`` values (``vary``, to be replaced by
         the merged one) and ``Cache-Control`` (to be replaced when one is added) are given;

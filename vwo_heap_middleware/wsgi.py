@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 ENVIRON_KEY = "vwo_heap.flags"
+_MERGED = frozenset({"vary", "cache-control"})  # the response's own, merged with the flags'
 
 
 def with_flag_headers(
@@ -38,6 +39,8 @@ def with_flag_headers(
     headers appended."""
     if not added:
         return headers
+    if not any(name.lower() in _MERGED for name, _ in headers):  # the usual response
+        return [*headers, *added.appended]
     vary = [v for n, v in headers if n.lower() == "vary"] if added.vary else []
     cache_control = [v for n, v in headers if n.lower() == "cache-control"]
     appended = added.to_append(vary, ", ".join(cache_control) if cache_control else None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import threading
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from tests.support import SHOP, EngineFactory, TlsFiles, visitor, wait_until
 from vwo_heap_middleware.decision import FlagDecision, Reason
 from vwo_heap_middleware.engine import FlagEngine
+from vwo_heap_middleware.observers import Observer
 from vwo_heap_middleware.testing.gateway import LocalGateway, compile_flags
 
 BURST_MEMBERS = [f"member{n}@example.com" for n in range(100)]
@@ -182,3 +184,34 @@ def test_a_stalled_event_loop_leaves_no_lookup_task_failing(
     assert loop_errors == []
     again = engine.decide(visitor(engine.config, "vip@example.com"), PREMIUM)
     assert again["premium_checkout"].reason is Reason.TARGETED
+
+
+class LookupThreads(Observer):
+    """Which thread ran each gateway lookup."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def lookup_done(self, kind: str, seconds: float, failed: bool) -> None:
+        self.threads.append(threading.current_thread().name)
+
+
+def test_a_blocking_callers_one_lookup_runs_in_its_own_thread(
+    shop_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    """No hand-off to the pool and back for a new visitor's one lookup (issue 31), while a
+    call with less time than a whole lookup still waits on the pool, within its budget."""
+    engine = make_engine(shop_gateway, lookup_timeout=5.0)  # a whole lookup fits the budget
+    seen = LookupThreads()
+    engine.add_observer(seen)
+    decided = engine.decide(visitor(engine.config, "vip@example.com"), PREMIUM)
+    assert decided["premium_checkout"].reason is Reason.TARGETED
+    assert seen.threads == [threading.current_thread().name]
+    shop_gateway.faults.set("check_attribute", latency=0.5)
+    started = time.monotonic()
+    late = engine.decide(visitor(engine.config, "other@example.com"), PREMIUM, timeout=0.05)
+    assert late["premium_checkout"].reason is Reason.TIMEOUT
+    assert time.monotonic() - started < 0.45, "the budget, not the lookup, bounds the call"
+    shop_gateway.faults.clear()
+    wait_until(lambda: len(seen.threads) == 2, what="the pool's lookup to land")
+    assert seen.threads[1].startswith("vwo-heap-lookup")

@@ -95,6 +95,10 @@ async def thread_sensitive(call: Callable[[], Any]) -> Any:
 def add_headers(response: HttpResponseBase, flags: RequestFlags) -> HttpResponseBase:
     """``flags.response_headers()`` written with Django's own helpers (merging ``Vary``)."""
     added = flags.response_headers()
+    if not (response.has_header("Vary") or response.has_header("Cache-Control")):
+        for name, value in added.appended:  # the usual response: nothing to merge
+            response[name] = value
+        return response
     if added.vary:
         patch_vary_headers(response, added.vary)
     existing = response.get("Cache-Control")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -84,7 +85,12 @@ class FlagIndex:
 
     def reads_user_agent(self, keys: Iterable[str]) -> bool:
         """True when any of these flags' rules read the User-Agent header."""
-        return any(needs.user_agent for key in keys if (needs := self.flags.get(key)))
+        reading = self._reading_user_agent
+        return bool(reading) and any(key in reading for key in keys)
+
+    @functools.cached_property
+    def _reading_user_agent(self) -> frozenset[str]:
+        return frozenset(key for key, needs in self.flags.items() if needs.user_agent)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> FlagIndex:

@@ -43,6 +43,14 @@ class Started(Generic[K, V]):
     lookup: CachedLookup[K, V]
     answers: dict[K, Answer[V]] = field(default_factory=dict)
     pending: dict[K, Any] = field(default_factory=dict)  # key -> its flight (either kind)
+    deferred: K | None = None  # a flight of ours the caller runs itself (``run_deferred``)
+
+    def run_deferred(self) -> None:
+        """Run the deferred flight in this thread: a blocking caller's one lookup, with no
+        hand-off to the pool (others may have joined it meanwhile: it lands for them too)."""
+        if self.deferred is not None:
+            key, self.deferred = self.deferred, None
+            self.lookup.run(key, self.pending[key])
 
     def finish(self) -> dict[K, Answer[V]]:
         """Every key's answer: a flight still under way counts as ``timeout``."""
@@ -124,9 +132,13 @@ class CachedLookup(Generic[K, V]):
             flights = self._on_loops.setdefault(loop, {})
         return flights
 
-    def begin(self, keys: Iterable[K], *, on_loop: bool = False) -> Started[K, V]:
+    def begin(
+        self, keys: Iterable[K], *, on_loop: bool = False, defer: bool = False
+    ) -> Started[K, V]:
         """Answer what the cache knows; start (or join) gateway calls for the rest: on the
-        running event loop when ``on_loop`` and there is an async fetch."""
+        running event loop when ``on_loop`` and there is an async fetch. ``defer``: one new
+        flight is left for the caller to run (``Started.run_deferred``), the rest go to the
+        pool."""
         started: Started[K, V] = Started(self)
         flights: Mapping[K, Any] = self._in_flight
         if on_loop and self.fetch_on_loop is not None:
@@ -158,6 +170,11 @@ class CachedLookup(Generic[K, V]):
                 started.answers[key] = landed
             elif not self.breaker.allow():
                 started.answers[key] = self.fallback(key, AnswerStatus.FAILED)
+            elif flights is self._in_flight and defer and started.deferred is None:
+                flight, ours = self._register(key)
+                started.pending[key] = flight
+                if ours:
+                    started.deferred = key
             elif flights is self._in_flight:
                 started.pending[key] = self._start(key)
             else:
@@ -246,6 +263,30 @@ class CachedLookup(Generic[K, V]):
         # Outside the lock: a flight that already landed runs the callback at once.
         flight.add_done_callback(functools.partial(self._landed, key))
         return flight
+
+    def _register(self, key: K) -> tuple[concurrent.futures.Future[Landed[V]], bool]:
+        """A flight for ``key`` that others may join, not started: ``run`` it. False: one
+        was under way, or just landed (joined instead)."""
+        with self._lock:
+            flight = self._in_flight.get(key)
+            if flight is not None:
+                return flight, False
+            flight = concurrent.futures.Future()
+            cached = self._fresh.get(self._atom(key), self._clock())
+            if cached is not None:
+                flight.set_result(cached)
+                return flight, False
+            self._in_flight[key] = flight
+        flight.add_done_callback(functools.partial(self._landed, key))
+        return flight, True
+
+    def run(self, key: K, flight: concurrent.futures.Future[Landed[V]]) -> None:
+        """Run a ``_register``-ed flight here; it always lands (None if the call raised)."""
+        landed: Landed[V] = None
+        try:
+            landed = self._call(key)
+        finally:
+            flight.set_result(landed)
 
     def _landed(self, key: K, flight: concurrent.futures.Future[Landed[V]]) -> None:
         """A pool flight is over (landed, or cancelled while queued: engine closing)."""

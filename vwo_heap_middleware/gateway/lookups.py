@@ -225,16 +225,24 @@ class GatewayLookups:
         self,
         memberships: Iterable[MembershipKey],
         details: DetailsKey | None,
-        on_loop: bool = False,
+        within: float | None = None,
         alias: Started[str, str] | None = None,
     ) -> Pending:
-        """Start the lookups a decision needs; ``on_loop``: the caller is a coroutine on the
-        running event loop, so memberships may be asked from it. ``alias``: begun already."""
-        return Pending(
-            self.memberships.begin(memberships, on_loop=on_loop),
-            self.user_details.begin([details] if details else [], on_loop=on_loop),
-            alias,
-        )
+        """Start the lookups a decision needs, ``within`` seconds: 0 when the caller is a
+        coroutine on the running event loop (asked from it), None: a blocking caller that
+        waits later. ``alias``: begun already.
+
+        A blocking caller with time for a whole lookup runs one new lookup itself, after
+        starting the others on the pool: a new visitor's one lookup costs no hand-off to a
+        thread and back."""
+        on_loop = within == 0.0
+        inline = within is not None and self._config.lookup_timeout <= within
+        members = self.memberships.begin(memberships, on_loop=on_loop, defer=inline)
+        inline = inline and members.deferred is None
+        asked = self.user_details.begin([details] if details else [], on_loop=on_loop, defer=inline)
+        members.run_deferred()
+        asked.run_deferred()
+        return Pending(members, asked, alias)
 
     def close(self) -> None:
         if self._executor is not None:
