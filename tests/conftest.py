@@ -12,7 +12,12 @@ import pytest
 import trustme
 from hypothesis import settings
 
-from tests.redis_topologies import RedisClusterServers, RedisSentinelServers, RedisTlsServer
+from tests.redis_topologies import (
+    Processes,
+    RedisClusterServers,
+    RedisSentinelServers,
+    RedisTlsServer,
+)
 from tests.support import (
     DATA,
     DEMO_FLAGS,
@@ -121,31 +126,24 @@ def _redis_binary() -> str:
     return binary
 
 
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(_redis_binary(), tmp_path)
+def _started(servers: Processes) -> Iterator[Any]:
     try:
         servers.start()
         yield servers
     finally:
         servers.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    yield from _started(RedisClusterServers(_redis_binary(), tmp_path))
 
 
 @pytest.fixture
 def redis_sentinel(tmp_path: Path) -> Iterator[RedisSentinelServers]:
-    servers = RedisSentinelServers(_redis_binary(), tmp_path)
-    try:
-        servers.start()
-        yield servers
-    finally:
-        servers.stop()
+    yield from _started(RedisSentinelServers(_redis_binary(), tmp_path))
 
 
 @pytest.fixture
 def redis_tls(tmp_path: Path, tls_files: TlsFiles) -> Iterator[RedisTlsServer]:
-    server = RedisTlsServer(_redis_binary(), tmp_path, tls_files)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _started(RedisTlsServer(_redis_binary(), tmp_path, tls_files))

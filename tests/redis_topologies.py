@@ -53,8 +53,13 @@ def cluster_port() -> int:
 
 
 class Processes:
+    """Redis processes by port, that a test starts, kills one of, and stops."""
+
     def __init__(self) -> None:
         self.running: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        raise NotImplementedError
 
     def kill(self, port: int) -> None:
         process = self.running.pop(port)

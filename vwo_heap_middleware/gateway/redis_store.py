@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis
+from redis.crc import key_slot
 
 from ..config import Config
 from ..evaluation.outcome import Event
@@ -106,7 +107,7 @@ class RedisStore:
         self.topology = RedisTopology.of(config)  # ValueError: what to fix in the URL
         self._redis = self.topology.client()
         cluster = self.topology.kind == CLUSTER
-        self._mget = self._redis.mget_nonatomic if cluster else self._redis.mget
+        self._mget = self._cluster_mget if cluster else self._redis.mget
         self._failing: str | None = None  # why Redis fails, said once until it answers again
         self._prefix = f"{config.redis_prefix}:{config.account_id}"
         self._config = config
@@ -128,6 +129,13 @@ class RedisStore:
             return default
         self._answered()
         return result
+
+    def _cluster_mget(self, names: list[str]) -> list[bytes | str | None]:
+        """``MGET`` in a cluster: one command when the keys share a slot (a request about one
+        identity), else redis-py's slot-by-slot reads."""
+        if len({key_slot(name.encode()) for name in names}) == 1:
+            return self._redis.mget(names)  # type: ignore[no-any-return]
+        return self._redis.mget_nonatomic(names)  # type: ignore[no-any-return]
 
     def _failed(self, error: Exception) -> None:
         """A call failed: the breaker counts it; why is said once, until Redis answers again

@@ -107,36 +107,31 @@ class RedisTopology:
     def client(self) -> Any:
         """A blocking client."""
         import redis
+        import redis.cluster
+        import redis.sentinel
 
-        if self.kind == SINGLE:
-            return redis.Redis.from_url(self.url, **self.options)
-        if self.kind == CLUSTER:
-            from redis.cluster import ClusterNode, RedisCluster
-
-            startup = [ClusterNode(host, port) for host, port in self.nodes]  # type: ignore[no-untyped-call,unused-ignore]
-            return RedisCluster(startup_nodes=startup, ssl=self.tls, **self.options)
-        from redis.sentinel import Sentinel, SentinelManagedSSLConnection
-
-        sentinel = Sentinel(list(self.nodes), sentinel_kwargs=self._sentinel(), **self.options)
-        tls: dict[str, Any] = {"connection_class": SentinelManagedSSLConnection} if self.tls else {}
-        return sentinel.master_for(str(self.master), db=self.db, **tls)
+        return self._client(redis.Redis, redis.cluster, redis.sentinel)
 
     def client_on_loop(self) -> Any:
         """An asyncio client, for the running event loop."""
         import redis.asyncio
+        import redis.asyncio.cluster
+        import redis.asyncio.sentinel
 
+        return self._client(redis.asyncio.Redis, redis.asyncio.cluster, redis.asyncio.sentinel)
+
+    def _client(self, single: Any, cluster: Any, sentinel: Any) -> Any:
+        """A client from redis-py's blocking or asyncio classes (the same names in both)."""
         if self.kind == SINGLE:
-            return redis.asyncio.Redis.from_url(self.url, **self.options)
+            return single.from_url(self.url, **self.options)
         if self.kind == CLUSTER:
-            from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-            startup = [ClusterNode(host, port) for host, port in self.nodes]  # type: ignore[no-untyped-call,unused-ignore]
-            return RedisCluster(startup_nodes=startup, ssl=self.tls, **self.options)
-        from redis.asyncio.sentinel import Sentinel, SentinelManagedSSLConnection
-
-        sentinel = Sentinel(list(self.nodes), sentinel_kwargs=self._sentinel(), **self.options)
-        tls: dict[str, Any] = {"connection_class": SentinelManagedSSLConnection} if self.tls else {}
-        return sentinel.master_for(str(self.master), db=self.db, **tls)
+            startup = [cluster.ClusterNode(host, port) for host, port in self.nodes]
+            return cluster.RedisCluster(startup_nodes=startup, ssl=self.tls, **self.options)
+        watching = sentinel.Sentinel(
+            list(self.nodes), sentinel_kwargs=self._sentinel(), **self.options
+        )
+        tls = {"connection_class": sentinel.SentinelManagedSSLConnection} if self.tls else {}
+        return watching.master_for(str(self.master), db=self.db, **tls)
 
     def _sentinel(self) -> dict[str, Any]:
         """How to talk to the Sentinels themselves: the same timeouts and TLS; the ACL user is
