@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per case and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="servers call gc.freeze() once ready"
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--frameworks", default="starlette,flask,django")
     parser.add_argument("--cases", default=",".join(CASES))
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     "VWO_GATEWAY_URL": gateway_url,
                     "VWO_HEAP_FLAGS": "premium_checkout,new_banner",
                     **CASE_ENV.get(case, {}),
+                    **({"BENCH_GC_FREEZE": "1"} if args.gc_freeze else {}),
                 }
                 command = [part.format(port=port) for part in SERVERS[framework]]
                 servers.append(start(command, SERVER_CORE, env))

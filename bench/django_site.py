@@ -12,7 +12,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
-from .apps import CASE, PAUSES, render
+from .apps import CASE, PAUSES, ready_now, render
 
 MIDDLEWARE = CASE == "middleware"
 settings.configure(
@@ -50,7 +50,7 @@ def engine() -> Any:
 
 
 async def healthz(request: HttpRequest) -> HttpResponse:
-    ready = not MIDDLEWARE or engine().ready
+    ready = ready_now(not MIDDLEWARE or engine().ready)
     return HttpResponse("ok" if ready else "loading", status=200 if ready else 503)
 
 
