@@ -309,8 +309,8 @@ class FlagEngine:
         plan = self._decider.plan(index, visitor, keys, deadline, alias is None, expires)
         if not plan.todo and alias is None:
             return plan, None, visitor
-        within = 0.0 if on_loop else plan.left()  # a blocking caller may run one lookup itself
-        return plan, self._lookups.begin(plan.memberships, plan.details, within, alias), visitor
+        pending = self._lookups.begin(plan.memberships, plan.details, on_loop, alias, plan.left())
+        return plan, pending, visitor
 
     def _finish(
         self, plan: Plan, pending: Pending | None, visitor: Visitor, facts: RequestFacts | None

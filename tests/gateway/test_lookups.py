@@ -215,3 +215,13 @@ def test_a_blocking_callers_one_lookup_runs_in_its_own_thread(
     shop_gateway.faults.clear()
     wait_until(lambda: len(seen.threads) == 2, what="the pool's lookup to land")
     assert seen.threads[1].startswith("vwo-heap-lookup")
+
+
+def test_a_blocking_call_with_its_budget_spent_is_a_timeout_not_an_error(
+    shop_gateway: LocalGateway, make_engine: EngineFactory
+) -> None:
+    """Issue (found in review): a blocking caller with no time left was taken for one on the
+    event loop, and failed with ``error``."""
+    engine = make_engine(shop_gateway)
+    decided = engine.decide(visitor(engine.config, "vip@example.com"), PREMIUM, timeout=0.0)
+    assert decided["premium_checkout"].reason is Reason.TIMEOUT

@@ -225,18 +225,17 @@ class GatewayLookups:
         self,
         memberships: Iterable[MembershipKey],
         details: DetailsKey | None,
-        within: float | None = None,
+        on_loop: bool = False,
         alias: Started[str, str] | None = None,
+        within: float = 0.0,
     ) -> Pending:
-        """Start the lookups a decision needs, ``within`` seconds: 0 when the caller is a
-        coroutine on the running event loop (asked from it), None: a blocking caller that
-        waits later. ``alias``: begun already.
+        """Start the lookups a decision needs; ``on_loop``: the caller is a coroutine on the
+        running event loop, so they are asked from it. ``alias``: begun already.
 
-        A blocking caller with time for a whole lookup runs one new lookup itself, after
-        starting the others on the pool: a new visitor's one lookup costs no hand-off to a
-        thread and back."""
-        on_loop = within == 0.0
-        inline = within is not None and self._config.lookup_timeout <= within
+        A blocking caller with ``within`` seconds, time for a whole lookup, runs one new lookup
+        itself after starting the others on the pool: a new visitor's one lookup costs no
+        hand-off to a thread and back."""
+        inline = not on_loop and self._config.lookup_timeout <= within
         members = self.memberships.begin(memberships, on_loop=on_loop, defer=inline)
         inline = inline and members.deferred is None
         asked = self.user_details.begin([details] if details else [], on_loop=on_loop, defer=inline)
