@@ -87,6 +87,7 @@ class AliasLinks:
         self._client = client
         self._shared = shared
         self.linked = 0
+        self.linked_elsewhere = 0  # another worker of the fleet (Redis) was linking it first
         self.link_failures = 0
         self.reset()
 
@@ -202,8 +203,10 @@ class AliasLinks:
         who = short_hash(alias_id, key=self._config.log_key)
         if self._shared is not None:
             linked = self._shared.claim_alias(alias_id, user_id)
-            if linked != user_id and self._aliases is not None:  # another worker was first
-                self._aliases.put(alias_id, linked)
+            if linked is not None:  # another worker was first: its link stands
+                self.linked_elsewhere += 1
+                if self._aliases is not None:
+                    self._aliases.put(alias_id, linked)
                 return
         try:
             self._timed("set_alias", self._client().set_alias, user_id, alias_id)
@@ -223,4 +226,8 @@ class AliasLinks:
     def stats(self) -> dict[str, int]:
         if self._aliases is None:
             return {}
-        return {"aliases_linked": self.linked, "alias_link_failures": self.link_failures}
+        return {
+            "aliases_linked": self.linked,
+            "aliases_linked_elsewhere": self.linked_elsewhere,
+            "alias_link_failures": self.link_failures,
+        }

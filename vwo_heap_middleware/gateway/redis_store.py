@@ -262,16 +262,17 @@ class RedisStore:
                 error.stale = kept.value  # type: ignore[attr-defined]
             raise
 
-    def claim_alias(self, alias_id: str, user_id: str) -> str:
-        """Link ``alias_id`` to ``user_id`` once for the fleet: the id it is linked to, ours
-        or the one another worker linked first (``user_id`` when Redis fails)."""
+    def claim_alias(self, alias_id: str, user_id: str) -> str | None:
+        """Claim linking ``alias_id`` to ``user_id`` for the fleet: None when this worker is
+        to tell the gateway (it claimed it, or Redis fails), else the id another worker
+        linked it to first (the same one, from another worker seeing the same login)."""
         name = f"{self._prefix}:alias:{digest(alias_id)}"
         if self._set(name, user_id, self._config.sticky_ttl, only_new=True, default=True):
             self.keep_answer("a", alias_id, user_id, self._config.non_membership_ttl)
-            return user_id
+            return None
         found = self._call(lambda: self._redis.get(name), None)
         text = found.decode("utf-8", "replace") if isinstance(found, bytes) else found
-        return clean_identity(text) or user_id
+        return clean_identity(text)  # junk (or gone): None, ours to tell
 
     def release_alias(self, alias_id: str) -> None:
         """The gateway was not told: let the next login (any worker's) link it."""
