@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Hashable
+from typing import Any
 
 from tests.support import Clock, wait_until
 from vwo_heap_middleware.evaluation.outcome import Answer, AnswerStatus
@@ -188,3 +190,50 @@ def test_a_flight_landing_between_a_miss_and_the_flight_check_is_not_asked_again
     assert second.pending == {}, "no second flight"
     assert second.finish()["ada"] == Answer(True, AnswerStatus.FRESH, 1300.0)
     assert lookup.calls == 1
+
+
+def test_a_probe_that_makes_no_call_goes_back_to_the_breaker(
+    pool: concurrent.futures.ThreadPoolExecutor, clock: Clock
+) -> None:
+    """Issue (the https burst test, 1 run in 12): the breaker let a probe through to a flight
+    on an event loop that ended before it landed (cancelled: neither success nor failure), so
+    it waited for that probe for ever and stayed open; a probe that joined a flight another
+    thread had just begun was lost the same way."""
+    breaker = CircuitBreaker(clock=clock)
+    for _ in range(breaker.min_calls):
+        breaker.failure()
+    assert breaker.is_open
+    lookup = make_lookup(lambda key: True, pool, clock, breaker)
+
+    async def on_a_loop_that_ends() -> None:
+        fetches: list[asyncio.Future[bool]] = []
+
+        def never_answered(key: str) -> asyncio.Future[bool]:
+            fetches.append(asyncio.get_running_loop().create_future())
+            return fetches[-1]
+
+        lookup.fetch_on_loop = never_answered
+        started = lookup.begin(["ada"], on_loop=True)
+        (flight,) = started.pending.values()
+        fetches[0].cancel()  # as the loop's end cancels what is under way
+        await asyncio.sleep(0)
+        assert flight.done() and flight.result() is None
+
+    clock.now += breaker.probe_interval
+    asyncio.run(on_a_loop_that_ends())
+    clock.now += breaker.probe_interval
+    lookup.fetch_on_loop = None
+    assert answer(lookup, "ada").value is True, "the next probe went, and closed the breaker"
+    assert not breaker.is_open
+
+    for _ in range(breaker.min_calls):
+        breaker.failure()
+    clock.now += breaker.probe_interval
+    joined: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    lookup._in_flight["bob"] = (
+        joined  # another thread's flight, begun as this probe was let through
+    )
+    assert breaker.allow()
+    assert lookup._start("bob") is joined
+    clock.now += breaker.probe_interval
+    assert breaker.allow(), "the probe that joined went back"

@@ -57,6 +57,12 @@ class CircuitBreaker:
             self._probing, self._next_probe = True, now + self.probe_interval
             return True
 
+    def release(self) -> None:
+        """A call ``allow`` let through was not made after all, or was cancelled (its loop
+        ended): the next probe may go, or the breaker would stay open for good."""
+        with self._lock:
+            self._probing = False
+
     def success(self) -> None:
         with self._lock:
             if self._open:

@@ -201,7 +201,9 @@ class CachedLookup(Generic[K, V]):
     ) -> None:
         """An on-loop fetch is over: land its flight (cancelled: the loop is ending)."""
         landed: Landed[V] = None
-        if not answer.cancelled():
+        if answer.cancelled():
+            self.breaker.release()  # the loop is ending: the call told nothing
+        else:
             error = answer.exception()
             if error is None:
                 self.breaker.success()
@@ -244,39 +246,47 @@ class CachedLookup(Generic[K, V]):
         return None if entry is None else Answer(entry[0], AnswerStatus.FRESH, entry[1])
 
     def _start(self, key: K) -> concurrent.futures.Future[Landed[V]]:
+        """A pool flight for ``key``, or the one that began (or landed) since ``begin`` looked:
+        then no call of ours is made, and a probe the breaker let through goes back."""
+        started = None
         with self._lock:
             flight = self._in_flight.get(key)
-            if flight is not None:
-                return flight
-            cached = self._fresh.get(self._atom(key), self._clock())
-            if cached is not None:  # another thread's flight landed since ``begin`` looked
+            cached = None if flight is not None else self._fresh.get(self._atom(key), self._clock())
+            if flight is None and cached is None:
+                try:
+                    flight = started = self._executor().submit(self._call, key)
+                except RuntimeError:  # executor shut down (engine closing)
+                    pass
+                else:
+                    self._in_flight[key] = started
+        if started is None:  # joined, answered meanwhile, or no pool: no call of ours
+            self.breaker.release()
+            if flight is None:
                 flight = concurrent.futures.Future()
-                flight.set_result(cached)
-                return flight
-            try:
-                flight = self._executor().submit(self._call, key)
-            except RuntimeError:  # executor shut down (engine closing)
-                flight = concurrent.futures.Future()
-                flight.set_result(None)
-                return flight
-            self._in_flight[key] = flight
+                flight.set_result(cached)  # (value, expires), or None: nothing
+            return flight
         # Outside the lock: a flight that already landed runs the callback at once.
-        flight.add_done_callback(functools.partial(self._landed, key))
-        return flight
+        started.add_done_callback(functools.partial(self._landed, key))
+        return started
 
     def _register(self, key: K) -> tuple[concurrent.futures.Future[Landed[V]], bool]:
         """A flight for ``key`` that others may join, not started: ``run`` it. False: one
-        was under way, or just landed (joined instead)."""
+        was under way, or just landed (joined instead; a probe the breaker let through goes
+        back)."""
+        ours = False
         with self._lock:
             flight = self._in_flight.get(key)
-            if flight is not None:
-                return flight, False
-            flight = concurrent.futures.Future()
-            cached = self._fresh.get(self._atom(key), self._clock())
-            if cached is not None:
-                flight.set_result(cached)
-                return flight, False
-            self._in_flight[key] = flight
+            if flight is None:
+                cached = self._fresh.get(self._atom(key), self._clock())
+                flight = concurrent.futures.Future()
+                if cached is not None:  # another thread's flight landed since ``begin`` looked
+                    flight.set_result(cached)
+                else:
+                    self._in_flight[key] = flight
+                    ours = True
+        if not ours:
+            self.breaker.release()
+            return flight, False
         flight.add_done_callback(functools.partial(self._landed, key))
         return flight, True
 
