@@ -13,6 +13,7 @@ TESTS = [
     "tests/gateway/test_cached_lookup.py",
     "tests/gateway/test_lookups.py",
     "tests/gateway/test_loop.py",
+    "tests/gateway/test_aliases.py",
     "tests/gateway/test_settings_loop.py",
     "tests/state/test_journal.py",
     "tests/test_engine.py::test_sixteen_threads_mixed_users_no_wrong_decision",
@@ -20,6 +21,7 @@ TESTS = [
     "tests/test_wsgi.py",
     "tests/test_chaos.py",
     "tests/test_crash_recovery.py",
+    "tests/test_redis_failover.py",
 ]
 
 
