@@ -102,7 +102,7 @@ class GatewayLookups:
                 self._fetch_alias,
                 executor=self.executor,
                 breaker=self.breaker,
-                ttl=lambda _: config.non_membership_ttl,
+                ttl=self._alias_ttl,
                 stale_ttl=config.stale_membership_ttl,
                 maxsize=config.cache_size,
                 shared=(lambda keys: shared.answers("a", keys)) if shared else None,
