@@ -239,7 +239,7 @@ class FlagEngine:
 
     def recall(
         self, facts: RequestFacts
-    ) -> tuple[Callable[[], Visitor], dict[str, FlagDecision]] | None:
+    ) -> tuple[Callable[[], Visitor], Mapping[str, FlagDecision]] | None:
         """A returning visitor (a function that builds them) and their ``Config.flags``."""
         if not (self._started_here and self.ready):
             return None

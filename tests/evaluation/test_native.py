@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from tests.evaluation.native_cases import NAMES, Differential, Generator, Tally, run_generated
 from tests.support import DATA, DEMO_FLAGS, SHOP, EngineFactory, visitor
 from vwo_heap_middleware.evaluation import native as native_evaluator
-from vwo_heap_middleware.evaluation.impressions import SdkFacts
+from vwo_heap_middleware.evaluation.impressions import SdkFacts, uuid5_hex
 from vwo_heap_middleware.evaluation.native import Fallback, NativeSettings
 from vwo_heap_middleware.evaluation.outcome import Answers
 from vwo_heap_middleware.identity import short_hash
@@ -273,3 +274,9 @@ def test_the_first_flag_with_a_key_is_the_one_compiled() -> None:
     native = NativeSettings(settings, FACTS)
     assert list(native.flags) == ["plain", "odd"]
     assert native.evaluate("plain", {"id": "u", "custom_variables": {}}, NONE).enabled
+
+
+@pytest.mark.parametrize("name", ["ret-7@example.com", "Zoë ☃", "", "x" * 300, "D" + "0" * 32])
+def test_uuid5_hex_is_uuid5(name: str) -> None:
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, "https://vwo.com")
+    assert uuid5_hex(namespace.bytes, name) == uuid.uuid5(namespace, name).hex.upper()

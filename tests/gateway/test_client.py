@@ -5,15 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
 from tests.support import DEMO_FLAGS, DEMO_SEGMENTS, TlsFiles, free_port
 from vwo_heap_middleware.config import Config
 from vwo_heap_middleware.gateway.client import (
+    MEMBERSHIP_PATH,
     EventClient,
     GatewayClient,
     GatewayError,
+    LookupTargets,
 )
 from vwo_heap_middleware.testing.gateway import LocalGateway
 
@@ -144,3 +147,16 @@ def test_https_with_the_configured_ca(client_for: ClientFactory, tls_files: TlsF
         untrusting = client_for(gateway.url)  # the system's CAs do not know the test CA
         with pytest.raises(GatewayError, match="SSLCertVerificationError"):
             untrusting.is_member("heap_premium_users", "ada@example.com")
+
+
+@pytest.mark.parametrize(
+    ("list_id", "attribute"),
+    [("heap_premium_users", "ret-1@example.com"), ("l i&st", "a b+c/é@%=?"), ("x", "")],
+)
+def test_membership_targets_are_the_sdks_query(list_id: str, attribute: str) -> None:
+    config = Config(account_id="123456", sdk_key="k ey&", gateway_url="http://x", flags=("a",))
+    targets = LookupTargets(config)
+    query = urlencode({"attribute": attribute, "listId": list_id}, safe="@")
+    expected = f"{MEMBERSHIP_PATH}?{query}&{urlencode(targets.account)}"
+    assert targets.membership(list_id, attribute) == expected
+    assert targets.membership(list_id, attribute) == expected  # the list's part kept

@@ -22,6 +22,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from ..config import Config
@@ -199,17 +200,23 @@ class ReturningVisitors:
         self._custom_variable = custom_variable  # the one a visitor no app hook shaped has
         self._keys = keys
         self._map: ExpiringMap[bytes, str] = ExpiringMap(maxsize)
+        # The last facts digested: a new visitor's are digested to recall, then to remember.
+        # One tuple, replaced whole: threads may race for it, never get another's digest.
+        self._last: tuple[RequestFacts | None, bytes] = (None, b"")
+        # Each line of decisions as a read-only mapping, made once: a handful per revision.
+        self._lines: dict[str, Mapping[str, FlagDecision]] = {}
 
     def reset(self) -> None:
         """Forget everyone (new settings, a forked child)."""
         self._map.clear()
+        self._lines = {}
 
     def recall(
         self, facts: RequestFacts, revision: str
-    ) -> tuple[Callable[[], Visitor], dict[str, FlagDecision]] | None:
+    ) -> tuple[Callable[[], Visitor], Mapping[str, FlagDecision]] | None:
         """The visitor of these facts (a function that builds it) and their decisions of
         ``keys``, if every one still holds on settings ``revision``; else None."""
-        found = self._map.get(_digest(facts), time.monotonic())
+        found = self._map.get(self._digest(facts), time.monotonic())
         if found is None:
             return None
         entry = found[0]
@@ -217,12 +224,21 @@ class ReturningVisitors:
         if not entry.startswith(revision):
             return None
         numbers = entry[cut : cut + len(self._keys)]
-        decision, offset = self._interned.decision, self._OFFSET
-        decisions = {
-            key: decision(ord(char) - offset) for key, char in zip(self._keys, numbers, strict=True)
-        }
+        decisions = self._lines.get(numbers) or self._line(numbers)
         atoms = entry[cut + len(self._keys) :]
         return functools.partial(self._visitor, atoms), decisions
+
+    def _line(self, numbers: str) -> Mapping[str, FlagDecision]:
+        decision, offset = self._interned.decision, self._OFFSET
+        line = MappingProxyType(
+            {
+                key: decision(ord(char) - offset)
+                for key, char in zip(self._keys, numbers, strict=True)
+            }
+        )
+        if len(self._lines) < 4096:
+            self._lines[numbers] = line
+        return line
 
     def _visitor(self, atoms: str) -> Visitor:
         parts = tuple(part or None for part in atoms.split(self.SEPARATOR))
@@ -247,7 +263,15 @@ class ReturningVisitors:
         if any(self.SEPARATOR in atom for atom in atoms):
             return
         chars = "".join(chr(n + self._OFFSET) for n in numbers)  # type: ignore[operator]
-        self._map.put(_digest(facts), revision + chars + self.SEPARATOR.join(atoms), expires)
+        self._map.put(self._digest(facts), revision + chars + self.SEPARATOR.join(atoms), expires)
+
+    def _digest(self, facts: RequestFacts) -> bytes:
+        last = self._last
+        if last[0] is facts:
+            return last[1]
+        digest = _digest(facts)
+        self._last = (facts, digest)
+        return digest
 
     def __len__(self) -> int:
         return len(self._map)
@@ -293,7 +317,7 @@ class DecisionCaches:
 
     def recall(
         self, facts: RequestFacts, index: FlagIndex | None
-    ) -> tuple[Callable[[], Visitor], dict[str, FlagDecision]] | None:
+    ) -> tuple[Callable[[], Visitor], Mapping[str, FlagDecision]] | None:
         """A returning visitor's decisions of ``Config.flags`` on these settings, when nothing
         can have changed them: no app hook shapes visitors, nothing is overridden."""
         if not self._recalls or index is None or overrides.current():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 import logging
 import math
 import random
@@ -21,10 +20,10 @@ from typing import Any
 
 from .flag_index import FlagIndex
 from .impressions import SdkFacts, visitor_uuid
+from .impressions import compact_json as _dumps
 from .outcome import Event
 
 logger = logging.getLogger("vwo_heap_middleware")
-_dumps = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps' output, one encoder
 
 SYNC_VISITOR_PROP = "vwo_syncVisitorProp"
 MAX_NAME = 255  # characters of an event name or a property's name

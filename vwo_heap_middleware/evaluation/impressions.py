@@ -6,6 +6,7 @@ impression is then one string format, its JSON written in the order the SDK writ
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import random
 import re
@@ -19,7 +20,13 @@ from .outcome import VARIATION_SHOWN, Event
 
 WEB_UUID = re.compile(r"^[DJ][0-9A-Fa-f]{32}$")
 VWO_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://vwo.com")
-_dumps = functools.partial(json.dumps, separators=(",", ":"))
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def compact_json(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"))``: one encoder for every call, and an int
+    (a campaign id, a session) written as JSON writes it, without an encoder run."""
+    return int.__repr__(value) if type(value) is int else _encode(value)
 
 
 @dataclass(frozen=True)
@@ -37,12 +44,21 @@ def visitor_uuid(user_id: str, account_id: object, *, web_connectivity: bool = T
     visitor id (``D``/``J`` + 32 hex) as it is, else ``uuid5`` under the account's namespace."""
     if web_connectivity and WEB_UUID.match(user_id):
         return user_id
-    return uuid.uuid5(_namespace(str(account_id)), user_id).hex.upper()
+    return uuid5_hex(_namespace(str(account_id)), user_id)
+
+
+def uuid5_hex(namespace: bytes, name: str) -> str:
+    """``uuid.uuid5(UUID(bytes=namespace), name).hex.upper()``, without making UUID objects
+    (a new visitor's impression needs one or two)."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex().upper()
 
 
 @functools.lru_cache(maxsize=16)
-def _namespace(account_id: str) -> uuid.UUID:
-    return uuid.uuid5(VWO_NAMESPACE, account_id)
+def _namespace(account_id: str) -> bytes:
+    return uuid.uuid5(VWO_NAMESPACE, account_id).bytes
 
 
 class Impressions:
@@ -52,10 +68,10 @@ class Impressions:
         self._web = web_connectivity
         self._account = sdk.account_id
         self._props = (
-            f'"vwo_sdkName":{_dumps(sdk.name)},"vwo_sdkVersion":{_dumps(sdk.version)},'
-            f'"vwo_envKey":{_dumps(sdk.sdk_key)},'
+            f'"vwo_sdkName":{compact_json(sdk.name)},"vwo_sdkVersion":{compact_json(sdk.version)},'
+            f'"vwo_envKey":{compact_json(sdk.sdk_key)},'
         )
-        self._environment = _dumps(sdk.sdk_key)
+        self._environment = compact_json(sdk.sdk_key)
         self._query = {"a": str(sdk.account_id), "sn": sdk.name, "sv": sdk.version}
         self._env = sdk.sdk_key
 
@@ -73,24 +89,25 @@ class Impressions:
         if session is None or session == 0:
             session = int(time.time())
         agent, ip = context.get("user_agent"), context.get("ip_address")
-        session_json, visitor_json = _dumps(session), _dumps(visitor)  # a web id may end in \n
+        session_json = compact_json(session)
+        visitor_json = compact_json(visitor)  # a web id may end in \n
         tail = ""
         if agent is not None:
-            tail += f',"visitor_ua":{_dumps(agent)}'
+            tail += f',"visitor_ua":{compact_json(agent)}'
         if ip is not None:
-            tail += f',"visitor_ip":{_dumps(ip)}'
+            tail += f',"visitor_ip":{compact_json(ip)}'
         tail += f',"visitor":{{"props":{{"vwo_fs_environment":{self._environment}'
-        tail += f',"ip":{_dumps(ip)}}}}}}}}}' if ip else "}}}}"
+        tail += f',"ip":{compact_json(ip)}}}}}}}}}' if ip else "}}}}"
         events = []
         for campaign_id, variation_id in shown:
             millis = int(time.time() * 1000)
             variation = str(variation_id)
-            meta = f',"vwoMeta":{_dumps(usage_meta)}' if usage_meta else ""
+            meta = f',"vwoMeta":{compact_json(usage_meta)}' if usage_meta else ""
             usage_meta = None
             data = (
-                f'{{"d":{{"msgId":{_dumps(f"{visitor}-{millis}")},"visId":{visitor_json},'
+                f'{{"d":{{"msgId":{compact_json(f"{visitor}-{millis}")},"visId":{visitor_json},'
                 f'"sessionId":{session_json},"event":{{"props":{{{self._props}'
-                f'"id":{_dumps(campaign_id)},"variation":{_dumps(variation)},"isFirst":1{meta}}},'
+                f'"id":{compact_json(campaign_id)},"variation":{compact_json(variation)},"isFirst":1{meta}}},'
                 f'"name":"{VARIATION_SHOWN}","time":{millis}}}{tail}'
             )
             query = {

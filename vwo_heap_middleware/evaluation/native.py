@@ -26,7 +26,7 @@ from typing import Any
 
 from murmurhash import mrmr  # the SDK's own murmurhash (the mmh3 wheel crashes on surrogates)
 
-from .impressions import VWO_NAMESPACE, Impressions, SdkFacts
+from .impressions import VWO_NAMESPACE, Impressions, SdkFacts, uuid5_hex
 from .outcome import NO_VARIABLES, Answers, Outcome
 from .segments import Memberships, Segment, Unsupported, compile_segment
 
@@ -195,7 +195,7 @@ class NativeSettings:
 
     def __init__(self, settings: Mapping[str, Any], sdk: SdkFacts) -> None:
         self._account = settings["accountId"]  # bucketing and hashed user ids use the settings'
-        self._settings_namespace = uuid.uuid5(VWO_NAMESPACE, str(self._account))
+        self._settings_namespace = uuid.uuid5(VWO_NAMESPACE, str(self._account)).bytes
         web = bool(settings.get("isWebConnectivityEnabled", True))
         self._impressions = Impressions(sdk, web_connectivity=web)
         self.flags: dict[str, _Flag] = {}
@@ -266,7 +266,7 @@ class NativeSettings:
             if not rule.user_list:
                 return user_id
             if not hashed:
-                hashed.append(uuid.uuid5(self._settings_namespace, user_id).hex.upper())
+                hashed.append(uuid5_hex(self._settings_namespace, user_id))
             return hashed[0]
 
         shown: list[tuple[Any, Any]] = []  # (campaign id, variation id) impressions, in order

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import urllib3
 
@@ -253,10 +253,17 @@ class LookupTargets:
     def __init__(self, config: Config) -> None:
         self.account = {"accountId": config.account_id, "sdkKey": config.sdk_key}
         self._account = "&" + urlencode(self.account)
+        self._lists: dict[str, str] = {}
 
     def membership(self, list_id: str, attribute: str) -> str:
-        query = urlencode({"attribute": attribute, "listId": list_id}, safe="@")
-        return f"{MEMBERSHIP_PATH}?{query}{self._account}"
+        """``urlencode({"attribute": ..., "listId": ...}, safe="@")`` and the account's part;
+        only the attribute is quoted anew (a list's part is made once)."""
+        tail = self._lists.get(list_id)
+        if tail is None:
+            tail = f"&{urlencode({'listId': list_id})}{self._account}"
+            if len(self._lists) < 256:  # the settings' lists: a handful
+                self._lists[list_id] = tail
+        return f"{MEMBERSHIP_PATH}?attribute={quote_plus(attribute, safe='@')}{tail}"
 
     def alias(self, user_id: str) -> str:
         """The SDK's alias lookup: ``userId`` a JSON array of the one id."""
