@@ -1,6 +1,7 @@
 """Micro-figures, in microseconds: identity parsing + context, a warm and a cold decision, a
 conversion (``track``), and a new (visitor, flag) decision in-process, native and by the SDK;
-and what cached visitors cost the garbage collector.
+a request's whole share for a returning and a new visitor (CPU of the request's thread); and
+what cached visitors cost the garbage collector.
 
 Run as ``python -m bench.micro GATEWAY_URL``; prints one JSON object.
 """
@@ -34,6 +35,39 @@ COOKIE = (
     "%2C%22sessionProperties%22%3A%7B%7D%2C%22identity%22%3A%22ret-1%40example.com%22%7D; "
     "_hp5_let.1234=1732800123456; session=abcdef0123456789"
 )
+
+
+def cpu_per_call(function: Callable[[int], object], calls: int) -> float:
+    """This thread's CPU per call (a lookup's wait for the gateway is not in it)."""
+    started = time.thread_time()
+    for n in range(calls):
+        function(n)
+    return (time.thread_time() - started) / calls * 1e6
+
+
+def request_figures(config: Config) -> dict[str, float]:
+    """A request's whole share, as an adapter runs it (``open_request``, the page's two
+    reads, the response's headers, ``close``), in the request thread's CPU: a returning
+    visitor (recalled), and a new one (its membership asked of the gateway, over HTTP)."""
+    engine = FlagEngine(config)
+    engine.start()
+    engine.wait_ready(10)
+
+    def request(identity: str) -> None:
+        facts = RequestFacts(identity_header=identity.encode(), user_agent=USER_AGENT)
+        with open_request(engine, facts) as flags:
+            flags.enabled("premium_checkout")
+            flags.get("new_banner")
+            flags.response_headers()
+
+    for n in range(100):
+        request(f"ret-{n % 50}@example.com")
+    returning = cpu_per_call(lambda n: request(f"ret-{n % 50}@example.com"), 50_000)
+    for n in range(200):
+        request(f"warm-{n}@example.com")
+    new = cpu_per_call(lambda n: request(f"new-{n}@example.com"), 3_000)
+    engine.close()
+    return {"returning_request_cpu_us": round(returning, 2), "new_request_cpu_us": round(new, 1)}
 
 
 def per_call(function: Callable[[int], object], calls: int) -> float:
@@ -237,6 +271,7 @@ def main() -> None:
         new_us["native_state_dir"] = new_decision(journaled, "native")
     spooled = spool_figures(gateway_url)
     evaluated = evaluation(config)
+    requests = request_figures(config)
     collector = gc_figures()
     print(
         json.dumps(
@@ -251,6 +286,7 @@ def main() -> None:
                 "new_decision_native_state_dir_us": round(new_us["native_state_dir"], 2),
                 **spooled,
                 **evaluated,
+                **requests,
                 **collector,
             }
         )

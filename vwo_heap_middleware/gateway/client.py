@@ -313,6 +313,8 @@ def parse_answer(path: str, status: int, data: bytes) -> Any:
         raise GatewayError(
             f"{path}: HTTP {status}{_reason(data)}", gateway_fault=not 400 <= status < 500
         )
+    if data == b"false" or data == b"true":  # most membership answers: no JSON decoder run
+        return data == b"true"
     try:
         return json.loads(data)
     except ValueError:
