@@ -1,4 +1,4 @@
-"""The benchmark page in every case, for Starlette (uvicorn) and Flask (gunicorn).
+"""The benchmark page in every case, for Starlette (uvicorn), Flask and plain WSGI (gunicorn).
 
 ``BENCH_CASE`` picks the case: ``bare`` (no flags), ``seed`` (a hand-written middleware calling
 the stock SDK's ``get_flag`` per flag per request with the seed's context, as a user following
@@ -309,5 +309,46 @@ def flask_app() -> Any:
     return app
 
 
+def wsgi_app() -> Any:
+    """The page as a plain WSGI application, bare, with a peer, or inside
+    ``HeapFlagsWSGIMiddleware`` (``environ["vwo_heap.flags"]``)."""
+    engine: Any = None
+    peer = PEERS[CASE]() if CASE in PEERS else None
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        status, kind = "200 OK", "text/html; charset=utf-8"
+        if path == "/healthz":
+            ready = ready_now(engine is None or engine.ready)
+            status, kind = ("200 OK" if ready else "503 Service Unavailable"), "text/plain"
+            body = "ok" if ready else "loading"
+        elif path in ("/stats", "/gc"):
+            kind = "application/json"
+            figures = PAUSES.reset() if path == "/gc" else engine.stats() if engine else {}
+            body = json.dumps(figures)
+        elif CASE == "bare":
+            body = render((False, {}), False)
+        elif peer is not None:
+            body = render(*peer(environ.get("HTTP_X_HEAP_IDENTITY")))
+        else:
+            flags = environ["vwo_heap.flags"]
+            banner = flags["new_banner"]
+            body = render(
+                (banner.enabled, dict(banner.variables)), flags.enabled("premium_checkout")
+            )
+        data = body.encode()
+        start_response(status, [("Content-Type", kind), ("Content-Length", str(len(data)))])
+        return [data]
+
+    if CASE != "middleware":
+        return app
+    from vwo_heap_middleware import Config, FlagEngine
+    from vwo_heap_middleware.wsgi import HeapFlagsWSGIMiddleware
+
+    engine = FlagEngine(Config.from_env())
+    return HeapFlagsWSGIMiddleware(app, engine=engine)
+
+
 starlette = starlette_app() if os.environ.get("BENCH_FRAMEWORK") == "starlette" else None
 flask = flask_app() if os.environ.get("BENCH_FRAMEWORK") == "flask" else None
+wsgi = wsgi_app() if os.environ.get("BENCH_FRAMEWORK") == "wsgi" else None

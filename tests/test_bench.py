@@ -43,7 +43,7 @@ def test_bench_runs_for_a_second(tmp_path: Path) -> None:
             "--rounds",
             "1",
             "--frameworks",
-            "starlette,django",
+            "starlette,django,wsgi",
             "--cases",
             "A,C",
             "--python-load",
@@ -66,6 +66,12 @@ def test_bench_runs_for_a_second(tmp_path: Path) -> None:
     assert {"gc_pauses", "gc_longest_ms", "gc_full_longest_ms"} <= set(figures["C"])
     assert set(report["figures"]["django"]) == {"A", "C"}
     assert report["figures"]["django"]["C"]["errors"] == 0
+    assert set(report["figures"]["wsgi"]) == {"A", "C"}
+    assert (
+        report["figures"]["wsgi"]["C"]["errors"] == 0 and report["figures"]["wsgi"]["C"]["rps"] > 0
+    )
     assert next(tmp_path.glob("bench-*.png")).stat().st_size > 0
     last = done.stdout.strip().splitlines()[-1]
-    assert last.startswith("starlette: C/A=") and " | django: C/A=" in last
+    assert (
+        last.startswith("starlette: C/A=") and " | django: C/A=" in last and " | wsgi: C/A=" in last
+    )
