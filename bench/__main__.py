@@ -1,8 +1,8 @@
 """``make bench``: requests/s and latency per case, on real servers with a real load generator.
 
-Cases, for Starlette on uvicorn, Flask on gunicorn, Django on uvicorn (A, C, D and R only) and
-a plain WSGI app on gunicorn (A, C, D, R and G); one worker each, pinned to core 0; the load
-generator and the local gateway on core 1:
+Cases, for Starlette on uvicorn, Flask on gunicorn, Django on uvicorn (``django``) and on
+gunicorn (``django-wsgi``; A, C, D and R only) and a plain WSGI app on gunicorn (A, C, D, R and
+G); one worker each, pinned to core 0; the load generator and the local gateway on core 1:
 
   A  bare       the same page without flags
   B  seed       a hand-written middleware calling the stock SDK's get_flag per flag per request
@@ -90,12 +90,16 @@ SERVERS = {
         "warning",
     ],
 }
-SERVERS["wsgi"] = [
-    part if part != "bench.apps:flask" else "bench.apps:wsgi" for part in SERVERS["flask"]
-]
+# Plain WSGI (HeapFlagsWSGIMiddleware) and Django's WSGI stack on gunicorn, as Flask is.
+for name, app in (("wsgi", "bench.apps:wsgi"), ("django-wsgi", "bench.django_site:application")):
+    SERVERS[name] = [app if part == "bench.apps:flask" else part for part in SERVERS["flask"]]
 # Django is measured bare and with the middleware: its own cost, not again against the peers;
-# plain WSGI (HeapFlagsWSGIMiddleware, gunicorn as Flask) beside GrowthBook.
-FRAMEWORK_CASES = {"django": ("A", "C", "D", "R"), "wsgi": ("A", "C", "D", "R", "G")}
+# plain WSGI beside GrowthBook.
+FRAMEWORK_CASES = {
+    "django": ("A", "C", "D", "R"),
+    "django-wsgi": ("A", "C", "D", "R"),
+    "wsgi": ("A", "C", "D", "R", "G"),
+}
 SERVER_CORE, LOAD_CORE = 0, 1
 # The harness's own requests (stats, /gc, faults) retry a kept-alive connection the server had
 # just closed as idle (uvicorn's keep-alive is 5 s); redirects are not followed.
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "--gc-freeze", action="store_true", help="servers call gc.freeze() once ready"
     )
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--frameworks", default="starlette,flask,django,wsgi")
+    parser.add_argument("--frameworks", default="starlette,flask,django,django-wsgi,wsgi")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator")
     parser.add_argument("--no-micro", action="store_true")

@@ -1,10 +1,12 @@
-"""The benchmark page on Django under uvicorn (ASGI, an async view), for the cases ``bare`` (no
-middleware) and ``middleware`` (``HeapFlagsMiddleware``); the gateway comes from the
-environment, as for the other frameworks (``bench/apps.py``)."""
+"""The benchmark page on Django under uvicorn (``django``: ASGI, async views) or gunicorn
+(``django-wsgi``: WSGI, the same views plain), for the cases ``bare`` (no middleware) and
+``middleware`` (``HeapFlagsMiddleware``); the gateway comes from the environment, as for the
+other frameworks (``bench/apps.py``)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import django
@@ -15,6 +17,7 @@ from django.urls import path
 from .apps import CASE, PAUSES, ready_now, render
 
 MIDDLEWARE = CASE == "middleware"
+FRAMEWORK = os.environ.get("BENCH_FRAMEWORK")
 settings.configure(
     DEBUG=False,
     ALLOWED_HOSTS=["*"],
@@ -33,7 +36,22 @@ settings.configure(
 django.setup()
 
 
-async def page(request: HttpRequest) -> HttpResponse:
+View = Callable[[HttpRequest], HttpResponse]
+
+
+def served(view: View) -> Any:
+    """``view`` as the server runs it: plain under WSGI, a coroutine under ASGI (no thread)."""
+    if FRAMEWORK == "django-wsgi":
+        return view
+
+    async def async_view(request: HttpRequest) -> HttpResponse:
+        return view(request)
+
+    return async_view
+
+
+@served
+def page(request: HttpRequest) -> HttpResponse:
     if not MIDDLEWARE:
         return HttpResponse(render((False, {}), False))
     flags = request.flags
@@ -49,16 +67,19 @@ def engine() -> Any:
     return engine() if MIDDLEWARE else None
 
 
-async def healthz(request: HttpRequest) -> HttpResponse:
+@served
+def healthz(request: HttpRequest) -> HttpResponse:
     ready = ready_now(not MIDDLEWARE or engine().ready)
     return HttpResponse("ok" if ready else "loading", status=200 if ready else 503)
 
 
-async def stats(request: HttpRequest) -> JsonResponse:
+@served
+def stats(request: HttpRequest) -> JsonResponse:
     return JsonResponse(engine().stats() if MIDDLEWARE else {})
 
 
-async def gc_pauses(request: HttpRequest) -> JsonResponse:
+@served
+def gc_pauses(request: HttpRequest) -> JsonResponse:
     return JsonResponse(PAUSES.reset())
 
 
@@ -80,4 +101,16 @@ def asgi_application() -> Any:
     return bare()
 
 
-application = asgi_application() if os.environ.get("BENCH_FRAMEWORK") == "django" else None
+def wsgi_application() -> Any:
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
+
+
+application = (
+    asgi_application()
+    if FRAMEWORK == "django"
+    else wsgi_application()
+    if FRAMEWORK == "django-wsgi"
+    else None
+)

@@ -43,7 +43,7 @@ def test_bench_runs_for_a_second(tmp_path: Path) -> None:
             "--rounds",
             "1",
             "--frameworks",
-            "starlette,django,wsgi",
+            "starlette,django,django-wsgi,wsgi",
             "--cases",
             "A,C",
             "--python-load",
@@ -66,7 +66,8 @@ def test_bench_runs_for_a_second(tmp_path: Path) -> None:
     assert {"gc_pauses", "gc_longest_ms", "gc_full_longest_ms"} <= set(figures["C"])
     assert set(report["figures"]["django"]) == {"A", "C"}
     assert report["figures"]["django"]["C"]["errors"] == 0
-    assert set(report["figures"]["wsgi"]) == {"A", "C"}
+    assert set(report["figures"]["wsgi"]) == set(report["figures"]["django-wsgi"]) == {"A", "C"}
+    assert report["figures"]["django-wsgi"]["C"]["errors"] == 0
     assert (
         report["figures"]["wsgi"]["C"]["errors"] == 0 and report["figures"]["wsgi"]["C"]["rps"] > 0
     )
