@@ -151,7 +151,7 @@ def test_https_with_the_configured_ca(client_for: ClientFactory, tls_files: TlsF
 
 @pytest.mark.parametrize(
     ("list_id", "attribute"),
-    [("heap_premium_users", "ret-1@example.com"), ("l i&st", "a b+c/é@%=?"), ("x", "")],
+    [("heap_premium_users", "ret-1@example.com"), ("l@i st&", "a b+c/é@%=?"), ("x", "")],
 )
 def test_membership_targets_are_the_sdks_query(list_id: str, attribute: str) -> None:
     config = Config(account_id="123456", sdk_key="k ey&", gateway_url="http://x", flags=("a",))

@@ -29,6 +29,9 @@ def compact_json(value: Any) -> str:
     return int.__repr__(value) if type(value) is int else _encode(value)
 
 
+_dumps = compact_json
+
+
 @dataclass(frozen=True)
 class SdkFacts:
     """What the SDK puts in impressions, from its init options and constants."""
@@ -68,10 +71,10 @@ class Impressions:
         self._web = web_connectivity
         self._account = sdk.account_id
         self._props = (
-            f'"vwo_sdkName":{compact_json(sdk.name)},"vwo_sdkVersion":{compact_json(sdk.version)},'
-            f'"vwo_envKey":{compact_json(sdk.sdk_key)},'
+            f'"vwo_sdkName":{_dumps(sdk.name)},"vwo_sdkVersion":{_dumps(sdk.version)},'
+            f'"vwo_envKey":{_dumps(sdk.sdk_key)},'
         )
-        self._environment = compact_json(sdk.sdk_key)
+        self._environment = _dumps(sdk.sdk_key)
         self._query = {"a": str(sdk.account_id), "sn": sdk.name, "sv": sdk.version}
         self._env = sdk.sdk_key
 
@@ -89,25 +92,24 @@ class Impressions:
         if session is None or session == 0:
             session = int(time.time())
         agent, ip = context.get("user_agent"), context.get("ip_address")
-        session_json = compact_json(session)
-        visitor_json = compact_json(visitor)  # a web id may end in \n
+        session_json, visitor_json = _dumps(session), _dumps(visitor)  # a web id may end in \n
         tail = ""
         if agent is not None:
-            tail += f',"visitor_ua":{compact_json(agent)}'
+            tail += f',"visitor_ua":{_dumps(agent)}'
         if ip is not None:
-            tail += f',"visitor_ip":{compact_json(ip)}'
+            tail += f',"visitor_ip":{_dumps(ip)}'
         tail += f',"visitor":{{"props":{{"vwo_fs_environment":{self._environment}'
-        tail += f',"ip":{compact_json(ip)}}}}}}}}}' if ip else "}}}}"
+        tail += f',"ip":{_dumps(ip)}}}}}}}}}' if ip else "}}}}"
         events = []
         for campaign_id, variation_id in shown:
             millis = int(time.time() * 1000)
             variation = str(variation_id)
-            meta = f',"vwoMeta":{compact_json(usage_meta)}' if usage_meta else ""
+            meta = f',"vwoMeta":{_dumps(usage_meta)}' if usage_meta else ""
             usage_meta = None
             data = (
-                f'{{"d":{{"msgId":{compact_json(f"{visitor}-{millis}")},"visId":{visitor_json},'
+                f'{{"d":{{"msgId":{_dumps(f"{visitor}-{millis}")},"visId":{visitor_json},'
                 f'"sessionId":{session_json},"event":{{"props":{{{self._props}'
-                f'"id":{compact_json(campaign_id)},"variation":{compact_json(variation)},"isFirst":1{meta}}},'
+                f'"id":{_dumps(campaign_id)},"variation":{_dumps(variation)},"isFirst":1{meta}}},'
                 f'"name":"{VARIATION_SHOWN}","time":{millis}}}{tail}'
             )
             query = {

@@ -260,7 +260,7 @@ class LookupTargets:
         only the attribute is quoted anew (a list's part is made once)."""
         tail = self._lists.get(list_id)
         if tail is None:
-            tail = f"&{urlencode({'listId': list_id})}{self._account}"
+            tail = f"&{urlencode({'listId': list_id}, safe='@')}{self._account}"
             if len(self._lists) < 256:  # the settings' lists: a handful
                 self._lists[list_id] = tail
         return f"{MEMBERSHIP_PATH}?attribute={quote_plus(attribute, safe='@')}{tail}"
