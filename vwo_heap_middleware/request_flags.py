@@ -4,6 +4,7 @@ decides, and sets the ``ContextVar`` ``get_flags()`` reads; ``response_headers()
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -139,10 +140,8 @@ class RequestFlags:
         if token is not None and self.engine.observers:
             self.engine.observers.request_closed(self)
         if token is not None:
-            try:  # noqa: SIM105 (no context manager object on every request)
+            with contextlib.suppress(ValueError):  # set in another context (Flask's teardown)
                 current_flags.reset(token)
-            except ValueError:  # set in another context (Flask's teardown)
-                pass
         self._request = self._make_request = None  # no cycle back to the request and scope
 
     @property
